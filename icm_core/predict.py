@@ -1,0 +1,81 @@
+"""Zero-shot and linear-probe predictors, with or without the invariant projection, and metrics."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from icm_core.validation import check_labels, check_matrix
+
+# CLIP's learned logit scale is ~100; argmax does not depend on it, softmax does.
+CLIP_LOGIT_SCALE = 100.0
+
+
+def l2_normalize(X) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    norms = np.linalg.norm(X, axis=-1, keepdims=True)
+    return X / np.maximum(norms, np.finfo(float).tiny)
+
+
+def zero_shot_logits(image_embeddings, class_embeddings, projection=None, scale: float = CLIP_LOGIT_SCALE) -> np.ndarray:
+    """Logits of each image against each class text embedding.
+
+    Both sides are L2-normalised, then (when a fitted projection is given) projected
+    into the invariant subspace, as in the paper, then compared by dot product.
+    """
+    images = l2_normalize(check_matrix(image_embeddings, "image_embeddings"))
+    classes = l2_normalize(check_matrix(class_embeddings, "class_embeddings", width=images.shape[1]))
+    if projection is not None:
+        images, classes = projection.transform(images), projection.transform(classes)
+    return scale * images @ classes.T
+
+
+def zero_shot_predict(image_embeddings, class_embeddings, projection=None) -> np.ndarray:
+    return zero_shot_logits(image_embeddings, class_embeddings, projection).argmax(axis=1)
+
+
+class LinearProbe:
+    """Logistic regression on (optionally projected) embeddings; C and max_iter as the authors."""
+
+    def __init__(self, projection=None, C: float = 0.316, max_iter: int = 1000):
+        self.projection = projection
+        self.C = C
+        self.max_iter = max_iter
+
+    def _features(self, X) -> np.ndarray:
+        X = check_matrix(X, "X")
+        return X if self.projection is None else self.projection.transform(X)
+
+    def fit(self, X, y) -> "LinearProbe":
+        features = self._features(X)
+        y = check_labels(y, "y", len(features))
+        if len(np.unique(y)) < 2:
+            raise ValueError("y must contain at least 2 classes to fit a linear probe")
+        self.model_ = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(features, y)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        if not hasattr(self, "model_"):
+            raise ValueError("this LinearProbe is not fitted yet: call fit(X, y) first")
+        return self.model_.predict(self._features(X))
+
+
+def accuracy(y_true, y_pred) -> float:
+    y_true = np.asarray(y_true)
+    y_pred = check_labels(y_pred, "y_pred", len(y_true))
+    if len(y_true) == 0:
+        raise ValueError("accuracy of an empty set is undefined")
+    return float(np.mean(y_true == y_pred))
+
+
+def per_class_accuracy(y_true, y_pred) -> dict:
+    """{class: accuracy over the samples of that class}, for the classes present in y_true."""
+    y_true = np.asarray(y_true)
+    y_pred = check_labels(y_pred, "y_pred", len(y_true))
+    return {label.item(): float(np.mean(y_pred[y_true == label] == label)) for label in np.unique(y_true)}
+
+
+def harmonic_mean(base_accuracy: float, novel_accuracy: float) -> float:
+    """2 b n / (b + n), the open-class summary (0 when both are 0)."""
+    total = base_accuracy + novel_accuracy
+    return 0.0 if total == 0 else 2 * base_accuracy * novel_accuracy / total

@@ -1,0 +1,37 @@
+"""Input checks shared by the estimator, the moments and the predictors."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def check_matrix(X, name: str, *, width: int | None = None, min_rows: int = 1) -> np.ndarray:
+    """A finite 2-D float64 array, or a ValueError that names the argument."""
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (rows x features), got {X.ndim}-D shape {X.shape}")
+    if len(X) < min_rows:
+        raise ValueError(f"{name} needs at least {min_rows} rows, got {len(X)}")
+    if width is not None and X.shape[1] != width:
+        raise ValueError(f"{name} has {X.shape[1]} columns; expected {width} (the fitted dimension)")
+    if not np.isfinite(X).all():
+        bad = int((~np.isfinite(X)).any(axis=1).sum())
+        raise ValueError(f"{name} contains NaN or inf in {bad} row(s); drop or repair them before fitting")
+    return X
+
+
+def check_pair(Z, Z_intervened, *, width: int | None = None, min_rows: int = 1):
+    Z = check_matrix(Z, "Z", width=width, min_rows=min_rows)
+    Z_intervened = check_matrix(Z_intervened, "Z_intervened", width=width, min_rows=min_rows)
+    if Z.shape != Z_intervened.shape:
+        raise ValueError(
+            f"Z and Z_intervened must have the same shape (row i of one is the intervened twin of "
+            f"row i of the other), got {Z.shape} and {Z_intervened.shape}"
+        )
+    return Z, Z_intervened
+
+
+def check_labels(y, name: str, n_rows: int) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n_rows:
+        raise ValueError(f"{name} must be 1-D with {n_rows} entries (one per row), got shape {y.shape}")
+    return y
