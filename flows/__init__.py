@@ -1,0 +1,1 @@
+"""Prefect flows of clip-icm: each one reads like a step of the method."""

@@ -1,0 +1,157 @@
+"""DomainBed-layout datasets (ROOT/<domain>/<class>/<image>) on any fsspec URL, and RotatedDigits."""
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from tasks.storage import exists, filesystem, join, stable_hash, write_bytes
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+ROTATED_DIGITS = "rotated-digits"
+ROTATED_DIGITS_ANGLES = (0, 15, 30, 45, 60, 75)
+DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    root: str
+    samples: pd.DataFrame  # sample_id, path, domain, class, label, split, size
+    domains: tuple[str, ...]
+    classes: tuple[str, ...]
+    fingerprint: str
+    holdout: float
+    seed: int
+
+    def rows(self, domains=None, split=None, classes=None) -> pd.DataFrame:
+        frame = self.samples
+        if domains is not None:
+            frame = frame[frame["domain"].isin(list(domains))]
+        if split is not None:
+            frame = frame[frame["split"] == split]
+        if classes is not None:
+            frame = frame[frame["class"].isin(list(classes))]
+        return frame
+
+
+def _split_key(seed: int, sample_id: str) -> str:
+    return hashlib.sha256(f"{seed}:{sample_id}".encode()).hexdigest()
+
+
+def assign_split(sample_ids: pd.Series, holdout: float, seed: int) -> np.ndarray:
+    """Exactly round(holdout * n) ids become "val": those with the smallest seeded hashes.
+
+    Depends only on the ids and the seed, so listing order, machine and run never change it.
+    """
+    keys = sample_ids.map(lambda sample_id: _split_key(seed, sample_id))
+    n_val = int(round(holdout * len(sample_ids)))
+    val = set(keys.sort_values().index[:n_val])
+    return np.array(["val" if index in val else "train" for index in sample_ids.index])
+
+
+def discover(root: str, *, holdout: float = 0.2, seed: int = 0, class_policy: str = "strict") -> Dataset:
+    """List a DomainBed folder; domains and classes sorted; non-image files ignored.
+
+    class_policy "strict" fails when domains disagree on their classes; "intersection"
+    keeps the classes every domain has.
+    """
+    if not 0 < holdout < 1:
+        raise ValueError(f"holdout must be in (0, 1), got {holdout}")
+    if class_policy not in ("strict", "intersection"):
+        raise ValueError(f"class_policy must be 'strict' or 'intersection', got {class_policy!r}")
+    fs, base = filesystem(root)
+    if not fs.isdir(base):
+        raise ValueError(
+            f"dataset root {root!r} does not exist or is not a folder; expected ROOT/<domain>/<class>/<image> "
+            f"(pass --dataset {ROTATED_DIGITS} for the built-in dataset)"
+        )
+    base = base.rstrip("/")
+    records = []
+    for path, info in fs.find(base, detail=True).items():
+        relative = path[len(base) :].lstrip("/")
+        parts = relative.split("/")
+        if len(parts) != 3 or not relative.lower().endswith(IMAGE_EXTENSIONS) or parts[2].startswith("."):
+            continue
+        records.append({"sample_id": relative, "domain": parts[0], "class": parts[1], "size": int(info.get("size") or 0)})
+    domain_folders = sorted(
+        entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(base, detail=False) if fs.isdir(entry)
+    )
+    if not domain_folders:
+        raise ValueError(f"dataset root {root!r} has no domain folders; expected ROOT/<domain>/<class>/<image>")
+    frame = pd.DataFrame(records, columns=["sample_id", "domain", "class", "size"])
+    empty = [domain for domain in domain_folders if domain not in set(frame["domain"])]
+    if empty:
+        raise ValueError(
+            f"domain folder(s) {empty} under {root!r} contain no images ({', '.join(IMAGE_EXTENSIONS)}); "
+            "add images as <domain>/<class>/<image> or remove the folder"
+        )
+    class_sets = {domain: set(group["class"]) for domain, group in frame.groupby("domain")}
+    shared = set.intersection(*class_sets.values())
+    if any(classes != shared for classes in class_sets.values()):
+        if class_policy == "strict":
+            differences = "; ".join(
+                f"{domain} lacks {sorted(set.union(*class_sets.values()) - classes)}"
+                for domain, classes in sorted(class_sets.items())
+                if classes != set.union(*class_sets.values())
+            )
+            raise ValueError(
+                f"class folders differ between domains under {root!r}: {differences}. "
+                "Fix the folders, or pass class_policy='intersection' (--class-policy intersection) "
+                f"to keep the {len(shared)} shared classes"
+            )
+        frame = frame[frame["class"].isin(shared)]
+    if not shared:
+        raise ValueError(f"no class is shared by every domain under {root!r}")
+    frame = frame.sort_values("sample_id").reset_index(drop=True)
+    classes = tuple(sorted(shared))
+    frame["label"] = frame["class"].map({name: index for index, name in enumerate(classes)}).astype("int32")
+    frame["path"] = [join(root, sample_id) for sample_id in frame["sample_id"]]
+    frame["split"] = "train"
+    for _, group in frame.groupby("domain"):
+        frame.loc[group.index, "split"] = assign_split(group["sample_id"], holdout, seed)
+    fingerprint = stable_hash(list(zip(frame["sample_id"], frame["size"])))
+    return Dataset(
+        root=root,
+        samples=frame[["sample_id", "path", "domain", "class", "label", "split", "size"]],
+        domains=tuple(sorted(frame["domain"].unique())),
+        classes=classes,
+        fingerprint=fingerprint,
+        holdout=holdout,
+        seed=seed,
+    )
+
+
+def materialize_rotated_digits(cache_url: str, image_size: int = 32) -> str:
+    """RotatedDigits: scikit-learn's bundled 8x8 digits, rendered and rotated by 0..75 degrees.
+
+    Each of the six domains takes a disjoint sixth of the 1,797 digits, as DomainBed's
+    RotatedMNIST does with MNIST. Written once; a marker written last makes reuse safe.
+    """
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    root = join(cache_url, f"rotated-digits-{image_size}px")
+    marker = join(root, ".complete")
+    if exists(marker):
+        return root
+    digits = load_digits()
+    order = np.random.default_rng(0).permutation(len(digits.images))
+    for angle, indices in zip(ROTATED_DIGITS_ANGLES, np.array_split(order, len(ROTATED_DIGITS_ANGLES))):
+        for index in indices:
+            pixels = (digits.images[index] * (255 / 16)).astype(np.uint8)
+            image = Image.fromarray(pixels).resize((image_size, image_size), Image.BILINEAR)
+            image = image.rotate(angle, resample=Image.BILINEAR).convert("RGB")
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            name = DIGIT_NAMES[digits.target[index]]
+            write_bytes(join(root, f"rotated_{angle:02d}", name, f"{index:04d}.png"), buffer.getvalue())
+    write_bytes(marker, b"")
+    return root
+
+
+def resolve_dataset(dataset: str, cache_url: str) -> str:
+    """The root URL of a dataset argument: a DomainBed folder URL, or 'rotated-digits'."""
+    return materialize_rotated_digits(join(cache_url, "datasets")) if dataset == ROTATED_DIGITS else dataset

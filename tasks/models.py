@@ -1,0 +1,121 @@
+"""open_clip models: name/weights validation, loading on the best device, encoding."""
+from __future__ import annotations
+
+import difflib
+import functools
+import hashlib
+import logging
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+
+log = logging.getLogger(__name__)
+
+# A 2-layer, 32-px architecture for tests and smoke runs; never for results.
+open_clip.add_model_config(Path(__file__).parent / "model_configs")
+
+RANDOM_WEIGHTS = "none"
+
+
+def resolve_device(requested: str = "auto") -> str:
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+@functools.lru_cache(maxsize=None)
+def _file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def check_model(name: str, pretrained: str) -> str:
+    """Validate a model name and weights before any work; return the weights' identity.
+
+    pretrained is an open_clip tag, a local checkpoint file, or "none" (random weights).
+    The identity goes into cache keys: the tag, "none", or the checkpoint's content hash.
+    """
+    models = open_clip.list_models()
+    if name not in models:
+        close = difflib.get_close_matches(name, models, n=5, cutoff=0.5)
+        raise ValueError(f"unknown open_clip model {name!r}; close names: {close or 'none'} (open_clip.list_models())")
+    if pretrained == RANDOM_WEIGHTS:
+        return RANDOM_WEIGHTS
+    if os.path.isfile(pretrained):
+        return f"file-sha256:{_file_digest(pretrained)}"
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if pretrained not in tags:
+        close = difflib.get_close_matches(pretrained, tags, n=5, cutoff=0.3) or tags[:8]
+        raise ValueError(
+            f"pretrained {pretrained!r} is neither an open_clip tag of {name!r} nor an existing checkpoint file; "
+            f"tags for {name!r}: {close or 'none'}; or pass a local file path, or 'none' for random weights"
+        )
+    return pretrained
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    pretrained: str
+    weights_id: str
+    device: str
+    model: torch.nn.Module
+    preprocess: object
+    tokenizer: object
+
+    def autocast(self):
+        # mixed precision on GPU only: CPU fp16/bf16 is slower and changes results
+        return torch.autocast("cuda", dtype=torch.float16) if self.device.startswith("cuda") else nullcontext()
+
+    @torch.inference_mode()
+    def encode_images(self, pixels: torch.Tensor) -> np.ndarray:
+        with self.autocast():
+            features = self.model.encode_image(pixels.to(self.device, non_blocking=True), normalize=True)
+        return features.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def encode_texts(self, texts, batch_size: int = 256) -> np.ndarray:
+        chunks = []
+        for start in range(0, len(texts), batch_size):
+            tokens = self.tokenizer(list(texts[start : start + batch_size])).to(self.device)
+            with self.autocast():
+                chunks.append(self.model.encode_text(tokens, normalize=True).float().cpu().numpy())
+        width = self.model.text_projection.shape[-1] if hasattr(self.model, "text_projection") else 0
+        return np.concatenate(chunks) if chunks else np.zeros((0, width), np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def load_model(name: str, pretrained: str, device: str = "auto") -> LoadedModel:
+    """open_clip.create_model_and_transforms, once per process for each (name, weights, device)."""
+    weights_id = check_model(name, pretrained)
+    device = resolve_device(device)
+    if pretrained == RANDOM_WEIGHTS:
+        log.warning("=" * 72)
+        log.warning("RANDOM WEIGHTS for %s (--pretrained none): a smoke run, not a result", name)
+        log.warning("=" * 72)
+    try:
+        # seeded so that random-weights runs are reproducible and resumable
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=None if pretrained == RANDOM_WEIGHTS else pretrained, device=device
+            )
+    except RuntimeError as error:
+        raise RuntimeError(
+            f"could not load weights {pretrained!r} for model {name!r}: {error}. Without internet access, "
+            f"download the checkpoint on another machine and pass its local path as --pretrained /path/to/file"
+        ) from error
+    model.eval()
+    return LoadedModel(name, pretrained, weights_id, device, model, preprocess, open_clip.get_tokenizer(name))

@@ -1,0 +1,74 @@
+"""Report tasks: Parquet tables, run.json, a PNG plot beside them, and Prefect artifacts."""
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pyarrow as pa
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from tasks.storage import join, read_parquet, write_bytes, write_json, write_parquet
+
+REPORT_FILES = ("predictions.parquet", "summary.parquet", "selection.parquet", "skipped.parquet", "run.json")
+
+
+@task(name="write-table", task_run_name="write {name}", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def write_table(frame: pd.DataFrame, run_url: str, name: str) -> str:
+    return write_parquet(pa.Table.from_pandas(frame, preserve_index=False), join(run_url, name))
+
+
+@task(name="write-run-json", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def write_run_json(run_url: str, record: dict) -> str:
+    return write_json(join(run_url, "run.json"), record)
+
+
+def accuracy_plot_png(summary: pd.DataFrame) -> bytes:
+    """Accuracy per target domain, CLIP vs CLIP-ICM, one group of bars per target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = summary[summary["protocol"] == "domain_shift"].pivot(index="target", columns="method", values="accuracy")
+    figure, axes = plt.subplots(figsize=(max(6, 1.6 * len(table)), 4))
+    table.plot.bar(ax=axes, rot=0)
+    axes.set_ylabel("accuracy")
+    axes.set_ylim(0, 1)
+    axes.set_title("Leave-one-domain-out accuracy: CLIP vs CLIP-ICM")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+@task(name="write-plot", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def write_plot(summary: pd.DataFrame, run_url: str) -> str | None:
+    if not (summary["protocol"] == "domain_shift").any():
+        return None
+    return write_bytes(join(run_url, "accuracy_by_target.png"), accuracy_plot_png(summary))
+
+
+def summary_markdown(summary: pd.DataFrame, title: str) -> str:
+    columns = [c for c in ("protocol", "method", "target", "accuracy", "base_accuracy", "novel_accuracy", "harmonic_mean", "n") if c in summary]
+    return f"# {title}\n\n" + summary[columns].to_markdown(index=False, floatfmt=".4f")
+
+
+@task(name="publish-artifacts", cache_policy=NO_CACHE)
+def publish_artifacts(summary: pd.DataFrame, run_url: str, title: str) -> None:
+    """A markdown summary and a per-domain comparison table in the Prefect UI."""
+    create_markdown_artifact(
+        summary_markdown(summary, title) + f"\n\nReports: `{run_url}`", key="clip-icm-summary", description=title
+    )
+    per_domain = summary[summary["protocol"] == "domain_shift"].pivot(index="target", columns="method", values="accuracy")
+    if len(per_domain):
+        create_table_artifact(
+            per_domain.reset_index().round(4).to_dict("records"), key="clip-icm-per-domain", description=title
+        )
+
+
+def read_summary(run_url: str) -> pd.DataFrame:
+    return read_parquet(join(run_url, "summary.parquet")).to_pandas()

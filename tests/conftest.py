@@ -1,0 +1,54 @@
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tasks.storage import write_bytes
+
+TINY_MODEL = "ICM-Tiny"
+
+
+def colourful_image(rng, label: int, domain_index: int, size: int = 32) -> Image.Image:
+    """A class-dependent pattern under a domain-dependent colour cast, with noise."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    pattern = np.sin((label + 1) * 3 * x + (label % 3) * 2 * y)
+    cast = np.array([[1.0, 0.4, 0.2], [0.2, 1.0, 0.4], [0.4, 0.2, 1.0]])[domain_index % 3]
+    pixels = 0.5 + 0.4 * pattern[..., None] * cast + 0.1 * rng.normal(size=(size, size, 3))
+    return Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8))
+
+
+def make_image_folder(root: str, domains=("art", "photo", "sketch"), classes=("bird", "cat", "dog", "fish"),
+                      per_class: int = 5, corrupt=(), extra_files=True, seed: int = 0) -> str:
+    """ROOT/<domain>/<class>/<image>.jpg; `corrupt` names (domain, class) folders that get a broken file."""
+    rng = np.random.default_rng(seed)
+    for domain_index, domain in enumerate(domains):
+        for label, name in enumerate(classes):
+            for index in range(per_class):
+                buffer = io.BytesIO()
+                colourful_image(rng, label, domain_index).save(buffer, format="JPEG", quality=95)
+                write_bytes(f"{root}/{domain}/{name}/{index:03d}.jpg", buffer.getvalue())
+    for domain, name in corrupt:
+        write_bytes(f"{root}/{domain}/{name}/broken.jpg", b"\xff\xd8 this is not a jpeg")
+    if extra_files:
+        write_bytes(f"{root}/README.txt", b"not an image")
+        write_bytes(f"{root}/{domains[0]}/{classes[0]}/notes.txt", b"not an image either")
+    return root
+
+
+@pytest.fixture
+def memory_root(request):
+    import fsspec
+
+    root = f"memory://{request.node.name}"
+    yield root
+    fs = fsspec.filesystem("memory")
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _prefect_home(tmp_path_factory):
+    os.environ.setdefault("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
