@@ -1,0 +1,226 @@
+import os
+import shutil
+import subprocess
+import sys
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import yaml
+from conftest import TINY_MODEL, make_image_folder
+from prefect.testing.utilities import prefect_test_harness
+
+import tasks.models
+from flows.cli import main
+from flows.config import RunConfig
+from flows.evaluate import evaluate_domain_shift, evaluate_open_class
+from icm_core import harmonic_mean
+from tasks.embed import embedding_table, read_embeddings, IMAGE_SCHEMA
+from tasks.evaluate import METHODS, split_base_novel
+from tasks.fit import EmbeddingIndex
+from tasks.storage import join, read_bytes, read_json, read_parquet, write_parquet
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASSES = ("bird", "cat", "dog", "fish")
+LAMS = ["0.1", "1", "10"]
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, prefect_api):
+    base = tmp_path_factory.mktemp("flows")
+    dataset = make_image_folder(str(base / "data"), classes=CLASSES, per_class=6, corrupt=[("photo", "dog")])
+    args = ["--dataset", dataset, "--model", TINY_MODEL, "--pretrained", "none", "--store", str(base / "store"),
+            "--lams", *LAMS, "--run-name", "first"]
+    assert main(["run", *args]) == 0
+    return {"base": base, "dataset": dataset, "args": args, "run": str(base / "store" / "runs" / "first")}
+
+
+def table(run, name):
+    return read_parquet(join(run, name)).to_pandas()
+
+
+def test_run_writes_every_report_and_summary_matches_predictions(workspace):
+    run = workspace["run"]
+    for name in ("predictions.parquet", "summary.parquet", "selection.parquet", "skipped.parquet", "run.json",
+                 "accuracy_by_target.png", "projections/domain_shift-art.npz", "projections/open_class-sketch.npz"):
+        assert os.path.exists(join(run, name)), name
+    predictions, summary = table(run, "predictions.parquet"), table(run, "summary.parquet")
+    domain_shift = summary[summary["protocol"] == "domain_shift"]
+    assert sorted(domain_shift["method"].unique()) == sorted(METHODS)
+    assert sorted(domain_shift["target"].unique()) == ["art", "mean", "photo", "sketch"]
+    assert len(domain_shift) == 4 * 4
+    recomputed = predictions.groupby(["protocol", "method", "target"])["correct"].mean()
+    for row in summary[summary["target"] != "mean"].itertuples():
+        assert row.accuracy == pytest.approx(recomputed[(row.protocol, row.method, row.target)])
+    means = recomputed.groupby(level=["protocol", "method"]).mean()
+    for row in summary[summary["target"] == "mean"].itertuples():
+        assert row.accuracy == pytest.approx(means[(row.protocol, row.method)])
+    # one prediction per readable target image per method; the broken file is skipped, and reported
+    photo = predictions[(predictions["protocol"] == "domain_shift") & (predictions["target"] == "photo")]
+    assert len(photo) == 4 * 24
+    assert table(run, "skipped.parquet")["sample_id"].tolist() == ["photo/dog/broken.jpg"]
+    record = read_json(join(run, "run.json"))
+    assert record["skipped_images"] == 1 and record["model"]["name"] == TINY_MODEL
+    assert record["config"]["lams"] == [0.1, 1.0, 10.0] and len(record["dataset"]["fingerprint"]) == 16
+    assert record["package_version"] and record["timings"]["total_s"] > 0
+    assert open(join(run, "accuracy_by_target.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_second_run_embeds_nothing_and_reproduces_reports(workspace):
+    args = [a if a != "first" else "second" for a in workspace["args"]]
+    assert main(["run", *args]) == 0
+    first, second = workspace["run"], workspace["run"].replace("first", "second")
+    assert read_json(join(second, "run.json"))["embeddings"]["embedded_this_run"] == 0
+    assert read_json(join(first, "run.json"))["embeddings"]["embedded_this_run"] > 0
+    for name in ("predictions.parquet", "summary.parquet", "selection.parquet"):
+        pd.testing.assert_frame_equal(table(first, name), table(second, name))
+    for name in ("projections/domain_shift-art.npz", "projections/open_class-photo.npz"):
+        assert read_bytes(join(first, name)) == read_bytes(join(second, name))
+
+
+def load_index(workspace) -> EmbeddingIndex:
+    record = read_json(join(workspace["run"], "run.json"))
+    return EmbeddingIndex(
+        dataset_root=record["dataset"]["root"], fingerprint=record["dataset"]["fingerprint"],
+        domains=tuple(record["dataset"]["domains"]), classes=tuple(record["dataset"]["classes"]),
+        shards=record["embeddings"]["shards"], text_url=record["embeddings"]["text"],
+    )
+
+
+def corrupted_copy(index, tmp_path, domains, rows_to_corrupt) -> EmbeddingIndex:
+    """A copy of the index whose chosen rows in `domains` have shuffled labels and random embeddings."""
+    shards = dict(index.shards)
+    rng = np.random.default_rng(0)
+    for key, url in index.shards.items():
+        if key.split("/")[0] not in domains:
+            continue
+        rows, embeddings = read_embeddings(url)
+        embeddings = embeddings.copy()  # read_embeddings is zero-copy, read-only
+        chosen = rows_to_corrupt(rows).to_numpy()
+        rows.loc[chosen, "label"] = rng.permutation(rows.loc[chosen, "label"].to_numpy())
+        rows.loc[chosen, "class"] = rows.loc[chosen, "label"].map(dict(enumerate(CLASSES)))
+        embeddings[chosen] = rng.normal(size=embeddings[chosen].shape)
+        shards[key] = str(tmp_path / key.replace("/", "-")) + ".parquet"
+        write_parquet(embedding_table(rows, IMAGE_SCHEMA, embeddings, {}), shards[key])
+    return EmbeddingIndex(index.dataset_root, index.fingerprint, index.domains, index.classes, shards, index.text_url)
+
+
+def test_selection_and_projection_never_see_the_target(workspace, tmp_path):
+    index = load_index(workspace)
+    corrupted = corrupted_copy(index, tmp_path, ["sketch"], lambda rows: pd.Series(True, index=rows.index))
+    lams = [float(lam) for lam in LAMS]
+    clean_predictions, clean = evaluate_domain_shift(index, str(tmp_path / "clean"), ["sketch"], lams)
+    dirty_predictions, dirty = evaluate_domain_shift(corrupted, str(tmp_path / "dirty"), ["sketch"], lams)
+    pd.testing.assert_frame_equal(clean, dirty)
+    assert read_bytes(str(tmp_path / "clean/projections/domain_shift-sketch.npz")) == read_bytes(
+        str(tmp_path / "dirty/projections/domain_shift-sketch.npz"))
+    assert not clean_predictions["label"].equals(dirty_predictions["label"])  # the corruption did reach the target
+
+
+def test_open_class_split_harmonic_mean_and_no_novel_classes_in_fitting(workspace, tmp_path):
+    base, novel = split_base_novel(CLASSES)
+    assert (base, novel) == (["bird", "cat"], ["dog", "fish"])
+    assert split_base_novel(["b", "a", "c"]) == (["a"], ["b", "c"])
+
+    predictions, summary = table(workspace["run"], "predictions.parquet"), table(workspace["run"], "summary.parquet")
+    open_class = summary[(summary["protocol"] == "open_class") & (summary["target"] != "mean")]
+    assert sorted(open_class["method"].unique()) == ["clip_icm_zero_shot", "clip_zero_shot"]
+    for row in open_class.itertuples():
+        group = predictions[(predictions["protocol"] == "open_class") & (predictions["method"] == row.method)
+                            & (predictions["target"] == row.target)]
+        assert row.base_accuracy == pytest.approx(group[group["class"].isin(base)]["correct"].mean())
+        assert row.novel_accuracy == pytest.approx(group[group["class"].isin(novel)]["correct"].mean())
+        assert row.harmonic_mean == pytest.approx(harmonic_mean(row.base_accuracy, row.novel_accuracy))
+        assert set(group["prediction"]) <= set(range(4))
+
+    index = load_index(workspace)
+    novel_rows = lambda rows: rows["class"].isin(novel)  # noqa: E731
+    corrupted = corrupted_copy(index, tmp_path, list(index.domains), novel_rows)
+    lams = [float(lam) for lam in LAMS]
+    _, clean = evaluate_open_class(index, str(tmp_path / "clean"), ["art"], lams)
+    _, dirty = evaluate_open_class(corrupted, str(tmp_path / "dirty"), ["art"], lams)
+    pd.testing.assert_frame_equal(clean, dirty)
+    assert read_bytes(str(tmp_path / "clean/projections/open_class-art.npz")) == read_bytes(
+        str(tmp_path / "dirty/projections/open_class-art.npz"))
+
+
+def test_sweep_reads_cache_only_and_marks_the_selection(workspace, monkeypatch):
+    def no_model(*args, **kwargs):
+        raise AssertionError("the sweep must not load a model")
+
+    monkeypatch.setattr(tasks.models, "load_model", no_model)
+    monkeypatch.setattr(tasks.models.open_clip, "create_model_and_transforms", no_model)
+    assert main(["sweep", *workspace["args"]]) == 0
+    sweep = table(workspace["run"], "sweep.parquet")
+    assert len(sweep) == 3 * 3 * 4  # targets x lambdas x ks (d=32: 4, 8, 16, 24)
+    assert sweep.groupby("target")["selected"].sum().tolist() == [1, 1, 1]
+    selection = table(workspace["run"], "selection.parquet")
+    picked = selection[selection["selected"] & (selection["protocol"] == "domain_shift")]
+    chosen = sweep[sweep["selected"]]
+    assert sorted(zip(chosen["target"], chosen["lam"], chosen["n_components"])) == sorted(
+        zip(picked["target"], picked["lam"], picked["n_components"]))
+    assert sweep["target_zero_shot_accuracy"].between(0, 1).all()
+
+
+def test_sweep_without_cache_names_the_missing_embeddings(workspace, tmp_path, capsys):
+    args = [a if a != str(workspace["base"] / "store") else str(tmp_path / "empty") for a in workspace["args"]]
+    with pytest.raises(FileNotFoundError, match="run `clip-icm run`"):
+        main(["sweep", *args])
+
+
+@pytest.mark.parametrize(
+    "extra, field",
+    [
+        (["--model", "ViT-B-31"], "model/pretrained"),
+        (["--pretrained", "no-such-tag"], "model/pretrained"),
+        (["--holdout", "1.5"], "holdout"),
+        (["--lams", "-1"], "lams"),
+        (["--ks", "0"], "ks"),
+    ],
+)
+def test_bad_config_fails_before_any_embedding_naming_the_field(extra, field, tmp_path, capsys):
+    store = tmp_path / "store"
+    assert main(["run", "--dataset", "rotated-digits", "--model", TINY_MODEL, "--pretrained", "none",
+                 "--store", str(store), *extra]) == 2
+    assert f"config field {field!r}" in capsys.readouterr().err
+    assert not store.exists()
+
+
+def test_report_prints_the_summary(workspace, capsys):
+    assert main(["report", workspace["run"]]) == 0
+    out = capsys.readouterr().out
+    assert "clip_icm_linear_probe" in out and "| sketch" in out
+
+
+def test_cli_help_lists_every_command():
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0 and all(c in result.stdout for c in ("run", "sweep", "report"))
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert "--pretrained" in result.stdout and "--task-runner" in result.stdout
+
+
+def test_prefect_yaml_deployments_register_against_a_local_api(prefect_api, tmp_path):
+    spec = yaml.safe_load(open(os.path.join(ROOT, "prefect.yaml")))
+    names = {d["name"]: d for d in spec["deployments"]}
+    assert set(names) == {"nightly", "gpu", "sweep"}
+    assert names["nightly"]["schedules"][0]["cron"] == "0 2 * * *"
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    prefect = [sys.executable, "-m", "prefect"]
+    for pool in ("clip-icm-local", "clip-icm-gpu"):
+        subprocess.run([*prefect, "work-pool", "create", pool, "--type", "process"], env=env, cwd=ROOT, check=True,
+                       capture_output=True)
+    deploy = subprocess.run([*prefect, "--no-prompt", "deploy", "--all"], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    listed = subprocess.run([*prefect, "deployment", "ls"], env=env, cwd=ROOT, capture_output=True, text=True).stdout
+    for name in ("clip-icm-run/nightly", "clip-icm-run/gpu", "clip-icm-sweep/sweep"):
+        assert name in listed, listed
