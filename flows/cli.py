@@ -72,7 +72,7 @@ def main(argv=None) -> int:
         print(summary_markdown(read_summary(args["run"]), args["run"]))
         return 0
     try:
-        RunConfig(**args).validate()  # fail before Prefect starts or anything is embedded
+        config = RunConfig(**args).validate()  # fail before Prefect starts or anything is embedded
     except ValueError as error:
         print(f"clip-icm: {error}", file=sys.stderr)
         return 2
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
         from flows.run import run as flow
     else:
         from flows.sweep import sweep as flow
-    print(flow(**args))
+    print(flow(config))
     return 0
 
 

@@ -51,7 +51,7 @@ def cached_index(data: Dataset, model, pretrained, store, interventions, pairs) 
     return index
 
 
-@flow(name="embed-dataset", task_runner=ThreadPoolTaskRunner(max_workers=4))
+@flow(name="embed-dataset", flow_run_name="embed {dataset} with {model}", task_runner=ThreadPoolTaskRunner(max_workers=4))
 def embed_dataset(
     dataset: str,
     model: str,

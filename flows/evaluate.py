@@ -14,7 +14,7 @@ def selection_rows(selection, protocol: str, target: str) -> pd.DataFrame:
     return pd.DataFrame(selection.grid).assign(protocol=protocol, target=target)
 
 
-@flow(name="evaluate-domain-shift")
+@flow(name="evaluate-domain-shift", flow_run_name="leave-one-domain-out")
 def evaluate_domain_shift(
     index: EmbeddingIndex, run_url: str, targets: list[str] | None = None, lams: list[float] = (1.0,),
     ks: list[int] | None = None, order: str = "largest", use_text: bool = True,
@@ -31,7 +31,7 @@ def evaluate_domain_shift(
     return pd.concat(predictions, ignore_index=True), pd.concat(selections, ignore_index=True)
 
 
-@flow(name="evaluate-open-class")
+@flow(name="evaluate-open-class", flow_run_name="open-class (base -> base + novel)")
 def evaluate_open_class(
     index: EmbeddingIndex, run_url: str, targets: list[str] | None = None, lams: list[float] = (1.0,),
     ks: list[int] | None = None, order: str = "largest", use_text: bool = True,

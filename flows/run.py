@@ -11,6 +11,7 @@ from flows.config import RunConfig
 from flows.embed_dataset import embed_dataset
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from tasks import __version__
+from tasks.embed import skipped_url
 from tasks.evaluate import summarize
 from tasks.reports import publish_artifacts, summary_markdown, write_plot, write_run_json, write_table
 from tasks.storage import join, read_parquet
@@ -35,40 +36,14 @@ def make_task_runner(name: str, max_workers: int):
 
 
 def skipped_images(index) -> pd.DataFrame:
-    from tasks.embed import skipped_url
-
+    """Unreadable images, once each (the original and intervened shards skip the same files)."""
     tables = [read_parquet(skipped_url(url)).to_pandas() for key, url in index.shards.items() if key.endswith("/original")]
     return pd.concat(tables, ignore_index=True)
 
 
-@flow(name="clip-icm-run", flow_run_name="run {dataset} {model}")
-def run(
-    dataset: str = RunConfig.dataset,
-    model: str = RunConfig.model,
-    pretrained: str = RunConfig.pretrained,
-    store: str = RunConfig.store,
-    targets: list[str] | None = None,
-    protocol: str = RunConfig.protocol,
-    lams: list[float] | None = None,
-    ks: list[int] | None = None,
-    order: str = RunConfig.order,
-    use_text: bool = RunConfig.use_text,
-    text_pairs: str | None = None,
-    interventions: list[str] | None = None,
-    intervention_seed: int = RunConfig.intervention_seed,
-    intervention_params: dict | None = None,
-    holdout: float = RunConfig.holdout,
-    split_seed: int = RunConfig.split_seed,
-    class_policy: str = RunConfig.class_policy,
-    device: str = RunConfig.device,
-    batch_size: int = RunConfig.batch_size,
-    num_workers: int | None = None,
-    task_runner: str = RunConfig.task_runner,
-    max_workers: int = RunConfig.max_workers,
-    run_name: str | None = None,
-) -> str:
-    parameters = {k: v for k, v in locals().items() if v is not None}
-    config = RunConfig(**parameters).validate()
+@flow(name="clip-icm-run", flow_run_name="run {config.dataset} {config.model}")
+def run(config: RunConfig = RunConfig()) -> str:
+    config.validate()
     run_url = join(config.store_url, "runs", config.name)
     timings, started = {}, time.perf_counter()
 

@@ -8,8 +8,8 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.config import RunConfig
 from flows.embed_dataset import cached_index, discover_dataset, text_pairs_for
-from icm_core import InvariantProjection, LinearProbe, accuracy, eigendecompose, zero_shot_predict
 from flows.fit_projection import source_moments
+from icm_core import InvariantProjection, LinearProbe, accuracy, eigendecompose, zero_shot_predict
 from tasks.fit import EmbeddingIndex, select_projection
 from tasks.reports import publish_artifacts
 from tasks.storage import join, write_parquet
@@ -41,29 +41,10 @@ def sweep_target(index: EmbeddingIndex, moments, target: str, lams, ks, order: s
     return pd.DataFrame(rows)
 
 
-@flow(name="clip-icm-sweep", flow_run_name="sweep {dataset} {model}")
-def sweep(
-    dataset: str = RunConfig.dataset,
-    model: str = RunConfig.model,
-    pretrained: str = RunConfig.pretrained,
-    store: str = RunConfig.store,
-    targets: list[str] | None = None,
-    lams: list[float] | None = None,
-    ks: list[int] | None = None,
-    order: str = RunConfig.order,
-    use_text: bool = RunConfig.use_text,
-    text_pairs: str | None = None,
-    interventions: list[str] | None = None,
-    intervention_seed: int = RunConfig.intervention_seed,
-    intervention_params: dict | None = None,
-    holdout: float = RunConfig.holdout,
-    split_seed: int = RunConfig.split_seed,
-    class_policy: str = RunConfig.class_policy,
-    run_name: str | None = None,
-) -> str:
+@flow(name="clip-icm-sweep", flow_run_name="sweep {config.dataset} {config.model}")
+def sweep(config: RunConfig = RunConfig()) -> str:
     """Leave-one-domain-out: val accuracy (the selection rule) and target accuracy for every (lambda, k)."""
-    parameters = {k: v for k, v in locals().items() if v is not None}
-    config = RunConfig(**parameters).validate()
+    config.validate()
     data = discover_dataset(config.dataset, config.store_url, config.holdout, config.split_seed, config.class_policy)
     index = cached_index(data, config.model, config.pretrained, config.store_url, config.intervention_config(),
                          text_pairs_for(data, config.text_pairs))

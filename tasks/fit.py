@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -38,8 +39,6 @@ class EmbeddingIndex:
             frame, embeddings = read_embeddings(self.shard(domain, view), filters)
             frames.append(frame)
             arrays.append(embeddings)
-        import pandas as pd
-
         return pd.concat(frames, ignore_index=True), np.concatenate(arrays)
 
     def class_embeddings(self, classes=None) -> np.ndarray:
@@ -53,11 +52,11 @@ class EmbeddingIndex:
 def accumulate_image_moments(index: EmbeddingIndex, domain: str, classes=None, split: str = "train") -> InterventionMoments:
     """Sums over one domain's split: originals, and original-minus-intervened differences."""
     originals, Z = index.load([domain], split, classes, ORIGINAL)
+    if len(Z) == 0:
+        raise ValueError(f"domain {domain!r} has no readable {split} images{' of classes ' + str(classes) if classes else ''}")
     intervened, Z_intervened = index.load([domain], split, classes, INTERVENED)
     position = dict(zip(intervened["sample_id"], range(len(intervened))))
     paired = np.array([position.get(sample_id, -1) for sample_id in originals["sample_id"]])
-    if len(Z) == 0:
-        raise ValueError(f"domain {domain!r} has no readable {split} images{' of classes ' + str(classes) if classes else ''}")
     moments = InterventionMoments(Z.shape[1]).update(Z)
     if (paired >= 0).any():
         moments.update_differences(Z[paired >= 0], Z_intervened[paired[paired >= 0]], source="image")

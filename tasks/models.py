@@ -6,6 +6,7 @@ import functools
 import hashlib
 import logging
 import os
+import threading
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 open_clip.add_model_config(Path(__file__).parent / "model_configs")
 
 RANDOM_WEIGHTS = "none"
+# shard tasks run in threads: load each model once, and never seed torch's RNG concurrently
+_LOAD_LOCK = threading.Lock()
 
 
 def resolve_device(requested: str = "auto") -> str:
@@ -96,11 +99,15 @@ class LoadedModel:
         return np.concatenate(chunks) if chunks else np.zeros((0, width), np.float32)
 
 
-@functools.lru_cache(maxsize=4)
 def load_model(name: str, pretrained: str, device: str = "auto") -> LoadedModel:
     """open_clip.create_model_and_transforms, once per process for each (name, weights, device)."""
+    with _LOAD_LOCK:
+        return _load_model(name, pretrained, resolve_device(device))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_model(name: str, pretrained: str, device: str) -> LoadedModel:
     weights_id = check_model(name, pretrained)
-    device = resolve_device(device)
     if pretrained == RANDOM_WEIGHTS:
         log.warning("=" * 72)
         log.warning("RANDOM WEIGHTS for %s (--pretrained none): a smoke run, not a result", name)

@@ -9,6 +9,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from tasks.evaluate import METHODS
 from tasks.storage import join, read_parquet, write_bytes, write_json, write_parquet
 
 REPORT_FILES = ("predictions.parquet", "summary.parquet", "selection.parquet", "skipped.parquet", "run.json")
@@ -32,6 +33,8 @@ def accuracy_plot_png(summary: pd.DataFrame) -> bytes:
     import matplotlib.pyplot as plt
 
     table = summary[summary["protocol"] == "domain_shift"].pivot(index="target", columns="method", values="accuracy")
+    table = table.reindex(sorted(table.index, key=lambda target: (target == "mean", target)))
+    table = table[[method for method in METHODS if method in table]]
     figure, axes = plt.subplots(figsize=(max(6, 1.6 * len(table)), 4))
     table.plot.bar(ax=axes, rot=0)
     axes.set_ylabel("accuracy")

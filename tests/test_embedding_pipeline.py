@@ -227,7 +227,7 @@ def test_weights_from_a_local_checkpoint_and_a_clear_error_when_a_tag_cannot_be_
     monkeypatch.setattr(open_clip, "create_model_and_transforms",
                         lambda *a, **k: (_ for _ in ()).throw(RuntimeError("Failed to download weights for tag 'openai'")))
     with pytest.raises(RuntimeError, match="'openai' for model 'ViT-B-32'.*--pretrained /path/to/file"):
-        models.load_model.__wrapped__("ViT-B-32", "openai", "cpu")
+        models._load_model.__wrapped__("ViT-B-32", "openai", "cpu")
 
 
 def test_rotated_digits_materialise_offline(tmp_path):
@@ -243,3 +243,13 @@ def test_rotated_digits_materialise_offline(tmp_path):
     marker_time = (tmp_path / "rotated-digits-32px" / ".complete").stat().st_mtime
     assert materialize_rotated_digits(str(tmp_path)) == root
     assert (tmp_path / "rotated-digits-32px" / ".complete").stat().st_mtime == marker_time
+
+
+def test_concurrent_shard_threads_share_one_model():
+    from concurrent.futures import ThreadPoolExecutor
+
+    models._load_model.cache_clear()
+    with ThreadPoolExecutor(4) as pool:
+        loaded = list(pool.map(lambda _: load_model(TINY_MODEL, "none", "cpu"), range(4)))
+    assert all(m is loaded[0] for m in loaded)
+    assert models._load_model.cache_info().misses == 1

@@ -1,0 +1,81 @@
+"""Streaming fit: seconds and peak RSS for n in {1e4, 1e5, 1e6} rows x d=512, and one eigh at d=1024.
+
+Each n runs in its own process so that peak RSS is that run's own. Prints a table and
+writes it to bench/results/fit_scaling.md.
+
+    python bench/fit_scaling.py [--sizes 10000 100000 1000000] [--batch 10000]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def one_run(n: int, dim: int, batch: int) -> dict:
+    from icm_core import InterventionMoments, InvariantProjection
+
+    rng = np.random.default_rng(0)
+    started = time.perf_counter()
+    moments = InterventionMoments(dim)
+    for start in range(0, n, batch):
+        rows = min(batch, n - start)
+        Z = rng.standard_normal((rows, dim), dtype=np.float32)
+        moments.update(Z, Z + 0.1 * rng.standard_normal((rows, dim), dtype=np.float32))
+    accumulated = time.perf_counter() - started
+    InvariantProjection(dim // 2, lam=10).fit_moments(moments)
+    return {
+        "n": n, "d": dim, "accumulate_s": accumulated, "total_s": time.perf_counter() - started,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one_run(args.one, args.dim, args.batch)))
+        return
+
+    rows = []
+    for n in args.sizes:
+        out = subprocess.run([sys.executable, __file__, "--one", str(n), "--dim", str(args.dim), "--batch", str(args.batch)],
+                             capture_output=True, text=True, check=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    matrix = np.random.default_rng(0).standard_normal((1024, 1024))
+    matrix = matrix @ matrix.T
+    started = time.perf_counter()
+    np.linalg.eigh(matrix)
+    eigh_1024 = time.perf_counter() - started
+
+    lines = [
+        f"# fit_scaling ({platform.processor() or platform.machine()}, {platform.python_version()}, numpy {np.__version__})",
+        "",
+        "| n | d | accumulate (s) | accumulate + fit (s) | peak RSS (MB) |",
+        "|---:|---:|---:|---:|---:|",
+        *(f"| {r['n']:,} | {r['d']} | {r['accumulate_s']:.2f} | {r['total_s']:.2f} | {r['peak_rss_mb']:.0f} |" for r in rows),
+        "",
+        f"peak RSS ratio, largest / smallest n: {rows[-1]['peak_rss_mb'] / rows[0]['peak_rss_mb']:.2f}",
+        f"one eigh at d=1024: {eigh_1024:.3f} s",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "fit_scaling.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
