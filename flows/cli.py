@@ -66,21 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = vars(build_parser().parse_args(argv))
     command = args.pop("command")
-    if command == "report":
-        from tasks.reports import read_summary, summary_markdown
-
-        print(summary_markdown(read_summary(args["run"]), args["run"]))
-        return 0
     try:
-        config = RunConfig(**args).validate()  # fail before Prefect starts or anything is embedded
-    except ValueError as error:
+        if command == "report":
+            from tasks.reports import read_summary, summary_markdown
+
+            print(summary_markdown(read_summary(args["run"]), args["run"]))
+        else:
+            from flows.run import run
+            from flows.sweep import sweep
+
+            config = RunConfig(**args).validate()  # fail before Prefect starts or anything is embedded
+            print({"run": run, "sweep": sweep}[command](config))
+    except (ValueError, FileNotFoundError) as error:  # bad config or input: the message names the fix
         print(f"clip-icm: {error}", file=sys.stderr)
         return 2
-    if command == "run":
-        from flows.run import run as flow
-    else:
-        from flows.sweep import sweep as flow
-    print(flow(config))
     return 0
 
 

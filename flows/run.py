@@ -8,7 +8,7 @@ import pandas as pd
 from prefect import flow, get_run_logger
 
 from flows.config import RunConfig
-from flows.embed_dataset import embed_dataset
+from flows.embed_dataset import discover_dataset, embed_dataset
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from tasks import __version__
 from tasks.embed import skipped_url
@@ -47,27 +47,32 @@ def run(config: RunConfig = RunConfig()) -> str:
     run_url = join(config.store_url, "runs", config.name)
     timings, started = {}, time.perf_counter()
 
+    # 0. the dataset must hold every requested target before anything is embedded
+    data = discover_dataset(config.dataset, config.store_url, config.holdout, config.split_seed, config.class_policy)
+    unknown = sorted(set(config.targets or []) - set(data.domains))
+    if unknown:
+        raise ValueError(f"config field 'targets': {unknown} are not domains of the dataset {list(data.domains)}")
+
     # 1. interventional data: embed originals, image interventions, class prompts and text pairs
     index = embed_dataset.with_options(task_runner=make_task_runner(config.task_runner, config.max_workers))(
         config.dataset, config.model, config.pretrained, config.store_url, config.intervention_config(),
         config.text_pairs, config.holdout, config.split_seed, config.class_policy,
         config.device, config.batch_size, config.num_workers,
     )
-    unknown = sorted(set(config.targets or []) - set(index.domains))
-    if unknown:
-        raise ValueError(f"config field 'targets': {unknown} are not domains of the dataset {list(index.domains)}")
     timings["embed_s"] = time.perf_counter() - started
 
     # 2-3. fit the invariant projection on the sources, predict on each held-out target
     grid = {"lams": config.lams, "ks": config.ks, "order": config.order, "use_text": config.use_text}
     predictions, selections = [], []
     if config.protocol in ("domain-shift", "both"):
-        for frame, into in zip(evaluate_domain_shift(index, run_url, config.targets, **grid), (predictions, selections)):
-            into.append(frame)
+        domain_predictions, domain_selections = evaluate_domain_shift(index, run_url, config.targets, **grid)
+        predictions.append(domain_predictions)
+        selections.append(domain_selections)
     timings["domain_shift_s"] = time.perf_counter() - started - sum(timings.values())
     if config.protocol in ("open-class", "both"):
-        for frame, into in zip(evaluate_open_class(index, run_url, config.targets, **grid), (predictions, selections)):
-            into.append(frame)
+        class_predictions, class_selections = evaluate_open_class(index, run_url, config.targets, **grid)
+        predictions.append(class_predictions)
+        selections.append(class_selections)
     timings["open_class_s"] = time.perf_counter() - started - sum(timings.values())
 
     # 4. reports

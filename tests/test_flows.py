@@ -172,8 +172,8 @@ def test_sweep_reads_cache_only_and_marks_the_selection(workspace, monkeypatch):
 
 def test_sweep_without_cache_names_the_missing_embeddings(workspace, tmp_path, capsys):
     args = [a if a != str(workspace["base"] / "store") else str(tmp_path / "empty") for a in workspace["args"]]
-    with pytest.raises(FileNotFoundError, match="run `clip-icm run`"):
-        main(["sweep", *args])
+    assert main(["sweep", *args]) == 2
+    assert "run `clip-icm run`" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -194,10 +194,20 @@ def test_bad_config_fails_before_any_embedding_naming_the_field(extra, field, tm
     assert not store.exists()
 
 
+def test_unknown_target_fails_before_any_embedding(workspace, tmp_path, capsys):
+    store = tmp_path / "store"
+    args = [a if a != str(workspace["base"] / "store") else str(store) for a in workspace["args"]]
+    assert main(["run", *args, "--targets", "art", "cartoon"]) == 2
+    assert "config field 'targets': ['cartoon'] are not domains" in capsys.readouterr().err
+    assert not (store / "embeddings").exists()
+
+
 def test_report_prints_the_summary(workspace, capsys):
     assert main(["report", workspace["run"]]) == 0
     out = capsys.readouterr().out
     assert "clip_icm_linear_probe" in out and "| sketch" in out
+    assert main(["report", workspace["run"] + "-missing"]) == 2
+    assert "summary.parquet does not exist" in capsys.readouterr().err
 
 
 def test_cli_help_lists_every_command():
