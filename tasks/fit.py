@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from prefect import task
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 
 from icm_core import InterventionMoments, InvariantProjection, l2_normalize, select_hyperparameters
 from tasks.embed import INTERVENED, ORIGINAL, read_embeddings
@@ -48,7 +48,13 @@ class EmbeddingIndex:
         return np.stack([l2_normalize(embeddings[(frame["class"] == name).to_numpy()].mean(axis=0)) for name in wanted])
 
 
-@task(name="accumulate-image-moments", task_run_name="moments {domain}", cache_policy=NO_CACHE, retries=2)
+# Shard URLs are content keys, so the inputs decide the moments: Prefect's cache lets every
+# leave-one-domain-out fold, the open-class pass and the sweep reuse each domain's sums.
+MOMENTS_CACHE = INPUTS + TASK_SOURCE
+
+
+@task(name="accumulate-image-moments", task_run_name="moments {domain}", cache_policy=MOMENTS_CACHE,
+      persist_result=True, retries=2)
 def accumulate_image_moments(index: EmbeddingIndex, domain: str, classes=None, split: str = "train") -> InterventionMoments:
     """Sums over one domain's split: originals, and original-minus-intervened differences."""
     originals, Z = index.load([domain], split, classes, ORIGINAL)
@@ -63,7 +69,7 @@ def accumulate_image_moments(index: EmbeddingIndex, domain: str, classes=None, s
     return moments
 
 
-@task(name="accumulate-text-moments", cache_policy=NO_CACHE, retries=2)
+@task(name="accumulate-text-moments", cache_policy=MOMENTS_CACHE, persist_result=True, retries=2)
 def accumulate_text_moments(index: EmbeddingIndex, classes=None) -> InterventionMoments:
     """Sums over caption-pair differences (same class, different domain words)."""
     wanted = {"class": list(classes)} if classes is not None else {}

@@ -1,5 +1,6 @@
 import io
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -8,6 +9,11 @@ from PIL import Image
 from tasks.storage import write_bytes
 
 TINY_MODEL = "ICM-Tiny"
+
+# before any test module imports prefect: its own home (results cache, database), no telemetry
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="clip-icm-prefect-"))
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def colourful_image(rng, label: int, domain_index: int, size: int = 32) -> Image.Image:
@@ -46,10 +52,3 @@ def memory_root(request):
     fs = fsspec.filesystem("memory")
     if fs.exists(root):
         fs.rm(root, recursive=True)
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _prefect_home(tmp_path_factory):
-    os.environ.setdefault("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network in CI

@@ -16,7 +16,7 @@ import tasks.models
 from flows.cli import main
 from flows.config import RunConfig
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
-from icm_core import harmonic_mean
+from icm_core import InterventionMoments, harmonic_mean
 from tasks.embed import embedding_table, read_embeddings, IMAGE_SCHEMA
 from tasks.evaluate import METHODS, split_base_novel
 from tasks.fit import EmbeddingIndex
@@ -105,7 +105,7 @@ def corrupted_copy(index, tmp_path, domains, rows_to_corrupt) -> EmbeddingIndex:
         rows, embeddings = read_embeddings(url)
         embeddings = embeddings.copy()  # read_embeddings is zero-copy, read-only
         chosen = rows_to_corrupt(rows).to_numpy()
-        rows.loc[chosen, "label"] = rng.permutation(rows.loc[chosen, "label"].to_numpy())
+        rows.loc[chosen, "label"] = rng.permutation(rows.loc[chosen, "label"].to_numpy(copy=True))
         rows.loc[chosen, "class"] = rows.loc[chosen, "label"].map(dict(enumerate(CLASSES)))
         embeddings[chosen] = rng.normal(size=embeddings[chosen].shape)
         shards[key] = str(tmp_path / key.replace("/", "-")) + ".parquet"
@@ -113,16 +113,22 @@ def corrupted_copy(index, tmp_path, domains, rows_to_corrupt) -> EmbeddingIndex:
     return EmbeddingIndex(index.dataset_root, index.fingerprint, index.domains, index.classes, shards, index.text_url)
 
 
+def fits_agree(evaluate, index, corrupted, target, protocol, tmp_path):
+    """Run one protocol on the clean and the corrupted index; return whether selection and projection agree."""
+    lams = [float(lam) for lam in LAMS]
+    clean_predictions, clean = evaluate(index, str(tmp_path / "clean"), [target], lams)
+    dirty_predictions, dirty = evaluate(corrupted, str(tmp_path / "dirty"), [target], lams)
+    pd.testing.assert_frame_equal(clean, dirty)
+    projection = f"projections/{protocol}-{target}.npz"
+    assert read_bytes(str(tmp_path / "clean" / projection)) == read_bytes(str(tmp_path / "dirty" / projection))
+    return clean_predictions, dirty_predictions
+
+
 def test_selection_and_projection_never_see_the_target(workspace, tmp_path):
     index = load_index(workspace)
     corrupted = corrupted_copy(index, tmp_path, ["sketch"], lambda rows: pd.Series(True, index=rows.index))
-    lams = [float(lam) for lam in LAMS]
-    clean_predictions, clean = evaluate_domain_shift(index, str(tmp_path / "clean"), ["sketch"], lams)
-    dirty_predictions, dirty = evaluate_domain_shift(corrupted, str(tmp_path / "dirty"), ["sketch"], lams)
-    pd.testing.assert_frame_equal(clean, dirty)
-    assert read_bytes(str(tmp_path / "clean/projections/domain_shift-sketch.npz")) == read_bytes(
-        str(tmp_path / "dirty/projections/domain_shift-sketch.npz"))
-    assert not clean_predictions["label"].equals(dirty_predictions["label"])  # the corruption did reach the target
+    clean, dirty = fits_agree(evaluate_domain_shift, index, corrupted, "sketch", "domain_shift", tmp_path)
+    assert not clean["label"].equals(dirty["label"])  # the corruption did reach the target
 
 
 def test_open_class_split_harmonic_mean_and_no_novel_classes_in_fitting(workspace, tmp_path):
@@ -142,14 +148,18 @@ def test_open_class_split_harmonic_mean_and_no_novel_classes_in_fitting(workspac
         assert set(group["prediction"]) <= set(range(4))
 
     index = load_index(workspace)
-    novel_rows = lambda rows: rows["class"].isin(novel)  # noqa: E731
-    corrupted = corrupted_copy(index, tmp_path, list(index.domains), novel_rows)
-    lams = [float(lam) for lam in LAMS]
-    _, clean = evaluate_open_class(index, str(tmp_path / "clean"), ["art"], lams)
-    _, dirty = evaluate_open_class(corrupted, str(tmp_path / "dirty"), ["art"], lams)
-    pd.testing.assert_frame_equal(clean, dirty)
-    assert read_bytes(str(tmp_path / "clean/projections/open_class-art.npz")) == read_bytes(
-        str(tmp_path / "dirty/projections/open_class-art.npz"))
+    corrupted = corrupted_copy(index, tmp_path, list(index.domains), lambda rows: rows["class"].isin(novel))
+    fits_agree(evaluate_open_class, index, corrupted, "art", "open_class", tmp_path)
+
+
+def test_each_domains_moments_are_accumulated_once_across_folds(workspace, tmp_path, monkeypatch):
+    index = load_index(workspace)
+    fresh = corrupted_copy(index, tmp_path, list(index.domains), lambda rows: rows["label"] < 0)  # new URLs, same data
+    calls = []
+    real_update = InterventionMoments.update
+    monkeypatch.setattr(InterventionMoments, "update", lambda self, *a: calls.append(1) or real_update(self, *a))
+    evaluate_domain_shift(fresh, str(tmp_path / "run"), None, [1.0])
+    assert len(calls) == len(index.domains)  # 3 folds x 2 sources each, yet one pass per domain
 
 
 def test_sweep_reads_cache_only_and_marks_the_selection(workspace, monkeypatch):
