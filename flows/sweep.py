@@ -9,9 +9,9 @@ from prefect.cache_policies import NO_CACHE
 from flows.config import RunConfig
 from flows.embed_dataset import cached_index, discover_dataset, text_pairs_for
 from flows.fit_projection import source_moments
-from icm_core import InvariantProjection, LinearProbe, accuracy, eigendecompose, zero_shot_predict
+from icm_core import LinearProbe, accuracy, zero_shot_predict
 from tasks.fit import EmbeddingIndex, select_projection
-from tasks.reports import publish_artifacts
+from tasks.reports import publish_sweep_artifact
 from tasks.storage import join, write_parquet
 
 
@@ -22,22 +22,16 @@ def sweep_target(index: EmbeddingIndex, moments, target: str, lams, ks, order: s
     train_rows, train = index.load(sources, "train")
     target_rows, test = index.load([target])
     classes = index.class_embeddings()
-    sources_used = {"use_image": True, "use_text": use_text}
-    difference_covariance = moments.difference_covariance(**sources_used)
     rows = []
-    for lam in sorted({row["lam"] for row in selection.grid}):
-        values, vectors = eigendecompose(moments, lam, order, **sources_used)  # one eigh serves every k
-        for row in (r for r in selection.grid if r["lam"] == lam):
-            projection = InvariantProjection.from_decomposition(
-                values, vectors, difference_covariance, row["n_components"], lam, order, **sources_used
-            )
-            probe = LinearProbe(projection).fit(train, train_rows["label"])
-            rows.append({
-                **row, "target": target,
-                "target_zero_shot_accuracy": accuracy(target_rows["label"], zero_shot_predict(test, classes, projection)),
-                "target_linear_probe_accuracy": accuracy(target_rows["label"], probe.predict(test)),
-                "retained_intervention": projection.retained_intervention_,
-            })
+    for row in selection.grid:
+        projection = selection.projections[(row["lam"], row["n_components"])]
+        probe = LinearProbe(projection).fit(train, train_rows["label"])
+        rows.append({
+            **row, "target": target,
+            "target_zero_shot_accuracy": accuracy(target_rows["label"], zero_shot_predict(test, classes, projection)),
+            "target_linear_probe_accuracy": accuracy(target_rows["label"], probe.predict(test)),
+            "retained_intervention": projection.retained_intervention_,
+        })
     return pd.DataFrame(rows)
 
 
@@ -56,7 +50,5 @@ def sweep(config: RunConfig = RunConfig()) -> str:
     table = pd.concat(frames, ignore_index=True)
     run_url = join(config.store_url, "runs", config.name)
     write_parquet(pa.Table.from_pandas(table, preserve_index=False), join(run_url, "sweep.parquet"))
-    summary = table.rename(columns={"target_zero_shot_accuracy": "accuracy"}).assign(
-        protocol="sweep", method=lambda t: "lam=" + t["lam"].astype(str) + " k=" + t["n_components"].astype(str))
-    publish_artifacts(summary[summary["selected"]], run_url, f"CLIP-ICM sweep (selected cells): {config.name}")
+    publish_sweep_artifact(table, run_url, f"CLIP-ICM sweep: {config.name}")
     return join(run_url, "sweep.parquet")

@@ -18,6 +18,7 @@ class Selection:
     accuracy: float
     grid: list[dict]  # one row per (lam, k): {"lam", "n_components", "val_accuracy", "selected"}
     projection: InvariantProjection
+    projections: dict  # (lam, k) -> InvariantProjection; the cells of one lambda share its eigenbasis
 
 
 def select_hyperparameters(
@@ -51,17 +52,21 @@ def select_hyperparameters(
 
     sources = {"use_image": use_image, "use_text": use_text}
     difference_covariance = moments.difference_covariance(**sources)
-    grid, best = [], None
+    grid, projections, best = [], {}, None
     for lam in lams:
         values, vectors = eigendecompose(moments, lam, order, **sources)
         for k in ks:
             projection = InvariantProjection.from_decomposition(
                 values, vectors, difference_covariance, k, lam, order, **sources
             )
+            projections[(lam, k)] = projection
             score = accuracy(labels, zero_shot_predict(val, classes, projection))
             grid.append({"lam": lam, "n_components": k, "val_accuracy": score, "selected": False})
             if best is None or score > best[0]:
                 best = (score, len(grid) - 1, projection)
     score, index, projection = best
     grid[index]["selected"] = True
-    return Selection(lam=projection.lam, n_components=projection.n_components, accuracy=score, grid=grid, projection=projection)
+    return Selection(
+        lam=projection.lam, n_components=projection.n_components, accuracy=score, grid=grid,
+        projection=projection, projections=projections,
+    )

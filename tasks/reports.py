@@ -75,3 +75,14 @@ def publish_artifacts(summary: pd.DataFrame, run_url: str, title: str) -> None:
 
 def read_summary(run_url: str) -> pd.DataFrame:
     return read_parquet(join(run_url, "summary.parquet")).to_pandas()
+
+
+@task(name="publish-sweep-artifact", cache_policy=NO_CACHE)
+def publish_sweep_artifact(sweep: pd.DataFrame, run_url: str, title: str) -> None:
+    """The whole grid as markdown, the selection rule's pick per target marked."""
+    columns = ["target", "lam", "n_components", "val_accuracy", "target_zero_shot_accuracy",
+               "target_linear_probe_accuracy", "selected"]
+    create_markdown_artifact(
+        f"# {title}\n\n" + sweep[columns].to_markdown(index=False, floatfmt=".4f") + f"\n\nTable: `{run_url}/sweep.parquet`",
+        key="clip-icm-sweep", description=title,
+    )

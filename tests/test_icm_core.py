@@ -168,6 +168,9 @@ def test_selection_recovers_true_k_with_one_eigh_per_lambda(scm):
     chosen = next(row for row in selection.grid if row["selected"])
     assert chosen["val_accuracy"] == selection.accuracy == max(row["val_accuracy"] for row in selection.grid)
     assert largest_principal_angle_deg(selection.projection.components_, scm.invariant_subspace) < 1.0
+    assert set(selection.projections) == {(row["lam"], row["n_components"]) for row in selection.grid}
+    assert selection.projections[(selection.lam, selection.n_components)] is selection.projection
+    assert selection.projections[(100.0, 5)].components_.shape == (64, 5)
 
 
 def test_selection_signature_cannot_take_test_data():
