@@ -232,6 +232,15 @@ def test_prefect_yaml_deployments_register_against_a_local_api(prefect_api, tmp_
     names = {d["name"]: d for d in spec["deployments"]}
     assert set(names) == {"nightly", "gpu", "sweep"}
     assert names["nightly"]["schedules"][0]["cron"] == "0 2 * * *"
+    from flows.run import run
+    from flows.sweep import sweep
+
+    flows = {"flows/run.py:run": run, "flows/sweep.py:sweep": sweep}
+    for deployment in spec["deployments"]:  # every deployment's parameters make a valid RunConfig
+        parameters = flows[deployment["entrypoint"]].validate_parameters(deployment["parameters"])
+        assert isinstance(parameters["config"], RunConfig)
+        parameters["config"].validate()
+    assert flows["flows/run.py:run"].validate_parameters(names["gpu"]["parameters"])["config"].device == "cuda"
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
