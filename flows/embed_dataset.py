@@ -79,6 +79,5 @@ def embed_dataset(
     prompts = embed_text.submit(data.classes, pairs, model, pretrained, store, device=device)
 
     results = [shard.result() for shard in shards]
-    index.skipped = {f"{r['domain']}/{r['view']}": r["skipped"] for r in results}
     index.embedded = sum(r["embedded"] for r in results) + prompts.result()["embedded"]
     return index

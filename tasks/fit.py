@@ -1,7 +1,7 @@
 """Tasks that turn cached embeddings into moments, a selected projection, and a stored projection file."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -23,7 +23,6 @@ class EmbeddingIndex:
     classes: tuple[str, ...]
     shards: dict[str, str]  # "domain/view" -> url
     text_url: str
-    skipped: dict[str, int] = field(default_factory=dict)  # "domain/view" -> images skipped
     embedded: int = 0  # images and prompts embedded by this call (0 when all came from cache)
 
     def shard(self, domain: str, view: str) -> str:
