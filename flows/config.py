@@ -63,9 +63,12 @@ class RunConfig:
             fail("class_policy", f"{self.class_policy!r} is not 'strict' or 'intersection'")
         try:
             self.intervention_config()
+        except ValueError as error:
+            fail("interventions", str(error))
+        try:
             check_model(self.model, self.pretrained)
         except ValueError as error:
-            fail("interventions" if "intervention" in str(error) else "model/pretrained", str(error))
+            fail("model/pretrained", str(error))
         return self
 
     def intervention_config(self) -> InterventionConfig:

@@ -12,9 +12,6 @@ from prefect.cache_policies import NO_CACHE
 from tasks.evaluate import METHODS
 from tasks.storage import join, read_parquet, write_bytes, write_json, write_parquet
 
-REPORT_FILES = ("predictions.parquet", "summary.parquet", "selection.parquet", "skipped.parquet", "run.json")
-
-
 @task(name="write-table", task_run_name="write {name}", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def write_table(frame: pd.DataFrame, run_url: str, name: str) -> str:
     return write_parquet(pa.Table.from_pandas(frame, preserve_index=False), join(run_url, name))

@@ -19,7 +19,7 @@ from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from icm_core import InterventionMoments, harmonic_mean
 from tasks.embed import embedding_table, read_embeddings, IMAGE_SCHEMA
 from tasks.evaluate import METHODS, split_base_novel
-from tasks.fit import EmbeddingIndex
+from tasks.fit import EmbeddingIndex, load_projection
 from tasks.storage import join, read_bytes, read_json, read_parquet, write_parquet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,6 +72,11 @@ def test_run_writes_every_report_and_summary_matches_predictions(workspace):
     assert record["config"]["lams"] == [0.1, 1.0, 10.0] and len(record["dataset"]["fingerprint"]) == 16
     assert record["package_version"] and record["timings"]["total_s"] > 0
     assert open(join(run, "accuracy_by_target.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    projection = load_projection(join(run, "projections/domain_shift-art.npz"))
+    chosen = table(run, "selection.parquet").query("selected and protocol == 'domain_shift' and target == 'art'")
+    assert (projection.lam, projection.n_components) == (chosen["lam"].item(), chosen["n_components"].item())
+    assert projection.metadata_["sources"] == ["photo", "sketch"] and projection.components_.shape[0] == 32
+    assert load_projection(join(run, "projections/open_class-art.npz")).metadata_["classes"] == ["bird", "cat"]
 
 
 def test_second_run_embeds_nothing_and_reproduces_reports(workspace):
@@ -194,6 +199,7 @@ def test_sweep_without_cache_names_the_missing_embeddings(workspace, tmp_path, c
         (["--holdout", "1.5"], "holdout"),
         (["--lams", "-1"], "lams"),
         (["--ks", "0"], "ks"),
+        (["--interventions", "invert", "--intervention-params", '{"invert": {"amount": 1}}'], "interventions"),
     ],
 )
 def test_bad_config_fails_before_any_embedding_naming_the_field(extra, field, tmp_path, capsys):
