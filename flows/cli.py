@@ -1,66 +1,101 @@
-"""The clip-icm command line: run the main job, sweep (lambda, k) from cache, print a report."""
+"""The clip-icm command line: run the main job, sweep (lambda, k) from cache, print a report.
+
+A thin layer over the flows: the options of `run` and `sweep` are generated from the fields
+of `RunConfig`, so the CLI, the deployment form and the reports name the same choices.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import types
+import typing
 
-from flows.config import PROTOCOLS, TASK_RUNNERS, RunConfig
-from tasks.datasets import ROTATED_DIGITS
-from tasks.interventions import FAMILIES
+from pydantic import ValidationError
 
-DEFAULTS = RunConfig()
+from flows.config import RunConfig, config_error
+
+# flags whose spelling predates the generated ones
+FLAG_NAMES = {"use_text": "--no-text"}
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    add = parser.add_argument
-    add("--dataset", default=DEFAULTS.dataset,
-        help=f"DomainBed folder URL (ROOT/<domain>/<class>/<image>; local, s3://, gs://, memory://) "
-             f"or '{ROTATED_DIGITS}', built in (default: %(default)s)")
-    add("--model", default=DEFAULTS.model, help="open_clip model name, e.g. ViT-B-32, ViT-B-16 (default: %(default)s)")
-    add("--pretrained", default=DEFAULTS.pretrained,
-        help="open_clip pretrained tag (e.g. openai, laion2b_s34b_b79k), a local checkpoint file, "
-             "or 'none' for random weights (smoke runs only) (default: %(default)s)")
-    add("--store", default=DEFAULTS.store, help="where embeddings and reports go: a path or fsspec URL (default: %(default)s)")
-    add("--targets", nargs="+", help="target domains to hold out (default: every domain in turn)")
-    add("--lams", nargs="+", type=float, default=DEFAULTS.lams, help="lambda grid (default: %(default)s)")
-    add("--ks", nargs="+", type=int, help="k grid (default: 1/8, 1/4, 1/2, 3/4 of the embedding dimension)")
-    add("--order", choices=["largest", "released"], default=DEFAULTS.order,
-        help="eigenvectors kept: 'largest' (the method) or 'released' (the authors' code; reproduction only)")
-    add("--no-text", dest="use_text", action="store_false", help="use image interventions only, no text pairs")
-    add("--text-pairs", help="CSV/Parquet of user caption pairs (columns class, text_a, text_b) instead of the prompt bank")
-    add("--interventions", nargs="+", choices=FAMILIES, help="image intervention families (default: all seven)")
-    add("--intervention-seed", type=int, default=DEFAULTS.intervention_seed, help="(default: %(default)s)")
-    add("--intervention-params", type=json.loads,
-        help='JSON overrides, e.g. \'{"gaussian_blur": {"sigma": [0.5, 1.5]}}\'')
-    add("--holdout", type=float, default=DEFAULTS.holdout, help="per-domain validation share (default: %(default)s)")
-    add("--split-seed", type=int, default=DEFAULTS.split_seed, help="(default: %(default)s)")
-    add("--class-policy", choices=["strict", "intersection"], default=DEFAULTS.class_policy,
-        help="when domains disagree on classes: fail (strict) or keep the shared ones (default: %(default)s)")
-    add("--run-name", help="run folder name under STORE/runs (default: derived from the config)")
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=URL")
+    return name, value
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error.msg} at character {error.pos})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _option(name: str, info) -> tuple[list[str], dict]:
+    """argparse flags and keyword arguments for one RunConfig field."""
+    annotation, help_text = info.annotation, (info.description or "").replace("%", "%%")  # argparse formats help
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # X | None
+        annotation = next(arg for arg in args if arg is not type(None))
+        args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    default = info.default
+    if annotation is bool:
+        flag = FLAG_NAMES.get(name, _flag("no_" + name.removeprefix("use_")))
+        return [flag], {"dest": name, "action": "store_false", "help": f"turn off: {help_text}"}
+    kwargs = {"dest": name, "help": help_text + (f" (default: {default})" if default is not None else "")}
+    if origin is list:
+        (item,) = args
+        kwargs["nargs"] = "+"
+        if typing.get_origin(item) is typing.Literal:
+            kwargs["choices"] = typing.get_args(item)
+        else:
+            kwargs["type"] = item
+    elif origin is dict and args == (str, str):
+        kwargs.update(nargs="+", type=_key_value, metavar="NAME=URL")
+    elif origin is dict:
+        kwargs["type"] = _json_object
+    elif origin is typing.Literal:
+        kwargs["choices"] = args
+    else:
+        kwargs["type"] = annotation
+    return [_flag(name)], kwargs
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    for name, info in RunConfig.model_fields.items():
+        flags, kwargs = _option(name, info)
+        parser.add_argument(*flags, **kwargs, default=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clip-icm", description=__doc__)
+    parser = argparse.ArgumentParser(prog="clip-icm", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="embed, fit and evaluate one dataset and model end to end",
                               description="The main job: embed, fit the invariant projection, evaluate, write reports.")
-    _add_common(run)
-    run.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULTS.protocol, help="(default: %(default)s)")
-    run.add_argument("--device", default=DEFAULTS.device, help="auto (cuda, mps, cpu), or a torch device (default: %(default)s)")
-    run.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="(default: %(default)s)")
-    run.add_argument("--num-workers", type=int, help="DataLoader workers (default: 2 on GPU, 0 on CPU)")
-    run.add_argument("--task-runner", choices=TASK_RUNNERS, default=DEFAULTS.task_runner,
-                     help="how embedding shards run in parallel: threads, or dask/ray to scale out (default: %(default)s)")
-    run.add_argument("--max-workers", type=int, default=DEFAULTS.max_workers, help="(default: %(default)s)")
-
+    _add_config_options(run)
     sweep = commands.add_parser("sweep", help="re-evaluate a lambda x k grid from cached embeddings (loads no model)")
-    _add_common(sweep)
+    _add_config_options(sweep)
 
     report = commands.add_parser("report", help="print a run's summary table")
     report.add_argument("run", help="the run folder (STORE/runs/NAME) or its URL")
     return parser
+
+
+def config_from_args(args: dict) -> RunConfig:
+    if "target_datasets" in args:
+        args["target_datasets"] = dict(args["target_datasets"])
+    return RunConfig(**args)
 
 
 def main(argv=None) -> int:
@@ -75,9 +110,12 @@ def main(argv=None) -> int:
             from flows.run import run
             from flows.sweep import sweep
 
-            config = RunConfig(**args).validate()  # fail before Prefect starts or anything is embedded
+            config = config_from_args(args)  # field checks: before Prefect starts or anything is embedded
             print({"run": run, "sweep": sweep}[command](config))
-    except (ValueError, FileNotFoundError) as error:  # bad config or input: the message names the fix
+    except ValidationError as error:
+        print(f"clip-icm: {config_error(error)}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as error:  # bad input: the message names the fix
         print(f"clip-icm: {error}", file=sys.stderr)
         return 2
     return 0

@@ -1,75 +1,105 @@
-"""The run configuration: every knob of the main job, validated before any work starts."""
+"""The run configuration: every knob of the main job, typed so that the CLI, the deployment
+form in the Prefect UI and the reports all read the same choices, defaults and help text.
+
+Field-level checks (types, ranges, choices) happen when a RunConfig is built; checks that
+need the dataset listing, the model config, the checkpoint, the device or the store run in
+`flows.preflight`, still before anything is embedded.
+"""
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tasks.datasets import ROTATED_DIGITS
-from tasks.interventions import InterventionConfig
-from tasks.models import check_model
+from tasks.interventions import FAMILIES, InterventionConfig
 from tasks.storage import stable_hash
 
-PROTOCOLS = ("domain-shift", "open-class", "both")
-DEFAULT_LAMS = (0.1, 1.0, 10.0, 100.0)
-TASK_RUNNERS = ("threads", "dask", "ray")
+Protocol = Literal["domain-shift", "open-class", "both", "dataset-shift"]
+PROTOCOLS = Protocol.__args__
+TaskRunner = Literal["threads", "dask", "ray"]
+TASK_RUNNERS = TaskRunner.__args__
+DEFAULT_LAMS = [0.1, 1.0, 10.0, 100.0]
+
+# fields that decide where and how fast work runs, not what it computes
+EXECUTION_FIELDS = ("run_name", "device", "batch_size", "num_workers", "task_runner", "max_workers", "store",
+                    "shard_size", "precision")
 
 
-@dataclass
-class RunConfig:
-    dataset: str = ROTATED_DIGITS
-    model: str = "ViT-B-32"
-    pretrained: str = "openai"
-    store: str = "./clip-icm-store"
-    targets: list[str] | None = None
-    protocol: str = "both"
-    lams: list[float] = field(default_factory=lambda: list(DEFAULT_LAMS))
-    ks: list[int] | None = None  # None: 1/8, 1/4, 1/2 and 3/4 of the embedding dimension
-    order: str = "largest"
-    use_text: bool = True
-    text_pairs: str | None = None
-    interventions: list[str] | None = None  # None: all seven families
-    intervention_seed: int = 0
-    intervention_params: dict | None = None
-    holdout: float = 0.2
-    split_seed: int = 0
-    class_policy: str = "strict"
-    device: str = "auto"
-    batch_size: int = 64
-    num_workers: int | None = None
-    task_runner: str = "threads"
-    max_workers: int = 4
-    run_name: str | None = None
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    def validate(self) -> "RunConfig":
-        """Raise ValueError naming the field, before anything is embedded."""
-        def fail(name, problem):
-            raise ValueError(f"config field {name!r}: {problem}")
+    dataset: str = Field(ROTATED_DIGITS, description=(
+        "Dataset folder URL (local, s3://, gs://, memory://): DomainBed layout ROOT/<domain>/<class>/<image>, "
+        f"or ImageFolder layout ROOT/<class>/<image> (one domain); or '{ROTATED_DIGITS}', built in"))
+    model: str = Field("ViT-B-32", description="open_clip model name, e.g. ViT-B-32, ViT-B-16")
+    pretrained: str = Field("openai", description=(
+        "open_clip pretrained tag (e.g. openai, laion2b_s34b_b79k), a local checkpoint file, "
+        "or 'none' for random weights (smoke runs only)"))
+    store: str = Field("./clip-icm-store", description="where embeddings and reports go: a path or fsspec URL")
+    targets: list[str] | None = Field(None, description="target domains to hold out (default: every domain in turn)")
+    protocol: Protocol = Field("both", description=(
+        "domain-shift (leave one domain out), open-class (base -> base + novel classes), both, "
+        "or dataset-shift (fit on --dataset, test on --target-datasets)"))
+    target_datasets: dict[str, str] | None = Field(None, description=(
+        "dataset-shift targets as NAME=URL, e.g. imagenet-v2=/data/imagenetv2; classes match by folder id"))
+    class_names: str | None = Field(None, description=(
+        "class display names: 'imagenet' (CLIP's curated ImageNet names by WordNet id or class index) "
+        "or a CSV file with columns folder,name (default: folder names)"))
+    templates: str = Field("simple", description=(
+        "zero-shot prompts: 'simple' (a photo of a {}.), 'openai-imagenet' (OpenAI's 80 templates, "
+        "ensembled) or a text file with one template per line"))
+    lams: list[float] = Field(DEFAULT_LAMS, min_length=1, description="lambda grid")
+    ks: list[int] | None = Field(None, description="k grid (default: 1/8, 1/4, 1/2, 3/4 of the embedding dimension)")
+    order: Literal["largest", "released"] = Field("largest", description=(
+        "eigenvectors kept: 'largest' (the method) or 'released' (the authors' code; reproduction only)"))
+    selection: Literal["training-domain", "leave-one-domain-out", "oracle"] = Field("training-domain", description=(
+        "DomainBed model selection for (lambda, k): the sources' validation split, leave one source out, "
+        "or the target's validation split (oracle; labelled as such in every report)"))
+    test_split: Literal["all", "in", "out"] = Field("all", description=(
+        "target images tested: all, the 80% 'in' split (DomainBed), or the 20% 'out' split (released code)"))
+    normalize: bool = Field(True, description="L2-normalise embeddings before fitting and predicting")
+    preset: Literal["default", "released"] = Field("default", description=(
+        "'released' reproduces the authors' released code exactly (raw embeddings, smallest eigenvalues, "
+        "their zero-shot and probe, target's 20% split, one template, no text pairs)"))
+    probe: Literal["torch", "sklearn"] = Field("torch", description=(
+        "linear-probe solver: torch (L-BFGS on the run's device) or sklearn (LogisticRegression, as the authors)"))
+    probe_c: float = Field(0.316, gt=0, description="inverse L2 strength C of the linear probe (scikit-learn's C)")
+    use_text: bool = Field(True, description="use text-intervention pairs as well as image interventions")
+    text_pairs: str | None = Field(None, description=(
+        "CSV/Parquet of user caption pairs (columns class, text_a, text_b) instead of the prompt bank"))
+    interventions: list[Literal[FAMILIES]] | None = Field(None, description="image intervention families (default: all seven)")
+    intervention_seed: int = Field(0, ge=0, description="seed of the per-sample intervention draw")
+    intervention_params: dict[str, dict] | None = Field(None, description=(
+        'overrides of intervention parameters, e.g. {"gaussian_blur": {"sigma": [0.5, 1.5]}}'))
+    holdout: float = Field(0.2, gt=0, lt=1, description="per-domain validation share")
+    split_seed: int = Field(0, ge=0, description="seed of the per-domain train/validation split")
+    class_policy: Literal["strict", "intersection"] = Field("strict", description=(
+        "when domains disagree on classes: fail (strict) or keep the shared ones (intersection)"))
+    device: str = Field("auto", description="auto (cuda, mps, cpu), or a torch device such as cuda:1")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field("auto", description=(
+        "embedding precision: auto (bf16/fp16 autocast on GPU, fp32 on CPU) or a fixed one"))
+    batch_size: int = Field(64, gt=0, description="images per batch")
+    num_workers: int | None = Field(None, ge=0, description="DataLoader workers (default: sized to the host's cores on GPU, 0 on CPU)")
+    shard_size: int = Field(8192, gt=0, description="images per embedding task: a (domain, view) splits into shards of at most this many")
+    task_runner: TaskRunner = Field("threads", description="how embedding shards run in parallel: threads, or dask/ray to scale out")
+    max_workers: int = Field(4, gt=0, description="parallel tasks (threads, or Dask/Ray workers)")
+    run_name: str | None = Field(None, description="run folder name under STORE/runs (default: derived from the config)")
 
-        if self.protocol not in PROTOCOLS:
-            fail("protocol", f"{self.protocol!r} is not one of {PROTOCOLS}")
-        if self.order not in ("largest", "released"):
-            fail("order", f"{self.order!r} is not 'largest' or 'released'")
-        if not self.lams or any(not lam >= 0 for lam in self.lams):
-            fail("lams", f"{self.lams} must be a non-empty list of numbers >= 0")
-        if self.ks is not None and (not self.ks or any(int(k) != k or k <= 0 for k in self.ks)):
-            fail("ks", f"{self.ks} must be a non-empty list of positive integers")
-        if not 0 < self.holdout < 1:
-            fail("holdout", f"{self.holdout} must be between 0 and 1")
-        if self.batch_size <= 0:
-            fail("batch_size", f"{self.batch_size} must be positive")
-        if self.task_runner not in TASK_RUNNERS:
-            fail("task_runner", f"{self.task_runner!r} is not one of {TASK_RUNNERS}")
-        if self.class_policy not in ("strict", "intersection"):
-            fail("class_policy", f"{self.class_policy!r} is not 'strict' or 'intersection'")
-        try:
-            self.intervention_config()
-        except ValueError as error:
-            fail("interventions", str(error))
-        try:
-            check_model(self.model, self.pretrained)
-        except ValueError as error:
-            fail("model/pretrained", str(error))
-        return self
+    @field_validator("lams")
+    @classmethod
+    def _finite_non_negative(cls, lams):
+        if any(not 0 <= lam < float("inf") for lam in lams):
+            raise ValueError(f"{lams} must be finite numbers >= 0")
+        return lams
+
+    @field_validator("ks")
+    @classmethod
+    def _positive_ks(cls, ks):
+        if ks is not None and (not ks or any(k <= 0 for k in ks)):
+            raise ValueError(f"{ks} must be a non-empty list of positive integers")
+        return ks
 
     def intervention_config(self) -> InterventionConfig:
         families = tuple(self.interventions) if self.interventions else InterventionConfig().families
@@ -84,7 +114,15 @@ class RunConfig:
         """The run folder's name: given, or derived from everything that decides the results."""
         if self.run_name:
             return self.run_name
-        decisive = {k: v for k, v in asdict(self).items() if k not in ("run_name", "device", "batch_size",
-                                                                       "num_workers", "task_runner", "max_workers", "store")}
+        decisive = self.model_dump(exclude=set(EXECUTION_FIELDS))
         dataset = self.dataset.rstrip("/").rsplit("/", 1)[-1]
         return f"{dataset}-{self.model}-{stable_hash(decisive, 8)}"
+
+
+def config_error(error: ValidationError) -> str:
+    """One line per bad field, naming it: 'config field 'lams': ...'."""
+    lines = []
+    for problem in error.errors():
+        field = ".".join(str(part) for part in problem["loc"]) or "config"
+        lines.append(f"config field {field!r}: {problem['msg']} (got {problem.get('input')!r})")
+    return "; ".join(lines)

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 
 import pandas as pd
 from prefect import flow, get_run_logger
 
 from flows.config import RunConfig
+from flows.preflight import preflight
 from flows.embed_dataset import discover_dataset, embed_dataset
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from tasks import __version__
@@ -43,7 +43,7 @@ def skipped_images(index) -> pd.DataFrame:
 
 @flow(name="clip-icm-run", flow_run_name="run {config.dataset} {config.model}")
 def run(config: RunConfig = RunConfig()) -> str:
-    config.validate()
+    preflight(config)
     run_url = join(config.store_url, "runs", config.name)
     timings, started = {}, time.perf_counter()
 
@@ -88,7 +88,7 @@ def run(config: RunConfig = RunConfig()) -> str:
     publish_artifacts(summary, run_url, title)
     timings["total_s"] = time.perf_counter() - started
     write_run_json(run_url, {
-        "config": asdict(config), "run_url": run_url, "package_version": __version__,
+        "config": config.model_dump(), "run_url": run_url, "package_version": __version__,
         "dataset": {"root": index.dataset_root, "fingerprint": index.fingerprint,
                     "domains": list(index.domains), "classes": list(index.classes)},
         "model": {"name": config.model, "pretrained": config.pretrained},

@@ -15,6 +15,7 @@ from prefect.testing.utilities import prefect_test_harness
 import tasks.models
 from flows.cli import main
 from flows.config import RunConfig
+from flows.preflight import preflight
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from icm_core import InterventionMoments, harmonic_mean
 from tasks.embed import embedding_table, read_embeddings, IMAGE_SCHEMA
@@ -245,7 +246,7 @@ def test_prefect_yaml_deployments_register_against_a_local_api(prefect_api, tmp_
     for deployment in spec["deployments"]:  # every deployment's parameters make a valid RunConfig
         parameters = flows[deployment["entrypoint"]].validate_parameters(deployment["parameters"])
         assert isinstance(parameters["config"], RunConfig)
-        parameters["config"].validate()
+        preflight(parameters["config"])
     assert flows["flows/run.py:run"].validate_parameters(names["gpu"]["parameters"])["config"].device == "cuda"
     from prefect.settings import PREFECT_API_URL
 
