@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser("sweep", help="re-evaluate a lambda x k grid from cached embeddings (loads no model)")
     _add_config_options(sweep)
 
-    report = commands.add_parser("report", help="print a run's summary table")
+    report = commands.add_parser("report", help="print a run's report: headline, targets x methods tables, chosen (lambda, k)")
     report.add_argument("run", help="the run folder (STORE/runs/NAME) or its URL")
     return parser
 
@@ -102,16 +102,19 @@ def main(argv=None) -> int:
     args = vars(build_parser().parse_args(argv))
     command = args.pop("command")
     try:
-        if command == "report":
-            from tasks.reports import read_summary, summary_markdown
+        from tasks.reports import read_run, run_report
 
-            print(summary_markdown(read_summary(args["run"]), args["run"]))
+        if command == "report":
+            print(run_report(*read_run(args["run"])))
         else:
             from flows.run import run
             from flows.sweep import sweep
 
             config = config_from_args(args)  # field checks: before Prefect starts or anything is embedded
-            print({"run": run, "sweep": sweep}[command](config))
+            if command == "run":  # the same report as the UI's: headline, targets x methods, then the folder
+                print(run_report(*read_run(run(config))))
+            else:
+                print(sweep(config))
     except ValidationError as error:
         print(f"clip-icm: {config_error(error)}", file=sys.stderr)
         return 2

@@ -4,16 +4,17 @@ from __future__ import annotations
 import time
 
 import pandas as pd
-from prefect import flow, get_run_logger
+from prefect import flow
 
 from flows.config import RunConfig
+from flows.labels import label_run
 from flows.preflight import preflight
 from flows.embed_dataset import discover_dataset, embed_dataset
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from tasks import __version__
 from tasks.embed import skipped_url
 from tasks.evaluate import summarize
-from tasks.reports import publish_artifacts, summary_markdown, write_plot, write_run_json, write_table
+from tasks.reports import publish_run_report, write_plot, write_run_json, write_table
 from tasks.storage import join, read_parquet
 
 
@@ -43,6 +44,7 @@ def skipped_images(index) -> pd.DataFrame:
 
 @flow(name="clip-icm-run", flow_run_name="run {config.dataset} {config.model}")
 def run(config: RunConfig = RunConfig()) -> str:
+    label_run(config)
     preflight(config)
     run_url = join(config.store_url, "runs", config.name)
     timings, started = {}, time.perf_counter()
@@ -75,19 +77,17 @@ def run(config: RunConfig = RunConfig()) -> str:
         selections.append(class_selections)
     timings["open_class_s"] = time.perf_counter() - started - sum(timings.values())
 
-    # 4. reports
+    # 4. reports: tables, the plot and run.json on the store; the run report (headline first) in the UI
     predictions = pd.concat(predictions, ignore_index=True)
     summary = summarize(predictions, index.classes)
+    selection = pd.concat(selections, ignore_index=True)
     skipped = skipped_images(index)
     write_table(predictions, run_url, "predictions.parquet")
     write_table(summary, run_url, "summary.parquet")
-    write_table(pd.concat(selections, ignore_index=True), run_url, "selection.parquet")
+    write_table(selection, run_url, "selection.parquet")
     write_table(skipped, run_url, "skipped.parquet")
-    write_plot(summary, run_url)
-    title = f"CLIP-ICM: {config.name}"
-    publish_artifacts(summary, run_url, title)
     timings["total_s"] = time.perf_counter() - started
-    write_run_json(run_url, {
+    record = {
         "config": config.model_dump(), "run_url": run_url, "package_version": __version__,
         "dataset": {"root": index.dataset_root, "fingerprint": index.fingerprint,
                     "domains": list(index.domains), "classes": list(index.classes)},
@@ -95,6 +95,8 @@ def run(config: RunConfig = RunConfig()) -> str:
         "embeddings": {"shards": index.shards, "text": index.text_url, "embedded_this_run": index.embedded},
         "skipped_images": len(skipped),
         "timings": timings,
-    })
-    get_run_logger().info("%s\n\nreports in %s", summary_markdown(summary, title), run_url)
+    }
+    publish_run_report(summary, selection, record)
+    write_plot(summary, run_url, record)
+    write_run_json(run_url, record)
     return run_url

@@ -7,12 +7,13 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.config import RunConfig
+from flows.labels import label_run
 from flows.preflight import preflight
 from flows.embed_dataset import cached_index, discover_dataset, text_pairs_for
 from flows.fit_projection import source_moments
 from icm_core import LinearProbe, accuracy, zero_shot_predict
 from tasks.fit import EmbeddingIndex, select_projection
-from tasks.reports import publish_sweep_artifact
+from tasks.reports import artifact_key, publish_sweep_artifact
 from tasks.storage import join, write_parquet
 
 
@@ -39,6 +40,7 @@ def sweep_target(index: EmbeddingIndex, moments, target: str, lams, ks, order: s
 @flow(name="clip-icm-sweep", flow_run_name="sweep {config.dataset} {config.model}")
 def sweep(config: RunConfig = RunConfig()) -> str:
     """Leave-one-domain-out: val accuracy (the selection rule) and target accuracy for every (lambda, k)."""
+    label_run(config)
     preflight(config)
     data = discover_dataset(config.dataset, config.store_url, config.holdout, config.split_seed, config.class_policy)
     index = cached_index(data, config.model, config.pretrained, config.store_url, config.intervention_config(),
@@ -51,5 +53,6 @@ def sweep(config: RunConfig = RunConfig()) -> str:
     table = pd.concat(frames, ignore_index=True)
     run_url = join(config.store_url, "runs", config.name)
     write_parquet(pa.Table.from_pandas(table, preserve_index=False), join(run_url, "sweep.parquet"))
-    publish_sweep_artifact(table, run_url, f"CLIP-ICM sweep: {config.name}")
+    publish_sweep_artifact(table, run_url, f"CLIP-ICM sweep: {config.name}",
+                           artifact_key("sweep", config.dataset, config.model, config.pretrained))
     return join(run_url, "sweep.parquet")

@@ -1,16 +1,36 @@
-"""Report tasks: Parquet tables, run.json, a PNG plot beside them, and Prefect artifacts."""
+"""Report tasks: Parquet tables, run.json, the run report (headline + tables), a plot, and Prefect artifacts.
+
+Every view of a run's results (the Prefect UI's artifact, the terminal at the end of `clip-icm run`,
+`clip-icm report`, the plot) is rendered from the same three things, all on the store: the summary,
+the selection grid and the run.json record. So the UI and the terminal never disagree.
+"""
 from __future__ import annotations
 
 import io
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.slugify import slugify
 
-from tasks.evaluate import METHODS
-from tasks.storage import join, read_parquet, write_bytes, write_json, write_parquet
+from tasks.models import RANDOM_WEIGHTS
+from tasks.storage import join, read_json, read_parquet, write_bytes, write_json, write_parquet
+
+DECIMALS = 3  # every accuracy and difference in every report
+MISSING = "—"  # a cell with no value (a method or class group a target lacks), never "nan"
+DELTA = "Δ"  # CLIP-ICM − CLIP
+# CLIP and its CLIP-ICM counterpart, per way of predicting
+METHOD_PAIRS = {
+    "zero-shot": ("clip_zero_shot", "clip_icm_zero_shot"),
+    "linear probe": ("clip_linear_probe", "clip_icm_linear_probe"),
+}
+OPEN_CLASS_METRICS = {"base": "base_accuracy", "novel": "novel_accuracy", "HM": "harmonic_mean"}
+SMOKE_BANNER = ("> **SMOKE RUN**: random weights (`--pretrained none`). These numbers test the pipeline, "
+                "not the method.")
+
 
 @task(name="write-table", task_run_name="write {name}", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def write_table(frame: pd.DataFrame, run_url: str, name: str) -> str:
@@ -22,23 +42,244 @@ def write_run_json(run_url: str, record: dict) -> str:
     return write_json(join(run_url, "run.json"), record)
 
 
-def accuracy_plot_png(summary: pd.DataFrame) -> bytes:
-    """Accuracy per target domain, CLIP vs CLIP-ICM, one group of bars per target."""
+def read_summary(run_url: str) -> pd.DataFrame:
+    return read_parquet(join(run_url, "summary.parquet")).to_pandas()
+
+
+def read_run(run_url: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """What every report is rendered from: summary, selection grid, run.json."""
+    summary = read_summary(run_url)
+    return summary, read_parquet(join(run_url, "selection.parquet")).to_pandas(), read_json(join(run_url, "run.json"))
+
+
+# ---- names: how a run is labelled in titles, tags and artifact keys
+
+
+def dataset_label(dataset: str) -> str:
+    """The dataset folder's name (the last part of its URL), or the built-in dataset's name."""
+    return dataset.rstrip("/").rsplit("/", 1)[-1]
+
+
+def weights_label(pretrained: str) -> str:
+    """An open_clip tag or 'none' as is; a checkpoint file by its file name."""
+    return pretrained.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def run_label(dataset: str, model: str, pretrained: str) -> str:
+    return f"{dataset_label(dataset)} · {model} ({weights_label(pretrained)})"
+
+
+def artifact_key(kind: str, dataset: str, model: str, pretrained: str) -> str:
+    """One key per kind x dataset x model x weights, so the histories of different jobs never mix.
+    Prefect allows lowercase letters, digits and dashes only."""
+    return slugify(f"clip-icm-{kind}-{dataset_label(dataset)}-{model}-{weights_label(pretrained)}")
+
+
+# ---- tables: targets x methods, the mean last
+
+
+def _by_target(frame: pd.DataFrame) -> pd.DataFrame:
+    targets = sorted(frame.index, key=lambda target: (target == "mean", target))
+    return frame.reindex(targets).rename_axis("target")
+
+
+def method_table(summary: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """One protocol's accuracy, targets x methods: CLIP, CLIP-ICM and their difference per method pair.
+
+    Only pairs whose two methods were both evaluated appear (open-class has no linear probe)."""
+    accuracy = summary[summary["protocol"] == protocol].pivot(index="target", columns="method", values="accuracy")
+    columns = {}
+    for pair, (clip, icm) in METHOD_PAIRS.items():
+        if clip in accuracy and icm in accuracy:
+            columns[f"CLIP {pair}"] = accuracy[clip]
+            columns[f"CLIP-ICM {pair}"] = accuracy[icm]
+            columns[f"{DELTA} {pair}"] = accuracy[icm] - accuracy[clip]
+    return _by_target(pd.DataFrame(columns, index=accuracy.index))
+
+
+def open_class_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Open-class zero-shot, targets x (base, novel, harmonic mean) for CLIP and CLIP-ICM, and the HM difference."""
+    rows = summary[summary["protocol"] == "open_class"]
+    if rows.empty:
+        return pd.DataFrame()
+    columns = {}
+    for who, method in zip(("CLIP", "CLIP-ICM"), METHOD_PAIRS["zero-shot"]):
+        chosen = rows[rows["method"] == method].set_index("target")
+        for label, metric in OPEN_CLASS_METRICS.items():
+            columns[f"{who} {label}"] = chosen[metric]
+    columns[f"{DELTA} HM"] = columns["CLIP-ICM HM"] - columns["CLIP HM"]
+    return _by_target(pd.DataFrame(columns))
+
+
+def mean_comparison(summary: pd.DataFrame) -> pd.DataFrame:
+    """CLIP vs CLIP-ICM on the mean over targets, one row per protocol x method pair (and open-class HM)."""
+    rows = []
+    for protocol in summary["protocol"].unique():
+        means = summary[(summary["protocol"] == protocol) & (summary["target"] == "mean")].set_index("method")
+        comparisons = [(pair, methods, "accuracy") for pair, methods in METHOD_PAIRS.items()]
+        if protocol == "open_class":
+            comparisons.append(("zero-shot HM (base, novel)", METHOD_PAIRS["zero-shot"], "harmonic_mean"))
+        for label, (clip, icm), metric in comparisons:
+            if clip in means.index and icm in means.index:
+                rows.append({"protocol": protocol.replace("_", " "), "comparison": label,
+                             "CLIP": means.at[clip, metric], "CLIP-ICM": means.at[icm, metric],
+                             DELTA: means.at[icm, metric] - means.at[clip, metric]})
+    return pd.DataFrame(rows, columns=["protocol", "comparison", "CLIP", "CLIP-ICM", DELTA])
+
+
+LABEL_COLUMNS = ("protocol", "comparison", "target")  # left-aligned; every other column holds numbers
+
+
+def _cell(value, signed: bool = False) -> str:
+    """Accuracies at DECIMALS places, differences signed, MISSING for no value; text and integers as they are."""
+    if pd.api.types.is_scalar(value) and pd.isna(value):
+        return MISSING
+    if isinstance(value, (float, np.floating)):
+        return f"{value:+.{DECIMALS}f}" if signed else f"{value:.{DECIMALS}f}"
+    return str(value)
+
+
+def table_markdown(table: pd.DataFrame, index: bool = True) -> str:
+    """A pipe table; differences are the columns whose name starts with DELTA."""
+    frame = table.reset_index() if index else table
+    cells = frame.apply(lambda column: column.map(lambda value: _cell(value, str(column.name).startswith(DELTA))))
+    return cells.to_markdown(index=False, disable_numparse=True,
+                             colalign=["left" if column in LABEL_COLUMNS else "right" for column in frame])
+
+
+# ---- the run report: the headline first, then the tables, the choices, the timings, the folder
+
+
+def _difference_line(comparison: pd.DataFrame) -> str:
+    per_protocol = [
+        f"{protocol}: " + ", ".join(f"{row.comparison} {_cell(row[DELTA], signed=True)}" for _, row in rows.iterrows())
+        for protocol, rows in comparison.groupby("protocol", sort=False)
+    ]
+    return f"**CLIP-ICM − CLIP**, mean over targets: {'; '.join(per_protocol) or 'nothing evaluated'}"
+
+
+def _facts_line(record: dict) -> str:
+    config, dataset = record["config"], record["dataset"]
+    selection = config.get("selection", "training-domain")
+    if selection == "oracle":
+        selection += " (the target's validation split: an upper bound, not a result)"
+    return (f"model `{record['model']['name']}` · weights `{record['model']['pretrained']}` · "
+            f"dataset `{config['dataset']}` ({len(dataset['domains'])} domains, {len(dataset['classes'])} classes) · "
+            f"protocol `{config['protocol']}` · selection {selection}")
+
+
+def chosen_hyperparameters(selection: pd.DataFrame) -> pd.DataFrame:
+    """The (λ, k) the selection rule picked, per protocol and target."""
+    chosen = selection[selection["selected"]]
+    return pd.DataFrame({
+        "protocol": chosen["protocol"].str.replace("_", " "), "target": chosen["target"],
+        "λ": chosen["lam"].map("{:g}".format), "k": chosen["n_components"].astype(int),
+        "source-val accuracy": chosen["val_accuracy"],
+    })
+
+
+def _timings_line(timings: dict) -> str:
+    """Seconds per stage, the total last (run.json stores them in name order)."""
+    names = sorted(timings, key=lambda name: (name == "total_s", name))
+    return " · ".join(f"{name.removesuffix('_s').replace('_', ' ')} {timings[name]:.1f} s" for name in names)
+
+
+def headline_markdown(summary: pd.DataFrame, record: dict) -> str:
+    """What ran and whether CLIP-ICM won: the first lines of every report."""
+    model = record["model"]
+    lines = [SMOKE_BANNER, ""] if model["pretrained"] == RANDOM_WEIGHTS else []
+    lines += [
+        f"# CLIP vs CLIP-ICM: {run_label(record['config']['dataset'], model['name'], model['pretrained'])}", "",
+        _difference_line(mean_comparison(summary)), "",
+        _facts_line(record), "",
+        table_markdown(mean_comparison(summary), index=False),
+    ]
+    return "\n".join(lines)
+
+
+def run_report(summary: pd.DataFrame, selection: pd.DataFrame, record: dict) -> str:
+    """The whole report, in markdown: the headline, the pivoted tables, the chosen (λ, k), timings, the folder."""
+    sections = [headline_markdown(summary, record)]
+    for protocol in summary["protocol"].unique():
+        table = method_table(summary, protocol)
+        sections.append(f"## {protocol.replace('_', ' ')}: accuracy per target ({DELTA} = CLIP-ICM − CLIP)\n\n"
+                        + table_markdown(table))
+        if protocol == "open_class":
+            sections.append("## open class: base, novel and harmonic mean (zero-shot over base + novel names)\n\n"
+                            + table_markdown(open_class_table(summary)))
+    sections.append("## chosen (λ, k) per target\n\n" + table_markdown(chosen_hyperparameters(selection), index=False))
+    sections.append("## timings\n\n" + _timings_line(record["timings"]))
+    sections.append(f"Reports: `{record['run_url']}`")
+    return "\n\n".join(sections)
+
+
+@task(name="publish-run-report", cache_policy=NO_CACHE)
+def publish_run_report(summary: pd.DataFrame, selection: pd.DataFrame, record: dict) -> None:
+    """The run report as a markdown artifact, keyed per dataset, model and weights."""
+    config = record["config"]
+    create_markdown_artifact(
+        run_report(summary, selection, record),
+        key=artifact_key("run", config["dataset"], config["model"], config["pretrained"]),
+        description=f"CLIP vs CLIP-ICM: {run_label(config['dataset'], config['model'], config['pretrained'])}",
+    )
+
+
+# ---- the plot
+
+
+def accuracy_figure(summary: pd.DataFrame, record: dict):
+    """Accuracy per target (domain shift) and base/novel/HM (open class), CLIP vs CLIP-ICM.
+
+    Each CLIP/CLIP-ICM pair shares a hue (light: CLIP, dark: CLIP-ICM); the dashed line is chance."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = summary[summary["protocol"] == "domain_shift"].pivot(index="target", columns="method", values="accuracy")
-    table = table.reindex(sorted(table.index, key=lambda target: (target == "mean", target)))
-    table = table[[method for method in METHODS if method in table]]
-    figure, axes = plt.subplots(figsize=(max(6, 1.6 * len(table)), 4))
-    table.plot.bar(ax=axes, rot=0)
-    axes.set_ylabel("accuracy")
-    axes.set_ylim(0, 1)
-    axes.set_title("Leave-one-domain-out accuracy: CLIP vs CLIP-ICM")
-    axes.legend(fontsize=8)
+    paired = plt.get_cmap("Paired").colors  # (light, dark) pairs: blue, green, ...
+    colours = {"zero-shot": paired[0:2], "linear probe": paired[2:4]}
+    panels = []
+    domain_shift = method_table(summary, "domain_shift")
+    if not domain_shift.empty:
+        columns = [(pair, who) for pair in METHOD_PAIRS for who in ("CLIP", "CLIP-ICM") if f"{who} {pair}" in domain_shift]
+        panels.append(("domain shift: accuracy per held-out target", domain_shift.index,
+                       {f"{who} {pair}": (domain_shift[f"{who} {pair}"], colours[pair][who == "CLIP-ICM"])
+                        for pair, who in columns}))
+    open_class = open_class_table(summary)
+    if "mean" in open_class.index:
+        means = open_class.loc["mean"]
+        panels.append(("open class: zero-shot, mean over targets", list(OPEN_CLASS_METRICS),
+                       {f"{who} zero-shot": ([means[f"{who} {label}"] for label in OPEN_CLASS_METRICS],
+                                             colours["zero-shot"][who == "CLIP-ICM"]) for who in ("CLIP", "CLIP-ICM")}))
+    chance = 1 / len(record["dataset"]["classes"])
+    widths = [max(len(groups), 2) for _, groups, _ in panels]
+    figure, axes_row = plt.subplots(1, len(panels), figsize=(2 + 1.4 * sum(widths), 4.5), squeeze=False,
+                                    gridspec_kw={"width_ratios": widths})
+    for axes, (title, groups, bars) in zip(axes_row[0], panels):
+        positions, width = np.arange(len(groups)), 0.8 / len(bars)
+        for offset, (label, (values, colour)) in enumerate(bars.items()):
+            values = np.asarray(values, dtype=float)
+            drawn = axes.bar(positions + (offset - (len(bars) - 1) / 2) * width, np.nan_to_num(values), width,
+                             label=label, color=colour)
+            axes.bar_label(drawn, labels=[_cell(value) if not np.isnan(value) else "" for value in values],
+                           fontsize=6, rotation=90, padding=2)
+        axes.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance (1/{len(record['dataset']['classes'])})")
+        axes.set_xticks(positions, groups)
+        axes.set_ylim(0, 1.12)
+        axes.set_ylabel("accuracy")
+        axes.set_title(title, fontsize=9)
+        axes.legend(fontsize=7, loc="upper left", ncols=2)
+    model = record["model"]
+    smoke = " · SMOKE RUN (random weights)" if model["pretrained"] == RANDOM_WEIGHTS else ""
+    figure.suptitle(f"CLIP vs CLIP-ICM: {run_label(record['config']['dataset'], model['name'], model['pretrained'])}{smoke}")
     figure.tight_layout()
+    return figure
+
+
+def accuracy_plot_png(summary: pd.DataFrame, record: dict) -> bytes:
+    import matplotlib.pyplot as plt
+
+    figure = accuracy_figure(summary, record)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
     plt.close(figure)
@@ -46,40 +287,18 @@ def accuracy_plot_png(summary: pd.DataFrame) -> bytes:
 
 
 @task(name="write-plot", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def write_plot(summary: pd.DataFrame, run_url: str) -> str | None:
-    if not (summary["protocol"] == "domain_shift").any():
+def write_plot(summary: pd.DataFrame, run_url: str, record: dict) -> str | None:
+    if not summary["protocol"].isin(["domain_shift", "open_class"]).any():
         return None
-    return write_bytes(join(run_url, "accuracy_by_target.png"), accuracy_plot_png(summary))
-
-
-def summary_markdown(summary: pd.DataFrame, title: str) -> str:
-    columns = [c for c in ("protocol", "method", "target", "accuracy", "base_accuracy", "novel_accuracy", "harmonic_mean", "n") if c in summary]
-    return f"# {title}\n\n" + summary[columns].to_markdown(index=False, floatfmt=".4f")
-
-
-@task(name="publish-artifacts", cache_policy=NO_CACHE)
-def publish_artifacts(summary: pd.DataFrame, run_url: str, title: str) -> None:
-    """A markdown summary and a per-domain comparison table in the Prefect UI."""
-    create_markdown_artifact(
-        summary_markdown(summary, title) + f"\n\nReports: `{run_url}`", key="clip-icm-summary", description=title
-    )
-    per_domain = summary[summary["protocol"] == "domain_shift"].pivot(index="target", columns="method", values="accuracy")
-    if len(per_domain):
-        create_table_artifact(
-            per_domain.reset_index().round(4).to_dict("records"), key="clip-icm-per-domain", description=title
-        )
-
-
-def read_summary(run_url: str) -> pd.DataFrame:
-    return read_parquet(join(run_url, "summary.parquet")).to_pandas()
+    return write_bytes(join(run_url, "accuracy_by_target.png"), accuracy_plot_png(summary, record))
 
 
 @task(name="publish-sweep-artifact", cache_policy=NO_CACHE)
-def publish_sweep_artifact(sweep: pd.DataFrame, run_url: str, title: str) -> None:
-    """The whole grid as markdown, the selection rule's pick per target marked."""
+def publish_sweep_artifact(sweep: pd.DataFrame, run_url: str, title: str, key: str) -> None:
+    """The whole grid as markdown, the selection rule's pick per target marked; `key` from `artifact_key`."""
     columns = ["target", "lam", "n_components", "val_accuracy", "target_zero_shot_accuracy",
                "target_linear_probe_accuracy", "selected"]
     create_markdown_artifact(
         f"# {title}\n\n" + sweep[columns].to_markdown(index=False, floatfmt=".4f") + f"\n\nTable: `{run_url}/sweep.parquet`",
-        key="clip-icm-sweep", description=title,
+        key=key, description=title,
     )

@@ -222,7 +222,8 @@ def test_unknown_target_fails_before_any_embedding(workspace, tmp_path, capsys):
 def test_report_prints_the_summary(workspace, capsys):
     assert main(["report", workspace["run"]]) == 0
     out = capsys.readouterr().out
-    assert "clip_icm_linear_probe" in out and "| sketch" in out
+    assert out.startswith("> **SMOKE RUN**") and "CLIP-ICM linear probe" in out and "| sketch" in out
+    assert out.count(workspace["run"]) == 1
     assert main(["report", workspace["run"] + "-missing"]) == 2
     assert "summary.parquet does not exist" in capsys.readouterr().err
 
