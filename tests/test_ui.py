@@ -1,0 +1,267 @@
+"""What a run shows in the Prefect UI and the terminal: the run report (headline first), its
+targets x methods tables, the plot, tags, artifact keys, the smoke-run warning and the deployment form."""
+import contextlib
+import io
+import logging
+import os
+import re
+import typing
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import TINY_MODEL, make_image_folder
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import ArtifactCreate
+from prefect.client.schemas.filters import (
+    ArtifactFilter, ArtifactFilterFlowRunId, FlowFilter, FlowFilterName, LogFilter, LogFilterFlowRunId, LogFilterLevel,
+)
+from prefect.client.schemas.sorting import ArtifactSort
+from prefect.flows import load_flow_from_entrypoint
+from prefect.logging.handlers import APILogHandler
+from prefect.testing.utilities import prefect_test_harness
+from prefect.utilities.callables import parameter_schema
+
+from flows.cli import main
+from flows.config import DEFAULT_LAMS, RunConfig
+from flows.labels import run_tags
+from tasks.reports import (
+    DELTA, MISSING, SMOKE_BANNER, accuracy_figure, artifact_key, chosen_hyperparameters, mean_comparison,
+    method_table, open_class_table, read_run, run_report, table_markdown,
+)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASSES = ("bird", "cat", "dog", "fish")
+NUMBER = re.compile(r"[+-]?\d+\.\d+")
+
+# ---- the reports, on a hand-made summary
+
+
+def hand_made_summary() -> pd.DataFrame:
+    """Two targets and the mean, both protocols; photo has no novel-class image (no novel accuracy, no HM)."""
+    domain_shift = {  # method: (art, photo, mean)
+        "clip_zero_shot": (0.5, 0.25, 0.375), "clip_icm_zero_shot": (0.75, 0.5, 0.625),
+        "clip_linear_probe": (0.6, 0.4, 0.5), "clip_icm_linear_probe": (0.5, 0.45, 0.475),
+    }
+    open_class = {  # method: {target: (accuracy, base, novel, HM)}
+        "clip_zero_shot": {"art": (0.4, 0.6, 0.2, 0.3), "photo": (0.3, 0.5, np.nan, np.nan),
+                           "mean": (0.35, 0.55, 0.2, 0.2933)},
+        "clip_icm_zero_shot": {"art": (0.5, 0.6, 0.4, 0.48), "photo": (0.45, 0.7, np.nan, np.nan),
+                               "mean": (0.475, 0.65, 0.4, 0.4952)},
+    }
+    rows = [{"protocol": "domain_shift", "method": method, "target": target, "accuracy": value, "n": 8}
+            for method, values in domain_shift.items() for target, value in zip(("art", "photo", "mean"), values)]
+    rows += [{"protocol": "open_class", "method": method, "target": target, "accuracy": a, "n": 8,
+              "base_accuracy": b, "novel_accuracy": n, "harmonic_mean": hm}
+             for method, targets in open_class.items() for target, (a, b, n, hm) in targets.items()]
+    summary = pd.DataFrame(rows)
+    # columns other helpers add: the pivots must ignore them
+    return summary.assign(top5_accuracy=1.0, balanced_accuracy=summary["accuracy"], selection="training-domain")
+
+
+def hand_made_selection() -> pd.DataFrame:
+    grid = [(protocol, target, lam, k, lam == 10 and k == 8)
+            for protocol in ("domain_shift", "open_class") for target in ("art", "photo")
+            for lam in (0.1, 10.0) for k in (4, 8)]
+    frame = pd.DataFrame(grid, columns=["protocol", "target", "lam", "n_components", "selected"])
+    return frame.assign(val_accuracy=np.where(frame["selected"], 0.875, 0.5))
+
+
+def hand_made_record(pretrained="none") -> dict:
+    return {
+        "config": {"dataset": "/data/Office_Home", "model": "ViT-B-16", "pretrained": pretrained, "protocol": "both",
+                   "selection": "training-domain"},
+        "model": {"name": "ViT-B-16", "pretrained": pretrained},
+        "dataset": {"root": "/data/Office_Home", "domains": ["art", "photo"], "classes": list(CLASSES)},
+        "timings": {"domain_shift_s": 2.0, "embed_s": 10.3, "open_class_s": 1.0, "total_s": 13.3},
+        "run_url": "/store/runs/Office_Home-ViT-B-16-abc",
+    }
+
+
+def test_targets_by_methods_with_the_difference_and_the_mean_last():
+    table = method_table(hand_made_summary(), "domain_shift")
+    assert list(table.index) == ["art", "photo", "mean"]
+    assert list(table.columns) == [
+        "CLIP zero-shot", "CLIP-ICM zero-shot", f"{DELTA} zero-shot",
+        "CLIP linear probe", "CLIP-ICM linear probe", f"{DELTA} linear probe",
+    ]
+    assert table[f"{DELTA} zero-shot"].tolist() == pytest.approx([0.25, 0.25, 0.25])
+    assert table[f"{DELTA} linear probe"].tolist() == pytest.approx([-0.1, 0.05, -0.025])
+    assert table.loc["photo", "CLIP linear probe"] == 0.4 and not table.isna().any().any()
+    # open-class has no linear probe: no empty columns for it
+    assert list(method_table(hand_made_summary(), "open_class").columns) == [
+        "CLIP zero-shot", "CLIP-ICM zero-shot", f"{DELTA} zero-shot"]
+
+
+def test_open_class_table_and_markdown_have_no_nan_and_one_rounding():
+    table = open_class_table(hand_made_summary())
+    assert list(table.columns) == ["CLIP base", "CLIP novel", "CLIP HM", "CLIP-ICM base", "CLIP-ICM novel",
+                                   "CLIP-ICM HM", f"{DELTA} HM"]
+    assert table.loc["art", f"{DELTA} HM"] == pytest.approx(0.18)
+    assert table.loc["mean", f"{DELTA} HM"] == pytest.approx(0.2019)
+    markdown = table_markdown(table)
+    assert "nan" not in markdown.lower()
+    photo = next(line for line in markdown.splitlines() if line.startswith("| photo"))
+    assert [cell.strip() for cell in photo.strip("|").split("|")] == [
+        "photo", "0.500", MISSING, MISSING, "0.700", MISSING, MISSING, MISSING]
+    assert "| art      |       0.600 |        0.200 |     0.300 |" in markdown
+    assert "+0.180" in markdown and "+0.202" in markdown
+    every_number = NUMBER.findall(table_markdown(method_table(hand_made_summary(), "domain_shift")))
+    assert len(every_number) == 18 and all(len(number.split(".")[1]) == 3 for number in every_number)
+    assert "-0.100" in table_markdown(method_table(hand_made_summary(), "domain_shift"))
+
+
+def test_mean_comparison_per_protocol():
+    comparison = mean_comparison(hand_made_summary())
+    assert comparison[["protocol", "comparison"]].values.tolist() == [
+        ["domain shift", "zero-shot"], ["domain shift", "linear probe"],
+        ["open class", "zero-shot"], ["open class", "zero-shot HM (base, novel)"]]
+    assert comparison[DELTA].tolist() == pytest.approx([0.25, -0.025, 0.125, 0.2019])
+    assert comparison["CLIP"].tolist() == pytest.approx([0.375, 0.5, 0.35, 0.2933])
+
+
+def test_headline_first_then_tables_choices_timings_and_the_folder_once():
+    report = run_report(hand_made_summary(), hand_made_selection(), hand_made_record("none"))
+    lines = report.splitlines()
+    assert lines[0] == SMOKE_BANNER
+    assert lines[2] == "# CLIP vs CLIP-ICM: Office_Home · ViT-B-16 (none)"
+    assert lines[4] == ("**CLIP-ICM − CLIP**, mean over targets: domain shift: zero-shot +0.250, linear probe -0.025; "
+                        "open class: zero-shot +0.125, zero-shot HM (base, novel) +0.202")
+    assert lines[6].startswith("model `ViT-B-16` · weights `none` · dataset `/data/Office_Home` (2 domains, 4 classes)")
+    assert "| domain shift | linear probe               |  0.500 |      0.475 | -0.025 |" in report
+    assert "| domain shift | art      |  10 |   8 |                 0.875 |" in report
+    assert report.count("| 10 |") == 0 and report.count("|  10 |") == 4  # the selected row per target only
+    assert "domain shift 2.0 s · embed 10.3 s · open class 1.0 s · total 13.3 s" in report
+    assert lines[-1] == "Reports: `/store/runs/Office_Home-ViT-B-16-abc`" and report.count("/store/runs/") == 1
+    assert "nan" not in report.lower()
+    real = run_report(hand_made_summary(), hand_made_selection(), hand_made_record("openai"))
+    assert "SMOKE" not in real and real.startswith("# CLIP vs CLIP-ICM: Office_Home · ViT-B-16 (openai)")
+
+
+def test_chosen_hyperparameters_keep_the_selected_cell_per_target():
+    chosen = chosen_hyperparameters(hand_made_selection())
+    assert chosen[["target", "λ", "k"]].values.tolist() == [["art", "10", 8], ["photo", "10", 8]] * 2
+
+
+def test_artifact_keys_and_tags_name_dataset_model_and_weights():
+    key = artifact_key("run", "s3://bucket/Office_Home/", "ViT-B-16", "/ckpt/My Model.pt")
+    assert key == "clip-icm-run-office-home-vit-b-16-my-model-pt"
+    ArtifactCreate(key=key, type="markdown", data="")  # Prefect's own key check
+    assert artifact_key("run", "rotated-digits", "ViT-B-32", "openai") != artifact_key(
+        "run", "rotated-digits", "ViT-B-32", "none")
+    config = RunConfig(dataset="/data/PACS", model="ViT-B-16", pretrained="laion2b_s34b_b79k")
+    assert run_tags(config) == ["model:ViT-B-16", "pretrained:laion2b_s34b_b79k", "dataset:PACS"]
+    assert run_tags(config.model_copy(update={"pretrained": "none"}))[-1] == "smoke"
+
+
+def test_plot_names_the_run_draws_chance_pairs_colours_labels_values_and_has_an_open_class_panel():
+    import matplotlib.pyplot as plt
+
+    figure = accuracy_figure(hand_made_summary(), hand_made_record("none"))
+    try:
+        assert figure._suptitle.get_text() == "CLIP vs CLIP-ICM: Office_Home · ViT-B-16 (none) · SMOKE RUN (random weights)"
+        domain_shift, open_class = figure.axes
+        paired = plt.get_cmap("Paired").colors
+        for axes in (domain_shift, open_class):
+            chance = [line for line in axes.get_lines() if line.get_linestyle() == "--"]
+            assert [tuple(line.get_ydata()) for line in chance] == [(0.25, 0.25)]
+        colours = {container.get_label(): container.patches[0].get_facecolor()[:3] for container in domain_shift.containers}
+        assert colours == {"CLIP zero-shot": paired[0], "CLIP-ICM zero-shot": paired[1],
+                           "CLIP linear probe": paired[2], "CLIP-ICM linear probe": paired[3]}
+        heights = [patch.get_height() for patch in domain_shift.containers[1].patches]
+        assert heights == pytest.approx([0.75, 0.5, 0.625])  # CLIP-ICM zero-shot over art, photo, mean
+        assert {"0.750", "0.625", "0.475"} <= {text.get_text() for text in domain_shift.texts}
+        assert [label.get_text() for label in open_class.get_xticklabels()] == ["base", "novel", "HM"]
+        assert [patch.get_height() for patch in open_class.containers[1].patches] == pytest.approx([0.65, 0.4, 0.4952])
+    finally:
+        plt.close(figure)
+
+
+# ---- the deployment form
+
+
+def enums(schema: dict) -> list:
+    """Every enum in a property's schema (direct, in list items, or in an anyOf)."""
+    found = list(schema.get("enum", []))
+    for nested in ([schema["items"]] if "items" in schema else []) + schema.get("anyOf", []):
+        found += enums(nested)
+    return found
+
+
+def literal_choices(annotation) -> tuple:
+    if typing.get_origin(annotation) is typing.Literal:
+        return typing.get_args(annotation)
+    return tuple(choice for arg in typing.get_args(annotation) for choice in literal_choices(arg))
+
+
+def test_deployment_parameter_schema_has_choices_defaults_and_help():
+    spec = yaml.safe_load(open(os.path.join(ROOT, "prefect.yaml")))
+    for deployment in spec["deployments"]:
+        # what `prefect deploy` sends as the deployment's parameter_openapi_schema
+        schema = parameter_schema(load_flow_from_entrypoint(deployment["entrypoint"])).model_dump()
+        fields = schema["definitions"]["RunConfig"]["properties"]
+        assert set(fields) == set(RunConfig.model_fields)
+        with_choices = {name: literal_choices(info.annotation) for name, info in RunConfig.model_fields.items()}
+        with_choices = {name: choices for name, choices in with_choices.items() if choices}
+        assert {"protocol", "selection", "test_split", "preset", "probe", "precision", "task_runner", "order",
+                "class_policy", "interventions"} <= set(with_choices)
+        for name, choices in with_choices.items():
+            assert enums(fields[name]) == list(choices), name
+        assert fields["lams"]["default"] == DEFAULT_LAMS == [0.1, 1.0, 10.0, 100.0]
+        assert schema["properties"]["config"]["default"]["lams"] == DEFAULT_LAMS
+        assert all(field.get("description") for field in fields.values())
+
+
+# ---- a random-weights run against the test's Prefect server
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("ui")
+    dataset = make_image_folder(str(base / "Painted_Digits"), domains=("art", "photo"), classes=CLASSES, per_class=3)
+    args = ["run", "--dataset", dataset, "--model", TINY_MODEL, "--pretrained", "none", "--store", str(base / "store"),
+            "--lams", "1", "--run-name", "smoke"]
+    with prefect_test_harness(server_startup_timeout=60):
+        terminal = io.StringIO()
+        with contextlib.redirect_stdout(terminal):
+            assert main(args) == 0
+        APILogHandler().flush()  # the run's logs reach the API in batches
+        with get_client(sync_client=True) as client:
+            (flow_run,) = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["clip-icm-run"])))
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])),
+                sort=ArtifactSort.CREATED_DESC)
+            warnings = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id]),
+                                                  level=LogFilterLevel(ge_=logging.WARNING)))
+    return {"run": str(base / "store" / "runs" / "smoke"), "dataset": dataset, "terminal": terminal.getvalue(),
+            "flow_run": flow_run, "artifacts": artifacts[::-1], "warnings": warnings}
+
+
+def test_smoke_run_is_tagged_in_the_api(smoke_run):
+    assert {"model:ICM-Tiny", "pretrained:none", "dataset:Painted_Digits", "smoke"} <= set(smoke_run["flow_run"].tags)
+
+
+def test_smoke_run_headline_artifact_first_with_banner_and_difference(smoke_run):
+    headline = smoke_run["artifacts"][0]
+    assert headline.type == "markdown" and headline.key == "clip-icm-run-painted-digits-icm-tiny-none"
+    first_lines = headline.data.splitlines()[:5]
+    assert first_lines[0] == SMOKE_BANNER
+    summary = read_run(smoke_run["run"])[0].set_index(["protocol", "method", "target"])["accuracy"]
+    zero_shot = summary[("domain_shift", "clip_icm_zero_shot", "mean")] - summary[("domain_shift", "clip_zero_shot", "mean")]
+    probe = (summary[("domain_shift", "clip_icm_linear_probe", "mean")]
+             - summary[("domain_shift", "clip_linear_probe", "mean")])
+    assert first_lines[4].startswith(f"**CLIP-ICM − CLIP**, mean over targets: domain shift: zero-shot {zero_shot:+.3f}, "
+                                     f"linear probe {probe:+.3f}; open class: zero-shot ")
+    assert headline.data == run_report(*read_run(smoke_run["run"]))
+
+
+def test_smoke_run_warns_of_random_weights_in_the_run_log(smoke_run):
+    assert any("random weights" in log.message.lower() and log.level == logging.WARNING for log in smoke_run["warnings"])
+
+
+def test_terminal_prints_the_report_and_the_folder_once(smoke_run):
+    terminal = smoke_run["terminal"]
+    assert terminal == run_report(*read_run(smoke_run["run"])) + "\n"
+    assert terminal.count(smoke_run["run"]) == 1 and terminal.rstrip().endswith(f"Reports: `{smoke_run['run']}`")
+    assert "| mean     |" in terminal and "nan" not in terminal.lower()
