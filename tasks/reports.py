@@ -169,13 +169,13 @@ def _facts_line(record: dict) -> str:
 
 
 def chosen_hyperparameters(selection: pd.DataFrame) -> pd.DataFrame:
-    """The (λ, k) the selection rule picked, per protocol and target."""
+    """The (λ, k) the selection rule picked, per protocol and target, with its score where the grid has one."""
     chosen = selection[selection["selected"]]
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "protocol": chosen["protocol"].str.replace("_", " "), "target": chosen["target"],
         "λ": chosen["lam"].map("{:g}".format), "k": chosen["n_components"].astype(int),
-        "source-val accuracy": chosen["val_accuracy"],
     })
+    return table.assign(**{"source-val accuracy": chosen["val_accuracy"]}) if "val_accuracy" in chosen else table
 
 
 def _timings_line(timings: dict) -> str:
@@ -186,13 +186,13 @@ def _timings_line(timings: dict) -> str:
 
 def headline_markdown(summary: pd.DataFrame, record: dict) -> str:
     """What ran and whether CLIP-ICM won: the first lines of every report."""
-    model = record["model"]
+    model, comparison = record["model"], mean_comparison(summary)
     lines = [SMOKE_BANNER, ""] if model["pretrained"] == RANDOM_WEIGHTS else []
     lines += [
         f"# CLIP vs CLIP-ICM: {run_label(record['config']['dataset'], model['name'], model['pretrained'])}", "",
-        _difference_line(mean_comparison(summary)), "",
+        _difference_line(comparison), "",
         _facts_line(record), "",
-        table_markdown(mean_comparison(summary), index=False),
+        table_markdown(comparison, index=False),
     ]
     return "\n".join(lines)
 
