@@ -13,8 +13,10 @@ from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from tasks import __version__
 from tasks.embed import skipped_url
 from tasks.evaluate import summarize
+from tasks.history import mark_latest, new_entry, provenance
+from tasks.models import check_model
 from tasks.reports import publish_artifacts, summary_markdown, write_plot, write_run_json, write_table
-from tasks.storage import join, read_parquet
+from tasks.storage import read_parquet
 
 
 def make_task_runner(name: str, max_workers: int):
@@ -44,7 +46,6 @@ def skipped_images(index) -> pd.DataFrame:
 @flow(name="clip-icm-run", flow_run_name="run {config.dataset} {config.model}")
 def run(config: RunConfig = RunConfig()) -> str:
     preflight(config)
-    run_url = join(config.store_url, "runs", config.name)
     timings, started = {}, time.perf_counter()
 
     # 0. the dataset must hold every requested target before anything is embedded
@@ -52,6 +53,7 @@ def run(config: RunConfig = RunConfig()) -> str:
     unknown = sorted(set(config.targets or []) - set(data.domains))
     if unknown:
         raise ValueError(f"config field 'targets': {unknown} are not domains of the dataset {list(data.domains)}")
+    run_url = new_entry(config.store_url, config.name, data.fingerprint)  # history: never overwrite a run
 
     # 1. interventional data: embed originals, image interventions, class prompts and text pairs
     index = embed_dataset.with_options(task_runner=make_task_runner(config.task_runner, config.max_workers))(
@@ -90,11 +92,14 @@ def run(config: RunConfig = RunConfig()) -> str:
     write_run_json(run_url, {
         "config": config.model_dump(), "run_url": run_url, "package_version": __version__,
         "dataset": {"root": index.dataset_root, "fingerprint": index.fingerprint,
-                    "domains": list(index.domains), "classes": list(index.classes)},
+                    "domains": list(index.domains), "classes": list(index.classes),
+                    "domain_fingerprints": data.domain_fingerprints},
+        "provenance": provenance(check_model(config.model, config.pretrained)),
         "model": {"name": config.model, "pretrained": config.pretrained},
         "embeddings": {"shards": index.shards, "text": index.text_url, "embedded_this_run": index.embedded},
         "skipped_images": len(skipped),
         "timings": timings,
     })
+    mark_latest(run_url)
     get_run_logger().info("%s\n\nreports in %s", summary_markdown(summary, title), run_url)
     return run_url
