@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import os
 import platform
 import uuid
 from datetime import datetime, timezone
@@ -25,6 +26,11 @@ RUN_RECORD = "run.json"
 # libraries whose versions can change a run's numbers (distribution names)
 LIBRARIES = ("torch", "torchvision", "open_clip_torch", "numpy", "scipy", "scikit-learn", "pandas", "pyarrow", "prefect")
 SOURCE_PACKAGES = ("icm_core", "tasks", "flows")
+
+
+def store_url(store: str) -> str:
+    """A store path made absolute (run records name it); URLs as they are."""
+    return store if "://" in store else os.path.abspath(store)
 
 
 def config_url(store_url: str, config_name: str) -> str:
