@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.config import RunConfig
+from flows.config import BENCH_PER_RUN_FIELDS, RunConfig
 from flows.embed_dataset import discover_dataset
 from flows.preflight import preflight
 from flows.run import run
@@ -18,8 +18,6 @@ from tasks.history import config_url, latest_runs, resolve_run, store_url
 from tasks.leaderboard import read_trials, write_leaderboard
 from tasks.storage import exists, join, read_json, write_json
 
-# RunConfig fields a bench sets for each of its runs; the rest of the base config passes through
-PER_RUN_FIELDS = ("model", "pretrained", "dataset", "run_name", "targets", "target_datasets")
 ALL_RUNS = "all"  # the leaderboard of every latest run in a store: STORE/benchmarks/all
 
 
@@ -44,7 +42,7 @@ def trial_configs(models: list[str], datasets: dict[str, str], trials: int, conf
     if config.protocol == "dataset-shift":
         raise ValueError("config field 'protocol': a bench runs domain-shift, open-class or both; "
                          "run dataset-shift with `clip-icm run`")
-    base = config.model_dump(exclude=set(PER_RUN_FIELDS))
+    base = config.model_dump(exclude=set(BENCH_PER_RUN_FIELDS))
     runs = []
     for spec in models:
         model, pretrained = parse_model(spec)

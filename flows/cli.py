@@ -14,7 +14,7 @@ import typing
 
 from pydantic import ValidationError
 
-from flows.config import RunConfig, config_error
+from flows.config import BENCH_PER_RUN_FIELDS, RunConfig, config_error
 
 # flags whose spelling predates the generated ones
 FLAG_NAMES = {"use_text": "--no-text"}
@@ -93,8 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="print a run's summary table")
     report.add_argument("run", help="a run: STORE/runs/NAME (its latest execution) or STORE/runs/NAME/ENTRY")
 
-    from flows.bench import PER_RUN_FIELDS
-
     bench = commands.add_parser("bench", help="run models x datasets x trials and write a leaderboard",
                                 description="One `run` per model, dataset and trial (done runs are skipped), "
                                             "then STORE/benchmarks/NAME/leaderboard.{parquet,md,tex}.")
@@ -105,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--trials", type=int, default=3, help="trials per model and dataset: trial t adds t to "
                        "--split-seed and --intervention-seed (default: 3)")
     bench.add_argument("--name", default="bench", help="the benchmark's folder STORE/benchmarks/NAME (default: bench)")
-    _add_config_options(bench, exclude=PER_RUN_FIELDS)
+    _add_config_options(bench, exclude=BENCH_PER_RUN_FIELDS)
 
     board = commands.add_parser("leaderboard", help="rebuild a leaderboard from the runs in a store")
     board.add_argument("store", help="the store (path or fsspec URL)")

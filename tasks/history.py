@@ -18,6 +18,8 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+from prefect.runtime import flow_run
+
 from tasks import __version__
 from tasks.storage import exists, filesystem, join, read_bytes, write_bytes
 
@@ -39,8 +41,6 @@ def config_url(store_url: str, config_name: str) -> str:
 
 def new_entry(store_url: str, config_name: str, dataset_fingerprint: str, flow_run_id: str | None = None) -> str:
     """A fresh, never reused folder for this execution of the config."""
-    from prefect.runtime import flow_run
-
     run_id = str(flow_run_id or flow_run.id or uuid.uuid4())
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return join(config_url(store_url, config_name), f"{stamp}-{dataset_fingerprint[:8]}-{run_id[:8]}")
