@@ -31,8 +31,7 @@ def run_labels(record: dict, dataset: str | None = None) -> dict:
     config = record["config"]
     return {"model": record["model"]["name"], "pretrained": record["model"]["pretrained"],
             "dataset": dataset or config["dataset"].rstrip("/").rsplit("/", 1)[-1],
-            "split_seed": config["split_seed"], "intervention_seed": config["intervention_seed"],
-            "run": record["run_url"]}
+            "split_seed": config["split_seed"], "intervention_seed": config["intervention_seed"]}
 
 
 @task(name="read-trials", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
@@ -46,7 +45,7 @@ def read_trials(runs: list[dict]) -> pd.DataFrame:
         labels = run_labels(read_json(join(item["run"], "run.json")), item.get("dataset"))
         summary = read_parquet(join(item["run"], "summary.parquet")).to_pandas()
         means = summary.loc[summary["target"] == "mean", ["protocol", "method", "accuracy"]]
-        frames.append(means.assign(**labels))
+        frames.append(means.assign(**labels, run=item["run"]))
     if not frames:
         raise ValueError("no runs to aggregate: run `clip-icm bench` or `clip-icm run` into this store first")
     return pd.concat(frames, ignore_index=True)[TRIAL_COLUMNS]

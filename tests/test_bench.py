@@ -172,6 +172,18 @@ def test_reproduce_says_identical_then_names_the_changed_domain(workspace, capsy
     assert read_bytes(join(changed, "reproduce.md")).decode().count("Verdict: differs") == 1
 
 
+@pytest.mark.parametrize("models, message", [
+    (["ICM-Tiny"], "'ICM-Tiny' is not NAME:PRETRAINED"),
+    (["ICM-Tiny:/no/such/checkpoint.pt"], "config field 'model/pretrained'"),
+])
+def test_bad_bench_fails_before_any_work(workspace, tmp_path, capsys, models, message):
+    store = tmp_path / "store"
+    assert main(["bench", "--models", *models, "--datasets", f"shapes={workspace['datasets']['shapes']}",
+                 "--store", str(store), *FAST]) == 2
+    assert message in capsys.readouterr().err
+    assert not store.exists()
+
+
 def test_model_specs_split_at_the_first_colon():
     assert parse_model("ViT-B-16:openai") == ("ViT-B-16", "openai")
     assert parse_model("ICM-Tiny:/ckpt/run:3/epoch_1.pt") == ("ICM-Tiny", "/ckpt/run:3/epoch_1.pt")
