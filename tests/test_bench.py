@@ -16,7 +16,7 @@ from flows.bench import parse_model
 from flows.cli import main
 from tasks.history import LATEST, history, resolve_run
 from tasks.leaderboard import BASELINES, aggregate, cell, paper_tables
-from tasks.storage import join, read_bytes, read_json, read_parquet
+from tasks.storage import join, read_bytes, read_json, read_parquet, stable_hash
 
 FAST = ["--protocol", "domain-shift", "--lams", "1", "--ks", "4"]
 
@@ -200,3 +200,27 @@ def test_one_trial_has_no_standard_error_and_the_table_shows_the_mean_alone():
     assert board.set_index("method").at["clip_icm_zero_shot", "delta"] == pytest.approx(0.125)
     table = paper_tables(board)["domain_shift"]
     assert table["D"].tolist() == ["50.0", "62.5"] and table["Avg"].tolist() == ["50.0", "62.5"]
+
+
+def test_verdict_names_code_weights_and_library_changes():
+    from tasks.reproduce import verdict, what_changed
+
+    def record(source="abc", weights="file-sha256:1", torch_version="2.14.1", photo="p1"):
+        return {"dataset": {"fingerprint": stable_hash(photo), "domain_fingerprints": {"art": "a1", "photo": photo}},
+                "provenance": {"package_version": "0.1.0", "source_hash": source, "weights_id": weights,
+                               "libraries": {"torch": torch_version, "numpy": "2.3.0"}}}
+
+    same = pd.DataFrame({"protocol": "domain_shift", "target": ["art", "mean"], "method": "clip_zero_shot",
+                         "old_accuracy": 0.5, "new_accuracy": 0.5, "difference": 0.0, "changed_predictions": 0})
+    assert what_changed(record(), record()) == []
+    assert verdict(same, []).startswith("identical")
+    changes = what_changed(record(), record(source="def", weights="file-sha256:2", torch_version="2.15.0", photo="p2"))
+    assert [change.split(" ")[0] for change in changes] == ["dataset", "code", "weights", "library"]
+    assert "(domains whose files changed: photo)" in changes[0]
+    assert changes[1] == "code version 0.1.0/abc → 0.1.0/def" and changes[2] == "weights hash file-sha256:1 → file-sha256:2"
+    assert changes[3] == "library versions torch 2.14.1 → 2.15.0"
+    line = verdict(same, changes)
+    assert line.startswith("differs: dataset fingerprint") and line.endswith("every prediction is the same")
+    moved = same.assign(new_accuracy=[0.75, 0.75], difference=[0.25, 0.25], changed_predictions=[2, 2])
+    assert verdict(moved, []) == ("differs: no recorded input changed (non-determinism: device kernels, threads); "
+                                  "2 prediction(s) changed, largest accuracy difference 0.2500")
