@@ -1,7 +1,8 @@
-"""The clip-icm command line: run the main job, sweep (lambda, k) from cache, print a report.
+"""The clip-icm command line: run the main job, sweep (lambda, k) from cache, print a report,
+benchmark models x datasets x trials into a leaderboard, reproduce a recorded run.
 
-A thin layer over the flows: the options of `run` and `sweep` are generated from the fields
-of `RunConfig`, so the CLI, the deployment form and the reports name the same choices.
+A thin layer over the flows: the options of `run`, `sweep` and `bench` are generated from the
+fields of `RunConfig`, so the CLI, the deployment form and the reports name the same choices.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import typing
 
 from pydantic import ValidationError
 
-from flows.config import RunConfig, config_error
+from flows.config import BENCH_PER_RUN_FIELDS, RunConfig, config_error
 
 # flags whose spelling predates the generated ones
 FLAG_NAMES = {"use_text": "--no-text"}
@@ -71,8 +72,10 @@ def _option(name: str, info) -> tuple[list[str], dict]:
     return [_flag(name)], kwargs
 
 
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
+def _add_config_options(parser: argparse.ArgumentParser, exclude=()) -> None:
     for name, info in RunConfig.model_fields.items():
+        if name in exclude:
+            continue
         flags, kwargs = _option(name, info)
         parser.add_argument(*flags, **kwargs, default=argparse.SUPPRESS)
 
@@ -88,7 +91,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(sweep)
 
     report = commands.add_parser("report", help="print a run's report: headline, targets x methods tables, chosen (lambda, k)")
-    report.add_argument("run", help="the run folder (STORE/runs/NAME) or its URL")
+    report.add_argument("run", help="a run: STORE/runs/NAME (its latest execution) or STORE/runs/NAME/ENTRY")
+
+    bench = commands.add_parser("bench", help="run models x datasets x trials and write a leaderboard",
+                                description="One `run` per model, dataset and trial (done runs are skipped), "
+                                            "then STORE/benchmarks/NAME/leaderboard.{parquet,md,tex}.")
+    bench.add_argument("--models", nargs="+", required=True, metavar="NAME:PRETRAINED",
+                       help="open_clip model and weights: a tag, a local checkpoint file or none, e.g. ViT-B-16:openai")
+    bench.add_argument("--datasets", nargs="+", required=True, type=_key_value, metavar="NAME=URL",
+                       help="datasets by display name, e.g. PACS=/data/PACS (or NAME=rotated-digits)")
+    bench.add_argument("--trials", type=int, default=3, help="trials per model and dataset: trial t adds t to "
+                       "--split-seed and --intervention-seed (default: 3)")
+    bench.add_argument("--name", default="bench", help="the benchmark's folder STORE/benchmarks/NAME (default: bench)")
+    _add_config_options(bench, exclude=BENCH_PER_RUN_FIELDS)
+
+    board = commands.add_parser("leaderboard", help="rebuild a leaderboard from the runs in a store")
+    board.add_argument("store", help="the store (path or fsspec URL)")
+    board.add_argument("--name", help="the bench's runs (STORE/benchmarks/NAME); default: the latest run of "
+                                      "every config, into STORE/benchmarks/all")
+
+    reproduce = commands.add_parser("reproduce", help="re-execute a recorded run and compare",
+                                    description="Re-run the config in RUN_DIR/run.json against today's data and "
+                                                "code into a new history entry; write reproduce.md/.parquet there.")
+    reproduce.add_argument("run", metavar="RUN_DIR", help="STORE/runs/NAME (its latest execution) or STORE/runs/NAME/ENTRY")
+    reproduce.add_argument("--store", help="where the new execution goes (default: the run's own store)")
     return parser
 
 
@@ -102,13 +128,30 @@ def main(argv=None) -> int:
     args = vars(build_parser().parse_args(argv))
     command = args.pop("command")
     try:
-        from tasks.reports import read_run, run_report
-
         if command == "report":
-            print(run_report(*read_run(args["run"])))
+            from tasks.history import resolve_run
+            from tasks.reports import read_run, run_report
+
+            print(run_report(*read_run(resolve_run(args["run"]))))
+        elif command in ("bench", "leaderboard"):
+            from flows.bench import bench, leaderboard
+            from tasks.storage import join, read_bytes
+
+            if command == "bench":
+                plan = {key: args.pop(key) for key in ("models", "datasets", "trials", "name")}
+                folder = bench(plan["models"], dict(plan["datasets"]), plan["trials"], plan["name"], config_from_args(args))
+            else:
+                folder = leaderboard(args["store"], args["name"])
+            print(read_bytes(join(folder, "leaderboard.md")).decode() + f"\nleaderboard in {folder}")
+        elif command == "reproduce":
+            from flows.reproduce import reproduce
+            from tasks.storage import join, read_bytes
+
+            print(read_bytes(join(reproduce(args["run"], args["store"]), "reproduce.md")).decode())
         else:
             from flows.run import run
             from flows.sweep import sweep
+            from tasks.reports import read_run, run_report
 
             config = config_from_args(args)  # field checks: before Prefect starts or anything is embedded
             if command == "run":  # the same report as the UI's: headline, targets x methods, then the folder

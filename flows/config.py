@@ -25,6 +25,8 @@ DEFAULT_LAMS = [0.1, 1.0, 10.0, 100.0]
 # fields that decide where and how fast work runs, not what it computes
 EXECUTION_FIELDS = ("run_name", "device", "batch_size", "num_workers", "task_runner", "max_workers", "store",
                     "shard_size", "precision")
+# fields `clip-icm bench` sets for each of its runs; every other field passes through from its options
+BENCH_PER_RUN_FIELDS = ("model", "pretrained", "dataset", "run_name", "targets", "target_datasets")
 
 
 class RunConfig(BaseModel):

@@ -14,8 +14,10 @@ from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from tasks import __version__
 from tasks.embed import skipped_url
 from tasks.evaluate import summarize
+from tasks.history import mark_latest, new_entry, provenance
+from tasks.models import check_model
 from tasks.reports import publish_run_report, write_plot, write_run_json, write_table
-from tasks.storage import join, read_parquet
+from tasks.storage import read_parquet
 
 
 def make_task_runner(name: str, max_workers: int):
@@ -46,7 +48,6 @@ def skipped_images(index) -> pd.DataFrame:
 def run(config: RunConfig = RunConfig()) -> str:
     label_run(config)
     preflight(config)
-    run_url = join(config.store_url, "runs", config.name)
     timings, started = {}, time.perf_counter()
 
     # 0. the dataset must hold every requested target before anything is embedded
@@ -54,6 +55,7 @@ def run(config: RunConfig = RunConfig()) -> str:
     unknown = sorted(set(config.targets or []) - set(data.domains))
     if unknown:
         raise ValueError(f"config field 'targets': {unknown} are not domains of the dataset {list(data.domains)}")
+    run_url = new_entry(config.store_url, config.name, data.fingerprint)  # history: never overwrite a run
 
     # 1. interventional data: embed originals, image interventions, class prompts and text pairs
     index = embed_dataset.with_options(task_runner=make_task_runner(config.task_runner, config.max_workers))(
@@ -90,7 +92,9 @@ def run(config: RunConfig = RunConfig()) -> str:
     record = {
         "config": config.model_dump(), "run_url": run_url, "package_version": __version__,
         "dataset": {"root": index.dataset_root, "fingerprint": index.fingerprint,
-                    "domains": list(index.domains), "classes": list(index.classes)},
+                    "domains": list(index.domains), "classes": list(index.classes),
+                    "domain_fingerprints": data.domain_fingerprints},
+        "provenance": provenance(check_model(config.model, config.pretrained)),
         "model": {"name": config.model, "pretrained": config.pretrained},
         "embeddings": {"shards": index.shards, "text": index.text_url, "embedded_this_run": index.embedded},
         "skipped_images": len(skipped),
@@ -99,4 +103,5 @@ def run(config: RunConfig = RunConfig()) -> str:
     publish_run_report(summary, selection, record)
     write_plot(summary, run_url, record)
     write_run_json(run_url, record)
+    mark_latest(run_url)
     return run_url

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,7 @@ class Dataset:
     fingerprint: str
     holdout: float
     seed: int
+    domain_fingerprints: dict[str, str] = field(default_factory=dict)  # as `fingerprint`, per domain
 
     def rows(self, domains=None, split=None, classes=None) -> pd.DataFrame:
         frame = self.samples
@@ -113,6 +114,8 @@ def discover(root: str, *, holdout: float = 0.2, seed: int = 0, class_policy: st
     for _, group in frame.groupby("domain"):
         frame.loc[group.index, "split"] = assign_split(group["sample_id"], holdout, seed)
     fingerprint = stable_hash(list(zip(frame["sample_id"], frame["size"])))
+    domain_fingerprints = {domain: stable_hash(list(zip(group["sample_id"], group["size"])))
+                           for domain, group in frame.groupby("domain")}
     return Dataset(
         root=root,
         samples=frame[["sample_id", "path", "domain", "class", "label", "split", "size"]],
@@ -121,6 +124,7 @@ def discover(root: str, *, holdout: float = 0.2, seed: int = 0, class_policy: st
         fingerprint=fingerprint,
         holdout=holdout,
         seed=seed,
+        domain_fingerprints=domain_fingerprints,
     )
 
 

@@ -21,6 +21,7 @@ from icm_core import InterventionMoments, harmonic_mean
 from tasks.embed import embedding_table, read_embeddings, IMAGE_SCHEMA
 from tasks.evaluate import METHODS, split_base_novel
 from tasks.fit import EmbeddingIndex, load_projection
+from tasks.history import resolve_run
 from tasks.storage import join, read_bytes, read_json, read_parquet, write_parquet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +42,8 @@ def workspace(tmp_path_factory, prefect_api):
     args = ["--dataset", dataset, "--model", TINY_MODEL, "--pretrained", "none", "--store", str(base / "store"),
             "--lams", *LAMS, "--run-name", "first"]
     assert main(["run", *args]) == 0
-    return {"base": base, "dataset": dataset, "args": args, "run": str(base / "store" / "runs" / "first")}
+    config_folder = str(base / "store" / "runs" / "first")
+    return {"base": base, "dataset": dataset, "args": args, "config_folder": config_folder, "run": resolve_run(config_folder)}
 
 
 def table(run, name):
@@ -83,7 +85,7 @@ def test_run_writes_every_report_and_summary_matches_predictions(workspace):
 def test_second_run_embeds_nothing_and_reproduces_reports(workspace):
     args = [a if a != "first" else "second" for a in workspace["args"]]
     assert main(["run", *args]) == 0
-    first, second = workspace["run"], workspace["run"].replace("first", "second")
+    first, second = workspace["run"], resolve_run(str(workspace["base"] / "store" / "runs" / "second"))
     assert read_json(join(second, "run.json"))["embeddings"]["embedded_this_run"] == 0
     assert read_json(join(first, "run.json"))["embeddings"]["embedded_this_run"] > 0
     for name in ("predictions.parquet", "summary.parquet", "selection.parquet"):
@@ -175,7 +177,7 @@ def test_sweep_reads_cache_only_and_marks_the_selection(workspace, monkeypatch):
     monkeypatch.setattr(tasks.models, "load_model", no_model)
     monkeypatch.setattr(tasks.models.open_clip, "create_model_and_transforms", no_model)
     assert main(["sweep", *workspace["args"]]) == 0
-    sweep = table(workspace["run"], "sweep.parquet")
+    sweep = table(workspace["config_folder"], "sweep.parquet")
     assert len(sweep) == 3 * 3 * 4  # targets x lambdas x ks (d=32: 4, 8, 16, 24)
     assert sweep.groupby("target")["selected"].sum().tolist() == [1, 1, 1]
     selection = table(workspace["run"], "selection.parquet")
@@ -224,13 +226,16 @@ def test_report_prints_the_summary(workspace, capsys):
     out = capsys.readouterr().out
     assert out.startswith("> **SMOKE RUN**") and "CLIP-ICM linear probe" in out and "| sketch" in out
     assert out.count(workspace["run"]) == 1
+    assert main(["report", workspace["config_folder"]]) == 0  # a config folder: its latest run
+    assert workspace["run"] in capsys.readouterr().out
     assert main(["report", workspace["run"] + "-missing"]) == 2
-    assert "summary.parquet does not exist" in capsys.readouterr().err
+    assert "is neither a run (no run.json) nor a config folder" in capsys.readouterr().err
 
 
 def test_cli_help_lists_every_command():
     result = subprocess.run([sys.executable, "-m", "flows.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 0 and all(c in result.stdout for c in ("run", "sweep", "report"))
+    assert result.returncode == 0 and all(
+        c in result.stdout for c in ("run", "sweep", "report", "bench", "leaderboard", "reproduce"))
     result = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert "--pretrained" in result.stdout and "--task-runner" in result.stdout
 
@@ -238,17 +243,20 @@ def test_cli_help_lists_every_command():
 def test_prefect_yaml_deployments_register_against_a_local_api(prefect_api, tmp_path):
     spec = yaml.safe_load(open(os.path.join(ROOT, "prefect.yaml")))
     names = {d["name"]: d for d in spec["deployments"]}
-    assert set(names) == {"nightly", "gpu", "sweep"}
+    assert set(names) == {"nightly", "gpu", "sweep", "benchmark"}
     assert names["nightly"]["schedules"][0]["cron"] == "0 2 * * *"
+    from flows.bench import bench, trial_configs
     from flows.run import run
     from flows.sweep import sweep
 
-    flows = {"flows/run.py:run": run, "flows/sweep.py:sweep": sweep}
+    flows = {"flows/run.py:run": run, "flows/sweep.py:sweep": sweep, "flows/bench.py:bench": bench}
     for deployment in spec["deployments"]:  # every deployment's parameters make a valid RunConfig
         parameters = flows[deployment["entrypoint"]].validate_parameters(deployment["parameters"])
         assert isinstance(parameters["config"], RunConfig)
         preflight(parameters["config"])
     assert flows["flows/run.py:run"].validate_parameters(names["gpu"]["parameters"])["config"].device == "cuda"
+    benchmark = bench.validate_parameters(names["benchmark"]["parameters"])
+    assert len(trial_configs(benchmark["models"], benchmark["datasets"], benchmark["trials"], benchmark["config"])) == 3
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
@@ -259,5 +267,5 @@ def test_prefect_yaml_deployments_register_against_a_local_api(prefect_api, tmp_
     deploy = subprocess.run([*prefect, "--no-prompt", "deploy", "--all"], env=env, cwd=ROOT, capture_output=True, text=True)
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
     listed = subprocess.run([*prefect, "deployment", "ls"], env=env, cwd=ROOT, capture_output=True, text=True).stdout
-    for name in ("clip-icm-run/nightly", "clip-icm-run/gpu", "clip-icm-sweep/sweep"):
+    for name in ("clip-icm-run/nightly", "clip-icm-run/gpu", "clip-icm-sweep/sweep", "clip-icm-bench/benchmark"):
         assert name in listed, listed

@@ -1,0 +1,126 @@
+"""Flows: a benchmark (models x datasets x trials, one `run` subflow each) and its leaderboard.
+
+Trials vary the split seed and the intervention seed, as DomainBed's trials do: trial t uses
+split_seed + t and intervention_seed + t of the base config. A run whose config already has a
+complete history entry on the same data (same dataset fingerprint) is not run again: its
+entry joins the leaderboard as it is. The runs of a bench are listed in
+STORE/benchmarks/NAME/manifest.json, so the leaderboard can be rebuilt at any time.
+"""
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from flows.config import BENCH_PER_RUN_FIELDS, RunConfig
+from flows.embed_dataset import discover_dataset
+from flows.preflight import preflight
+from flows.run import run
+from tasks.history import config_url, latest_runs, resolve_run, store_url
+from tasks.leaderboard import read_trials, write_leaderboard
+from tasks.storage import exists, join, read_json, write_json
+
+ALL_RUNS = "all"  # the leaderboard of every latest run in a store: STORE/benchmarks/all
+
+
+def parse_model(spec: str) -> tuple[str, str]:
+    """NAME:PRETRAINED, split at the first ':' (model names hold '-', checkpoint paths may hold ':')."""
+    name, separator, pretrained = spec.partition(":")
+    if not (name and separator and pretrained):
+        raise ValueError(f"--models {spec!r} is not NAME:PRETRAINED; PRETRAINED is an open_clip tag, "
+                         "a local checkpoint file or none, e.g. ViT-B-16:openai or ICM-Tiny:none")
+    return name, pretrained
+
+
+def trial_configs(models: list[str], datasets: dict[str, str], trials: int, config: RunConfig) -> list[tuple[dict, RunConfig]]:
+    """(labels, run config) for every model x dataset x trial, checked before any work starts."""
+    if trials < 1:
+        raise ValueError(f"--trials must be at least 1, got {trials}")
+    if not models or not datasets:
+        raise ValueError("a bench needs at least one --models NAME:PRETRAINED and one --datasets NAME=URL")
+    for field in ("run_name", "targets", "target_datasets"):
+        if getattr(config, field) is not None:
+            raise ValueError(f"config field {field!r}: a bench sets it per run; leave it unset")
+    if config.protocol == "dataset-shift":
+        raise ValueError("config field 'protocol': a bench runs domain-shift, open-class or both; "
+                         "run dataset-shift with `clip-icm run`")
+    base = config.model_dump(exclude=set(BENCH_PER_RUN_FIELDS))
+    runs = []
+    for spec in models:
+        model, pretrained = parse_model(spec)
+        for dataset, url in datasets.items():
+            for trial in range(trials):
+                labels = {"model": model, "pretrained": pretrained, "dataset": dataset, "trial": trial}
+                runs.append((labels, preflight(RunConfig(**{
+                    **base, "model": model, "pretrained": pretrained, "dataset": url,
+                    "split_seed": config.split_seed + trial, "intervention_seed": config.intervention_seed + trial,
+                }))))
+    return runs
+
+
+def completed_run(config: RunConfig, fingerprint: str) -> str | None:
+    """The latest history entry of this config if it ran on the same data, else None."""
+    try:
+        entry = resolve_run(config_url(config.store_url, config.name))
+    except FileNotFoundError:
+        return None
+    return entry if read_json(join(entry, "run.json"))["dataset"]["fingerprint"] == fingerprint else None
+
+
+def benchmark_url(store_url: str, name: str) -> str:
+    return join(store_url, "benchmarks", name)
+
+
+@flow(name="clip-icm-bench", flow_run_name="bench {name}")
+def bench(models: list[str], datasets: dict[str, str], trials: int = 3, name: str = "bench",
+          config: RunConfig = RunConfig()) -> str:
+    """Run every model on every dataset for several trials, then write the leaderboard.
+
+    Args:
+        models: NAME:PRETRAINED, e.g. ViT-B-16:openai; PRETRAINED is a tag, a local checkpoint file or none
+        datasets: NAME -> dataset URL (or rotated-digits)
+        trials: trials per (model, dataset): trial t adds t to the split and intervention seeds
+        name: the benchmark's folder, STORE/benchmarks/NAME
+        config: every other run option (store, protocol, lams, ks, ...), the same for every run
+    """
+    if not name or "/" in name or name == ALL_RUNS:
+        raise ValueError(f"--name {name!r}: give a folder name (no '/'; {ALL_RUNS!r} is the whole store's leaderboard)")
+    runs = trial_configs(models, datasets, trials, config)
+    logger = get_run_logger()
+    fingerprints = {}
+    manifest = []
+    for labels, run_config in runs:
+        url = run_config.dataset
+        if url not in fingerprints:
+            fingerprints[url] = discover_dataset(url, run_config.store_url, run_config.holdout, run_config.split_seed,
+                                                 run_config.class_policy).fingerprint
+        entry = completed_run(run_config, fingerprints[url])
+        manifest.append({**labels, "config_name": run_config.name, "skipped": entry is not None})
+        if entry:
+            logger.info("skipping %s %s:%s trial %d: done in %s", labels["dataset"], labels["model"],
+                        labels["pretrained"], labels["trial"], entry)
+        else:
+            title = f"run {labels['dataset']} {labels['model']}:{labels['pretrained']} trial {labels['trial']}"
+            entry = run.with_options(flow_run_name=title)(run_config)
+        manifest[-1]["run"] = entry
+    write_json(join(benchmark_url(config.store_url, name), "manifest.json"), {
+        "name": name, "models": models, "datasets": datasets, "trials": trials, "config": config.model_dump(),
+        "runs": manifest,
+    })
+    return leaderboard(config.store_url, name)
+
+
+@flow(name="clip-icm-leaderboard", flow_run_name="leaderboard {name}")
+def leaderboard(store: str, name: str | None = None) -> str:
+    """Rebuild STORE/benchmarks/NAME from the runs of the bench NAME, or STORE/benchmarks/all from
+    the latest entry of every config in the store; returns the folder."""
+    store = store_url(store)
+    if name:
+        manifest_url = join(benchmark_url(store, name), "manifest.json")
+        if not exists(manifest_url):
+            raise FileNotFoundError(f"{manifest_url} does not exist: run `clip-icm bench --name {name}` first, "
+                                    "or leave out --name for the leaderboard of every run in the store")
+        runs = [{"run": item["run"], "dataset": item["dataset"]} for item in read_json(manifest_url)["runs"]]
+    else:
+        runs = [{"run": entry} for entry in latest_runs(store)]
+    folder = benchmark_url(store, name or ALL_RUNS)
+    write_leaderboard(read_trials(runs), folder, f"CLIP-ICM leaderboard: {name or 'every run in ' + store}")
+    return folder

@@ -1,0 +1,37 @@
+"""Flow: re-execute a recorded run against the data and code as they are now, and say what changed."""
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from flows.config import RunConfig
+from flows.run import run
+from tasks.history import resolve_run, store_of, store_url
+from tasks.reproduce import accuracy_changes, reproduce_markdown, verdict, what_changed, write_reproduction
+from tasks.storage import join, read_json, read_parquet
+
+
+def _table(url: str, name: str):
+    return read_parquet(join(url, name)).to_pandas()
+
+
+@flow(name="clip-icm-reproduce", flow_run_name="reproduce {run_dir}")
+def reproduce(run_dir: str, store: str | None = None) -> str:
+    """Run the config recorded in RUN_DIR/run.json again (same model, weights, seeds, grid, selection
+    rule) into a new history entry of the same config, and write reproduce.md and reproduce.parquet
+    there: old vs new accuracy per target and method, and the verdict. Returns the new entry.
+
+    Args:
+        run_dir: a history entry STORE/runs/NAME/ENTRY, or STORE/runs/NAME for its latest entry
+        store: where the new entry goes (default: the store that holds run_dir)
+    """
+    old_url = resolve_run(run_dir)
+    old = read_json(join(old_url, "run.json"))
+    config = RunConfig(**{**old["config"], "store": store_url(store) if store else store_of(old_url)})
+    new_url = run(config)
+    new = read_json(join(new_url, "run.json"))
+    changes = accuracy_changes(_table(old_url, "summary.parquet"), _table(new_url, "summary.parquet"),
+                               _table(old_url, "predictions.parquet"), _table(new_url, "predictions.parquet"))
+    line = verdict(changes, what_changed(old, new))
+    write_reproduction(changes, reproduce_markdown(changes, line, old_url, new_url), new_url)
+    get_run_logger().info("reproduction of %s: %s (report in %s)", old_url, line, new_url)
+    return new_url

@@ -1,0 +1,226 @@
+"""bench -> leaderboard, run history, reproduce: on ICM-Tiny (random and a local checkpoint) and tiny
+generated datasets, with one (lambda, k) and the domain-shift protocol only, to stay fast."""
+import os
+from importlib.metadata import version
+
+import numpy as np
+import open_clip
+import pandas as pd
+import pytest
+import torch
+from conftest import TINY_MODEL, colourful_image, make_image_folder
+from prefect.testing.utilities import prefect_test_harness
+
+import tasks.models
+from flows.bench import parse_model
+from flows.cli import main
+from tasks.history import LATEST, history, resolve_run
+from tasks.leaderboard import BASELINES, aggregate, cell, paper_tables
+from tasks.storage import join, read_bytes, read_json, read_parquet, stable_hash
+
+FAST = ["--protocol", "domain-shift", "--lams", "1", "--ks", "4"]
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, prefect_api):
+    base = tmp_path_factory.mktemp("bench")
+    tiny = dict(domains=("art", "photo"), classes=("cat", "dog"), per_class=4, extra_files=False)
+    datasets = {"shapes": make_image_folder(str(base / "shapes"), seed=0, **tiny),
+                "colours": make_image_folder(str(base / "colours"), seed=1, **tiny)}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        checkpoint = str(base / "tiny-seed1.pt")
+        torch.save(open_clip.create_model(TINY_MODEL).state_dict(), checkpoint)
+    store = str(base / "store")
+    args = ["bench", "--models", f"{TINY_MODEL}:none", f"{TINY_MODEL}:{checkpoint}",
+            "--datasets", *(f"{name}={url}" for name, url in datasets.items()),
+            "--trials", "2", "--store", store, "--name", "tiny", *FAST]
+    assert main(args) == 0
+    return {"base": base, "store": store, "datasets": datasets, "checkpoint": checkpoint, "args": args,
+            "folder": join(store, "benchmarks", "tiny")}
+
+
+def board_of(folder) -> pd.DataFrame:
+    return read_parquet(join(folder, "leaderboard.parquet")).to_pandas()
+
+
+def test_bench_leaderboard_equals_the_runs_summaries(workspace):
+    manifest = read_json(join(workspace["folder"], "manifest.json"))
+    runs = manifest["runs"]
+    assert len(runs) == 2 * 2 * 2 and len({item["run"] for item in runs}) == 8
+    assert not any(item["skipped"] for item in runs)
+    for item in runs:  # trial t: split and intervention seeds t
+        config = read_json(join(item["run"], "run.json"))["config"]
+        assert (config["split_seed"], config["intervention_seed"]) == (item["trial"], item["trial"])
+        assert (config["model"], config["pretrained"], config["dataset"]) == (
+            item["model"], item["pretrained"], workspace["datasets"][item["dataset"]])
+
+    rows = []
+    for item in runs:
+        summary = read_parquet(join(item["run"], "summary.parquet")).to_pandas()
+        for row in summary[summary["target"] == "mean"].itertuples():
+            rows.append({**item, "method": row.method, "accuracy": row.accuracy})
+    expected = pd.DataFrame(rows).groupby(["model", "pretrained", "dataset", "method"])["accuracy"]
+    board = board_of(workspace["folder"])
+    assert len(board) == 2 * 2 * 4 and set(board["protocol"]) == {"domain_shift"}
+    for row in board.itertuples():
+        accuracies = expected.get_group((row.model, row.pretrained, row.dataset, row.method)).to_numpy()
+        assert row.n_trials == 2
+        assert row.mean == pytest.approx(accuracies.mean())
+        assert row.se == pytest.approx(accuracies.std(ddof=1) / np.sqrt(2))
+        if row.method in BASELINES:
+            baseline = expected.get_group((row.model, row.pretrained, row.dataset, BASELINES[row.method])).to_numpy()
+            assert row.delta == pytest.approx(accuracies.mean() - baseline.mean())
+        else:
+            assert np.isnan(row.delta)
+    assert (board["se"] > 0).any()  # the trials did differ
+    # the two weights give different embeddings, so different numbers
+    by_weights = board.pivot_table(index=["dataset", "method"], columns="pretrained", values="mean")
+    assert not np.allclose(by_weights["none"], by_weights[workspace["checkpoint"]])
+
+    markdown = read_bytes(join(workspace["folder"], "leaderboard.md")).decode()
+    first = board.iloc[0]
+    assert cell(first["mean"], first["se"]) in markdown and "| Avg " in markdown
+    assert f"{TINY_MODEL} (tiny-seed1.pt)" in markdown and f"{TINY_MODEL} (none)" in markdown
+    assert r"$\pm$" in read_bytes(join(workspace["folder"], "leaderboard.tex")).decode()
+    assert read_bytes(join(workspace["folder"], "leaderboard_gain.png"))[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_second_bench_runs_and_embeds_nothing(workspace, monkeypatch):
+    def no_model(*args, **kwargs):
+        raise AssertionError("a second bench must not load a model")
+
+    monkeypatch.setattr(tasks.models, "load_model", no_model)
+    before = board_of(workspace["folder"])
+    config_folders = {os.path.dirname(item["run"]) for item in read_json(join(workspace["folder"], "manifest.json"))["runs"]}
+    entries = {folder: history(folder) for folder in config_folders}
+    assert main(workspace["args"]) == 0
+    assert {folder: history(folder) for folder in config_folders} == entries
+    assert all(item["skipped"] for item in read_json(join(workspace["folder"], "manifest.json"))["runs"])
+    pd.testing.assert_frame_equal(board_of(workspace["folder"]), before)
+
+
+def test_leaderboard_command_rebuilds_from_the_store(workspace, capsys):
+    before = board_of(workspace["folder"])
+    assert main(["leaderboard", workspace["store"], "--name", "tiny"]) == 0
+    pd.testing.assert_frame_equal(board_of(workspace["folder"]), before)
+    assert "leaderboard in" in capsys.readouterr().out
+    # every latest run of the store; the dataset folders carry the bench's names, so the same board
+    assert main(["leaderboard", workspace["store"]]) == 0
+    pd.testing.assert_frame_equal(board_of(join(workspace["store"], "benchmarks", "all")), before)
+    assert main(["leaderboard", workspace["store"], "--name", "missing"]) == 2
+    assert "run `clip-icm bench --name missing` first" in capsys.readouterr().err
+
+
+def test_two_executions_keep_two_folders_and_latest_points_at_the_second(workspace, capsys):
+    dataset = make_image_folder(str(workspace["base"] / "history"), domains=("art", "photo"), classes=("cat", "dog"),
+                                per_class=4, extra_files=False, seed=2)
+    args = ["run", "--dataset", dataset, "--model", TINY_MODEL, "--pretrained", "none",
+            "--store", workspace["store"], "--run-name", "history", *FAST]
+    assert main(args) == 0
+    assert main(args) == 0
+    folder = join(workspace["store"], "runs", "history")
+    first, second = history(folder)
+    assert read_bytes(join(folder, LATEST)).decode() == os.path.basename(second)
+    assert resolve_run(folder) == second
+    for entry in (first, second):  # the first execution's reports are still there, untouched
+        assert read_json(join(entry, "run.json"))["run_url"] == entry
+        assert os.path.exists(join(entry, "summary.parquet"))
+    capsys.readouterr()
+    assert main(["report", folder]) == 0 and second in capsys.readouterr().out
+    assert main(["report", first]) == 0 and first in capsys.readouterr().out
+
+
+def test_reproduce_says_identical_then_names_the_changed_domain(workspace, capsys):
+    dataset = make_image_folder(str(workspace["base"] / "reproduce"), domains=("art", "photo"), classes=("cat", "dog"),
+                                per_class=4, extra_files=False, seed=3)
+    assert main(["run", "--dataset", dataset, "--model", TINY_MODEL, "--pretrained", "none",
+                 "--store", workspace["store"], "--run-name", "reproduce", *FAST]) == 0
+    folder = join(workspace["store"], "runs", "reproduce")
+    original = resolve_run(folder)
+    record = read_json(join(original, "run.json"))
+    assert set(record["dataset"]["domain_fingerprints"]) == {"art", "photo"}
+    assert record["provenance"]["weights_id"] == "none" and record["provenance"]["libraries"]["torch"] == version("torch")
+
+    assert main(["reproduce", original]) == 0
+    assert "**Verdict: identical" in capsys.readouterr().out
+    same = resolve_run(folder)
+    assert same != original and history(folder) == [original, same]
+    changes = read_parquet(join(same, "reproduce.parquet")).to_pandas()
+    assert len(changes) == 2 * 4 + 4  # targets x methods, and a mean row per method
+    assert (changes["difference"] == 0).all() and (changes["changed_predictions"] == 0).all()
+    pd.testing.assert_frame_equal(read_parquet(join(original, "predictions.parquet")).to_pandas(),
+                                  read_parquet(join(same, "predictions.parquet")).to_pandas())
+
+    replaced = os.path.join(dataset, "photo", "dog", "000.jpg")
+    size = os.path.getsize(replaced)
+    colourful_image(np.random.default_rng(99), label=0, domain_index=2, size=40).save(replaced, format="JPEG")
+    assert os.path.getsize(replaced) != size
+    assert main(["reproduce", folder, "--store", workspace["store"]]) == 0  # a config folder: its latest entry
+    out = capsys.readouterr().out
+    verdict = next(line for line in out.splitlines() if line.startswith("**Verdict"))
+    assert verdict.startswith("**Verdict: differs: dataset fingerprint")
+    assert "domains whose files changed: photo)" in verdict and "art" not in verdict
+    changed = resolve_run(folder)
+    assert changed not in (original, same)
+    assert read_bytes(join(changed, "reproduce.md")).decode().count("Verdict: differs") == 1
+
+
+@pytest.mark.parametrize("models, message", [
+    (["ICM-Tiny"], "'ICM-Tiny' is not NAME:PRETRAINED"),
+    (["ICM-Tiny:/no/such/checkpoint.pt"], "config field 'model/pretrained'"),
+])
+def test_bad_bench_fails_before_any_work(workspace, tmp_path, capsys, models, message):
+    store = tmp_path / "store"
+    assert main(["bench", "--models", *models, "--datasets", f"shapes={workspace['datasets']['shapes']}",
+                 "--store", str(store), *FAST]) == 2
+    assert message in capsys.readouterr().err
+    assert not store.exists()
+
+
+def test_model_specs_split_at_the_first_colon():
+    assert parse_model("ViT-B-16:openai") == ("ViT-B-16", "openai")
+    assert parse_model("ICM-Tiny:/ckpt/run:3/epoch_1.pt") == ("ICM-Tiny", "/ckpt/run:3/epoch_1.pt")
+    with pytest.raises(ValueError, match="is not NAME:PRETRAINED"):
+        parse_model("ViT-B-16")
+
+
+def test_one_trial_has_no_standard_error_and_the_table_shows_the_mean_alone():
+    trials = pd.DataFrame({
+        "model": "M", "pretrained": "none", "dataset": "D", "split_seed": 0, "intervention_seed": 0, "run": "r",
+        "protocol": "domain_shift", "method": ["clip_zero_shot", "clip_icm_zero_shot"], "accuracy": [0.5, 0.625]})
+    board = aggregate(trials)
+    assert board["n_trials"].tolist() == [1, 1] and board["se"].isna().all()
+    assert board.set_index("method").at["clip_icm_zero_shot", "delta"] == pytest.approx(0.125)
+    table = paper_tables(board)["domain_shift"]
+    assert table["D"].tolist() == ["50.0", "62.5"] and table["Avg"].tolist() == ["50.0", "62.5"]
+
+
+def test_verdict_names_code_weights_and_library_changes():
+    from tasks.reproduce import verdict, what_changed
+
+    def record(source="abc", weights="file-sha256:1", torch_version="2.14.1", photo="p1"):
+        return {"dataset": {"fingerprint": stable_hash(photo), "domain_fingerprints": {"art": "a1", "photo": photo}},
+                "provenance": {"package_version": "0.1.0", "source_hash": source, "weights_id": weights,
+                               "libraries": {"torch": torch_version, "numpy": "2.3.0"}}}
+
+    same = pd.DataFrame({"protocol": "domain_shift", "target": ["art", "mean"], "method": "clip_zero_shot",
+                         "old_accuracy": 0.5, "new_accuracy": 0.5, "difference": 0.0, "changed_predictions": 0})
+    assert what_changed(record(), record()) == []
+    assert verdict(same, []).startswith("identical")
+    changes = what_changed(record(), record(source="def", weights="file-sha256:2", torch_version="2.15.0", photo="p2"))
+    assert [change.split(" ")[0] for change in changes] == ["dataset", "code", "weights", "library"]
+    assert "(domains whose files changed: photo)" in changes[0]
+    assert changes[1] == "code version 0.1.0/abc → 0.1.0/def" and changes[2] == "weights hash file-sha256:1 → file-sha256:2"
+    assert changes[3] == "library versions torch 2.14.1 → 2.15.0"
+    line = verdict(same, changes)
+    assert line.startswith("differs: dataset fingerprint") and line.endswith("every prediction is the same")
+    moved = same.assign(new_accuracy=[0.75, 0.75], difference=[0.25, 0.25], changed_predictions=[2, 2])
+    assert verdict(moved, []) == ("differs: no recorded input changed (non-determinism: device kernels, threads); "
+                                  "2 prediction(s) changed, largest accuracy difference 0.2500")
