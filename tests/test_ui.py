@@ -23,6 +23,7 @@ from prefect.logging.handlers import APILogHandler
 from prefect.testing.utilities import prefect_test_harness
 from prefect.utilities.callables import parameter_schema
 
+from tasks.history import resolve_run
 from flows.cli import main
 from flows.config import DEFAULT_LAMS, RunConfig
 from flows.labels import run_tags
@@ -234,7 +235,7 @@ def smoke_run(tmp_path_factory):
                 sort=ArtifactSort.CREATED_DESC)
             warnings = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id]),
                                                   level=LogFilterLevel(ge_=logging.WARNING)))
-    return {"run": str(base / "store" / "runs" / "smoke"), "dataset": dataset, "terminal": terminal.getvalue(),
+    return {"run": resolve_run(str(base / "store" / "runs" / "smoke")), "dataset": dataset, "terminal": terminal.getvalue(),
             "flow_run": flow_run, "artifacts": artifacts[::-1], "warnings": warnings}
 
 
