@@ -5,6 +5,7 @@ import time
 
 import pandas as pd
 from prefect import flow, get_run_logger
+from prefect.utilities.annotations import quote
 
 from flows.config import RunConfig
 from flows.preflight import preflight
@@ -12,6 +13,7 @@ from flows.embed_dataset import discover_dataset, embed_dataset
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from tasks import __version__
 from tasks.embed import skipped_url
+from tasks.diagnostics import write_spectrum_plot
 from tasks.evaluate import summarize
 from tasks.reports import publish_artifacts, summary_markdown, write_plot, write_run_json, write_table
 from tasks.storage import join, read_parquet
@@ -41,6 +43,12 @@ def skipped_images(index) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
+def chosen_diagnostics(selections: pd.DataFrame) -> list[dict]:
+    """The chosen (lambda, k) and the diagnostics of each fitted projection, for run.json."""
+    chosen = selections[selections["selected"]].drop(columns=["selected"])
+    return [{key: value for key, value in row.items() if pd.notna(value)} for row in chosen.to_dict("records")]
+
+
 @flow(name="clip-icm-run", flow_run_name="run {config.dataset} {config.model}")
 def run(config: RunConfig = RunConfig()) -> str:
     preflight(config)
@@ -62,29 +70,29 @@ def run(config: RunConfig = RunConfig()) -> str:
     timings["embed_s"] = time.perf_counter() - started
 
     # 2-3. fit the invariant projection on the sources, predict on each held-out target
-    grid = {"lams": config.lams, "ks": config.ks, "order": config.order, "use_text": config.use_text}
-    predictions, selections = [], []
+    grid = {"lams": config.lams, "ks": config.ks, "order": config.order, "use_text": config.use_text,
+            "selection": config.selection, "test_split": config.test_split, "preset": config.preset}
+    # quote: the index is the embed subflow's result; tasks and subflows must not record it as an input
+    evaluations = []
     if config.protocol in ("domain-shift", "both"):
-        domain_predictions, domain_selections = evaluate_domain_shift(index, run_url, config.targets, **grid)
-        predictions.append(domain_predictions)
-        selections.append(domain_selections)
+        evaluations.append(evaluate_domain_shift(quote(index), run_url, config.targets, probe_c=config.probe_c, **grid))
     timings["domain_shift_s"] = time.perf_counter() - started - sum(timings.values())
     if config.protocol in ("open-class", "both"):
-        class_predictions, class_selections = evaluate_open_class(index, run_url, config.targets, **grid)
-        predictions.append(class_predictions)
-        selections.append(class_selections)
+        evaluations.append(evaluate_open_class(quote(index), run_url, config.targets, **grid))
     timings["open_class_s"] = time.perf_counter() - started - sum(timings.values())
 
     # 4. reports
-    predictions = pd.concat(predictions, ignore_index=True)
-    summary = summarize(predictions, index.classes)
+    predictions = pd.concat([e.predictions for e in evaluations], ignore_index=True)
+    selections = pd.concat([e.selections for e in evaluations], ignore_index=True)
+    summary = summarize(predictions, index.classes, config.selection)
     skipped = skipped_images(index)
     write_table(predictions, run_url, "predictions.parquet")
     write_table(summary, run_url, "summary.parquet")
-    write_table(pd.concat(selections, ignore_index=True), run_url, "selection.parquet")
+    write_table(selections, run_url, "selection.parquet")
     write_table(skipped, run_url, "skipped.parquet")
+    title = f"CLIP-ICM: {config.name}" + (" [oracle selection]" if config.selection == "oracle" else "")
     write_plot(summary, run_url)
-    title = f"CLIP-ICM: {config.name}"
+    write_spectrum_plot(pd.concat([e.spectra for e in evaluations], ignore_index=True), run_url, title)
     publish_artifacts(summary, run_url, title)
     timings["total_s"] = time.perf_counter() - started
     write_run_json(run_url, {
@@ -94,6 +102,8 @@ def run(config: RunConfig = RunConfig()) -> str:
         "model": {"name": config.model, "pretrained": config.pretrained},
         "embeddings": {"shards": index.shards, "text": index.text_url, "embedded_this_run": index.embedded},
         "skipped_images": len(skipped),
+        "selection_rule": config.selection,
+        "diagnostics": chosen_diagnostics(selections),
         "timings": timings,
     })
     get_run_logger().info("%s\n\nreports in %s", summary_markdown(summary, title), run_url)

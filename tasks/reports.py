@@ -36,7 +36,8 @@ def accuracy_plot_png(summary: pd.DataFrame) -> bytes:
     table.plot.bar(ax=axes, rot=0)
     axes.set_ylabel("accuracy")
     axes.set_ylim(0, 1)
-    axes.set_title("Leave-one-domain-out accuracy: CLIP vs CLIP-ICM")
+    oracle = " [oracle selection]" if (summary.get("selection") == "oracle").any() else ""
+    axes.set_title("Leave-one-domain-out accuracy: CLIP vs CLIP-ICM" + oracle)
     axes.legend(fontsize=8)
     figure.tight_layout()
     buffer = io.BytesIO()
@@ -53,7 +54,8 @@ def write_plot(summary: pd.DataFrame, run_url: str) -> str | None:
 
 
 def summary_markdown(summary: pd.DataFrame, title: str) -> str:
-    columns = [c for c in ("protocol", "method", "target", "accuracy", "base_accuracy", "novel_accuracy", "harmonic_mean", "n") if c in summary]
+    columns = [c for c in ("protocol", "method", "target", "accuracy", "top5_accuracy", "balanced_accuracy",
+                           "base_accuracy", "novel_accuracy", "harmonic_mean", "n", "selection") if c in summary]
     return f"# {title}\n\n" + summary[columns].to_markdown(index=False, floatfmt=".4f")
 
 
