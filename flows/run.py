@@ -91,11 +91,13 @@ def run(config: RunConfig = RunConfig()) -> str:
     write_table(selections, run_url, "selection.parquet")
     write_table(skipped, run_url, "skipped.parquet")
     title = f"CLIP-ICM: {config.name}" + (" [oracle selection]" if config.selection == "oracle" else "")
+    spectra = pd.concat([e.spectra for e in evaluations], ignore_index=True)
+    write_table(spectra, run_url, "spectrum.parquet")
     write_plot(summary, run_url)
-    write_spectrum_plot(pd.concat([e.spectra for e in evaluations], ignore_index=True), run_url, title)
+    write_spectrum_plot(spectra, run_url, title)
     publish_artifacts(summary, run_url, title)
     timings["total_s"] = time.perf_counter() - started
-    write_run_json(run_url, {
+    write_run_json(run_url, quote({  # quoted: it holds fields of the index, the embed subflow's result
         "config": config.model_dump(), "run_url": run_url, "package_version": __version__,
         "dataset": {"root": index.dataset_root, "fingerprint": index.fingerprint,
                     "domains": list(index.domains), "classes": list(index.classes)},
@@ -105,6 +107,6 @@ def run(config: RunConfig = RunConfig()) -> str:
         "selection_rule": config.selection,
         "diagnostics": chosen_diagnostics(selections),
         "timings": timings,
-    })
+    }))
     get_run_logger().info("%s\n\nreports in %s", summary_markdown(summary, title), run_url)
     return run_url
