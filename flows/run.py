@@ -60,6 +60,9 @@ def run(config: RunConfig = RunConfig()) -> str:
     unknown = sorted(set(config.targets or []) - set(data.domains))
     if unknown:
         raise ValueError(f"config field 'targets': {unknown} are not domains of the dataset {list(data.domains)}")
+    if config.selection == "leave-one-domain-out" and len(data.domains) < 3:
+        raise ValueError(f"config field 'selection': leave-one-domain-out needs at least 2 source domains per target; "
+                         f"the dataset has {list(data.domains)}; use --selection training-domain")
 
     # 1. interventional data: embed originals, image interventions, class prompts and text pairs
     index = embed_dataset.with_options(task_runner=make_task_runner(config.task_runner, config.max_workers))(
