@@ -72,17 +72,15 @@ def evaluate_target(
     train_rows, train_embeddings = index.load(sources, "train")
     target_rows, target_embeddings = load_target(index, target, test_split)
     classes = index.class_embeddings()
-    frames = [
-        _rows("domain_shift", target, "clip_zero_shot", target_rows, zero_shot_scores(preset, target_embeddings, classes)),
-        _rows("domain_shift", target, "clip_icm_zero_shot", target_rows,
-              zero_shot_scores(preset, target_embeddings, classes, projection)),
-    ]
-    for method, fitted in (("clip_linear_probe", None), ("clip_icm_linear_probe", projection)):
-        probe = make_probe(preset, fitted, probe_c).fit(train_embeddings, train_rows["label"])
-        frames.append(_rows("domain_shift", target, method, target_rows, probe.decision_function(target_embeddings),
-                            probe.classes_))
-    order = {method: position for position, method in enumerate(METHODS)}
-    return pd.concat(sorted(frames, key=lambda frame: order[frame["method"].iat[0]]), ignore_index=True)
+    probes = {method: make_probe(preset, fitted, probe_c).fit(train_embeddings, train_rows["label"])
+              for method, fitted in (("clip_linear_probe", None), ("clip_icm_linear_probe", projection))}
+    scores = {  # method: (scores, the label of each score column)
+        "clip_zero_shot": (zero_shot_scores(preset, target_embeddings, classes), None),
+        "clip_icm_zero_shot": (zero_shot_scores(preset, target_embeddings, classes, projection), None),
+        **{method: (probe.decision_function(target_embeddings), probe.classes_) for method, probe in probes.items()},
+    }
+    return pd.concat([_rows("domain_shift", target, method, target_rows, *scores[method]) for method in METHODS],
+                     ignore_index=True)
 
 
 @task(name="evaluate-open-class", task_run_name="open-class target {target}", cache_policy=NO_CACHE)

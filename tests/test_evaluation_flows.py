@@ -229,3 +229,12 @@ def test_released_preset_matches_a_plain_numpy_reference(workspace):
             got = predictions[(predictions["target"] == target) & (predictions["method"] == method)]
             assert got["sample_id"].tolist() == ids.tolist(), (target, method)  # the target's 20% split only
             np.testing.assert_array_equal(got["prediction"].to_numpy(), expected, err_msg=f"{target} {method}")
+
+
+def test_leave_one_domain_out_with_too_few_domains_fails_before_embedding(tmp_path, capsys):
+    dataset = make_image_folder(str(tmp_path / "data"), domains=("art", "photo"), classes=CLASSES[:2], per_class=2)
+    store = tmp_path / "store"
+    assert main(["run", "--dataset", dataset, "--model", TINY_MODEL, "--pretrained", "none", "--store", str(store),
+                 "--selection", "leave-one-domain-out"]) == 2
+    assert "config field 'selection': leave-one-domain-out needs at least 2 source domains" in capsys.readouterr().err
+    assert not (store / "embeddings").exists()
