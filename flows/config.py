@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.datasets import ROTATED_DIGITS
 from tasks.interventions import FAMILIES, InterventionConfig
@@ -21,6 +21,11 @@ PROTOCOLS = Protocol.__args__
 TaskRunner = Literal["threads", "dask", "ray"]
 TASK_RUNNERS = TaskRunner.__args__
 DEFAULT_LAMS = [0.1, 1.0, 10.0, 100.0]
+
+# `--preset released`: the authors' released code (raw embeddings, smallest eigenvalues, its zero-shot and
+# sklearn probe at C=0.316, the target's 20% split, one template, no text pairs); icm_core.released
+RELEASED_PRESET = {"normalize": False, "order": "released", "test_split": "out", "templates": "simple",
+                   "use_text": False, "probe": "sklearn", "probe_c": 0.316}
 
 # fields that decide where and how fast work runs, not what it computes
 EXECUTION_FIELDS = ("run_name", "device", "batch_size", "num_workers", "task_runner", "max_workers", "store",
@@ -88,6 +93,17 @@ class RunConfig(BaseModel):
     task_runner: TaskRunner = Field("threads", description="how embedding shards run in parallel: threads, or dask/ray to scale out")
     max_workers: int = Field(4, gt=0, description="parallel tasks (threads, or Dask/Ray workers)")
     run_name: str | None = Field(None, description="run folder name under STORE/runs (default: derived from the config)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_preset(cls, data):
+        """A preset sets its fields; setting one of them to another value as well is an error."""
+        if not isinstance(data, dict) or data.get("preset") != "released":
+            return data
+        clashes = {name: data[name] for name in RELEASED_PRESET if name in data and data[name] != RELEASED_PRESET[name]}
+        if clashes:
+            raise ValueError(f"preset 'released' sets {RELEASED_PRESET}; drop {clashes} or the preset")
+        return {**data, **RELEASED_PRESET}
 
     @field_validator("lams")
     @classmethod

@@ -1,6 +1,8 @@
 """Flows: leave-one-domain-out and open-class evaluation of CLIP and CLIP-ICM from cached embeddings."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 from prefect import flow
 
@@ -10,41 +12,54 @@ from tasks.fit import EmbeddingIndex
 from tasks.storage import join
 
 
-def selection_rows(selection, protocol: str, target: str) -> pd.DataFrame:
-    return pd.DataFrame(selection.grid).assign(protocol=protocol, target=target)
+@dataclass
+class Evaluation:
+    predictions: pd.DataFrame  # one row per target image and method
+    selections: pd.DataFrame  # one row per target and (lambda, k); the chosen row carries the diagnostics
+    spectra: pd.DataFrame  # M's eigenvalues at the chosen lambda, per target
+
+
+def _collect(protocol: str, outcomes) -> Evaluation:
+    predictions, selections, spectra = [], [], []
+    for target, target_predictions, (grid, spectrum) in outcomes:
+        predictions.append(target_predictions)
+        selections.append(grid.assign(protocol=protocol, target=target))
+        spectra.append(spectrum.assign(protocol=protocol, target=target))
+    return Evaluation(*(pd.concat(frames, ignore_index=True) for frames in (predictions, selections, spectra)))
 
 
 @flow(name="evaluate-domain-shift", flow_run_name="leave-one-domain-out")
 def evaluate_domain_shift(
     index: EmbeddingIndex, run_url: str, targets: list[str] | None = None, lams: list[float] = (1.0,),
-    ks: list[int] | None = None, order: str = "largest", use_text: bool = True,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """For each target: fit on the other domains, select on their validation split, test on the target."""
-    predictions, selections = [], []
+    ks: list[int] | None = None, order: str = "largest", use_text: bool = True, selection: str = "training-domain",
+    test_split: str = "all", preset: str = "default", probe_c: float = 0.316,
+) -> Evaluation:
+    """For each target: fit on the other domains, select (lambda, k) by the rule, test on the target."""
+    outcomes = []
     for target in targets or index.domains:
         sources = [domain for domain in index.domains if domain != target]
-        selection = fit_projection(
-            index, sources, join(run_url, "projections", f"domain_shift-{target}.npz"), lams, ks, order, use_text
-        )
-        predictions.append(evaluate_target(index, sources, target, selection.projection))
-        selections.append(selection_rows(selection, "domain_shift", target))
-    return pd.concat(predictions, ignore_index=True), pd.concat(selections, ignore_index=True)
+        projection_url = join(run_url, "projections", f"domain_shift-{target}.npz")
+        fitted = fit_projection(index, sources, projection_url, lams, ks, order, use_text, protocol="domain-shift",
+                                target=target, selection=selection, preset=preset)
+        predictions = evaluate_target(index, sources, target, projection_url, probe_c, test_split, preset)
+        outcomes.append((target, predictions, fitted))
+    return _collect("domain_shift", outcomes)
 
 
 @flow(name="evaluate-open-class", flow_run_name="open-class (base -> base + novel)")
 def evaluate_open_class(
     index: EmbeddingIndex, run_url: str, targets: list[str] | None = None, lams: list[float] = (1.0,),
-    ks: list[int] | None = None, order: str = "largest", use_text: bool = True,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+    ks: list[int] | None = None, order: str = "largest", use_text: bool = True, selection: str = "training-domain",
+    test_split: str = "all", preset: str = "default",
+) -> Evaluation:
     """Fit on the base classes of the sources; zero-shot the target over base + novel names."""
     base, _novel = split_base_novel(index.classes)
-    predictions, selections = [], []
+    outcomes = []
     for target in targets or index.domains:
         sources = [domain for domain in index.domains if domain != target]
-        selection = fit_projection(
-            index, sources, join(run_url, "projections", f"open_class-{target}.npz"), lams, ks, order, use_text,
-            classes=base,
-        )
-        predictions.append(evaluate_open_class_target(index, target, selection.projection))
-        selections.append(selection_rows(selection, "open_class", target))
-    return pd.concat(predictions, ignore_index=True), pd.concat(selections, ignore_index=True)
+        projection_url = join(run_url, "projections", f"open_class-{target}.npz")
+        fitted = fit_projection(index, sources, projection_url, lams, ks, order, use_text, classes=base,
+                                protocol="open-class", target=target, selection=selection, preset=preset)
+        predictions = evaluate_open_class_target(index, target, projection_url, test_split, preset)
+        outcomes.append((target, predictions, fitted))
+    return _collect("open_class", outcomes)

@@ -1,23 +1,44 @@
-"""Flow: moments from the source domains, (lambda, k) chosen on their validation split, the projection stored."""
+"""Flow: moments from the source domains, (lambda, k) chosen by a model-selection rule, the projection stored.
+
+The flow returns plain tables, never the fitted objects: a task that took a subflow's
+result as input would show in the Prefect UI with an input it cannot display (the classic
+UI's Task Runs tab then lists no task runs). Tasks that need the projection read its file.
+"""
 from __future__ import annotations
 
 from functools import reduce
 from operator import add
 
+import pandas as pd
 from prefect import flow, unmapped
 
-from icm_core import Selection
-from tasks.fit import EmbeddingIndex, accumulate_image_moments, accumulate_text_moments, select_projection, store_projection
+from tasks.fit import EmbeddingIndex, accumulate_image_moments, accumulate_text_moments, store_projection
+from tasks.diagnostics import diagnose_projection
+from tasks.selection import select_by_rule
+
+
+def domain_moments(index: EmbeddingIndex, sources, classes=None, use_text: bool = True):
+    """Map: one cached moment task per source domain (train split); and the text pairs' moments, if used."""
+    per_domain = accumulate_image_moments.map(unmapped(index), sources, unmapped(classes))
+    text = accumulate_text_moments.submit(index, classes) if use_text else None
+    return dict(zip(sources, per_domain.result())), (text.result() if text is not None else None)
 
 
 def source_moments(index: EmbeddingIndex, sources, classes=None, use_text: bool = True):
-    """Map: one moment task per source domain (train split); reduce: add them up, plus text pairs."""
-    per_domain = accumulate_image_moments.map(unmapped(index), sources, unmapped(classes))
-    moments = reduce(add, per_domain.result())
-    return moments + accumulate_text_moments(index, classes) if use_text else moments
+    """The sum over the sources (reduce), plus text pairs."""
+    per_domain, text = domain_moments(index, sources, classes, use_text)
+    moments = reduce(add, per_domain.values())
+    return moments + text if text is not None else moments
 
 
-@flow(name="fit-projection", flow_run_name="fit on {sources}")
+def spectrum_rows(selection) -> pd.DataFrame:
+    """Every eigenvalue of M at the chosen lambda, in kept-first order, the kept ones marked."""
+    values = selection.eigenvalues[selection.lam]
+    return pd.DataFrame({"lam": selection.lam, "rank": range(1, len(values) + 1), "eigenvalue": values,
+                         "kept": [rank < selection.n_components for rank in range(len(values))]})
+
+
+@flow(name="fit-projection", flow_run_name="fit {protocol}, hold out {target}")
 def fit_projection(
     index: EmbeddingIndex,
     sources: list[str],
@@ -27,12 +48,24 @@ def fit_projection(
     order: str = "largest",
     use_text: bool = True,
     classes: list[str] | None = None,
-) -> Selection:
-    moments = source_moments(index, sources, classes, use_text)
-    selection = select_projection(moments, index, sources, classes, lams, ks, order, use_text)
+    *,
+    protocol: str = "domain-shift",
+    target: str = "",
+    selection: str = "training-domain",
+    preset: str = "default",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(grid, spectrum): one row per (lambda, k) with its validation accuracy, the chosen row carrying
+    the projection's diagnostics; and M's eigenvalues at the chosen lambda. Only the `oracle`
+    rule reads the target."""
+    per_domain, text = domain_moments(index, sources, classes, use_text)
+    chosen = select_by_rule(index, per_domain, text, sources, target, classes, lams, ks, order, use_text, selection, preset)
+    diagnostics = diagnose_projection(index, chosen, per_domain, text, sources, classes)
     store_projection(
-        selection.projection, projection_url,
+        chosen.projection, projection_url,
         sources=list(sources), classes=list(classes or index.classes), dataset_fingerprint=index.fingerprint,
-        val_accuracy=selection.accuracy,
+        val_accuracy=chosen.accuracy, selection=selection,
     )
-    return selection
+    grid = pd.DataFrame(chosen.grid).assign(selection=selection)
+    for name, value in diagnostics.items():
+        grid[name] = grid["selected"].map({True: value, False: float("nan")})
+    return grid, spectrum_rows(chosen)

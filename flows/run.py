@@ -5,6 +5,7 @@ import time
 
 import pandas as pd
 from prefect import flow
+from prefect.utilities.annotations import quote
 
 from flows.config import RunConfig
 from flows.labels import label_run
@@ -13,10 +14,11 @@ from flows.embed_dataset import discover_dataset, embed_dataset
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from tasks import __version__
 from tasks.embed import skipped_url
+from tasks.diagnostics import write_spectrum_plot
 from tasks.evaluate import summarize
 from tasks.history import mark_latest, new_entry, provenance
 from tasks.models import check_model
-from tasks.reports import publish_run_report, write_plot, write_run_json, write_table
+from tasks.reports import publish_run_report, run_title, write_plot, write_run_json, write_table
 from tasks.storage import read_parquet
 
 
@@ -44,6 +46,12 @@ def skipped_images(index) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
+def chosen_diagnostics(selections: pd.DataFrame) -> list[dict]:
+    """The chosen (lambda, k) and the diagnostics of each fitted projection, for run.json."""
+    chosen = selections[selections["selected"]].drop(columns=["selected"])
+    return [{key: value for key, value in row.items() if pd.notna(value)} for row in chosen.to_dict("records")]
+
+
 @flow(name="clip-icm-run", flow_run_name="run {config.dataset} {config.model}")
 def run(config: RunConfig = RunConfig()) -> str:
     label_run(config)
@@ -55,6 +63,9 @@ def run(config: RunConfig = RunConfig()) -> str:
     unknown = sorted(set(config.targets or []) - set(data.domains))
     if unknown:
         raise ValueError(f"config field 'targets': {unknown} are not domains of the dataset {list(data.domains)}")
+    if config.selection == "leave-one-domain-out" and len(data.domains) < 3:
+        raise ValueError(f"config field 'selection': leave-one-domain-out needs at least 2 source domains per target; "
+                         f"the dataset has {list(data.domains)}; use --selection training-domain")
     run_url = new_entry(config.store_url, config.name, data.fingerprint)  # history: never overwrite a run
 
     # 1. interventional data: embed originals, image interventions, class prompts and text pairs
@@ -66,28 +77,28 @@ def run(config: RunConfig = RunConfig()) -> str:
     timings["embed_s"] = time.perf_counter() - started
 
     # 2-3. fit the invariant projection on the sources, predict on each held-out target
-    grid = {"lams": config.lams, "ks": config.ks, "order": config.order, "use_text": config.use_text}
-    predictions, selections = [], []
+    grid = {"lams": config.lams, "ks": config.ks, "order": config.order, "use_text": config.use_text,
+            "selection": config.selection, "test_split": config.test_split, "preset": config.preset}
+    # quote: the index is the embed subflow's result; tasks and subflows must not record it as an input
+    evaluations = []
     if config.protocol in ("domain-shift", "both"):
-        domain_predictions, domain_selections = evaluate_domain_shift(index, run_url, config.targets, **grid)
-        predictions.append(domain_predictions)
-        selections.append(domain_selections)
+        evaluations.append(evaluate_domain_shift(quote(index), run_url, config.targets, probe_c=config.probe_c, **grid))
     timings["domain_shift_s"] = time.perf_counter() - started - sum(timings.values())
     if config.protocol in ("open-class", "both"):
-        class_predictions, class_selections = evaluate_open_class(index, run_url, config.targets, **grid)
-        predictions.append(class_predictions)
-        selections.append(class_selections)
+        evaluations.append(evaluate_open_class(quote(index), run_url, config.targets, **grid))
     timings["open_class_s"] = time.perf_counter() - started - sum(timings.values())
 
-    # 4. reports: tables, the plot and run.json on the store; the run report (headline first) in the UI
-    predictions = pd.concat(predictions, ignore_index=True)
-    summary = summarize(predictions, index.classes)
-    selection = pd.concat(selections, ignore_index=True)
+    # 4. reports: tables, plots and run.json on the store; the run report (headline first) in the UI
+    predictions = pd.concat([e.predictions for e in evaluations], ignore_index=True)
+    selections = pd.concat([e.selections for e in evaluations], ignore_index=True)
+    spectra = pd.concat([e.spectra for e in evaluations], ignore_index=True)
+    summary = summarize(predictions, index.classes, config.selection)
     skipped = skipped_images(index)
     write_table(predictions, run_url, "predictions.parquet")
     write_table(summary, run_url, "summary.parquet")
-    write_table(selection, run_url, "selection.parquet")
+    write_table(selections, run_url, "selection.parquet")
     write_table(skipped, run_url, "skipped.parquet")
+    write_table(spectra, run_url, "spectrum.parquet")
     timings["total_s"] = time.perf_counter() - started
     record = {
         "config": config.model_dump(), "run_url": run_url, "package_version": __version__,
@@ -98,10 +109,14 @@ def run(config: RunConfig = RunConfig()) -> str:
         "model": {"name": config.model, "pretrained": config.pretrained},
         "embeddings": {"shards": index.shards, "text": index.text_url, "embedded_this_run": index.embedded},
         "skipped_images": len(skipped),
+        "selection_rule": config.selection,
+        "diagnostics": chosen_diagnostics(selections),
         "timings": timings,
     }
-    publish_run_report(summary, selection, record)
-    write_plot(summary, run_url, record)
-    write_run_json(run_url, record)
+    # quoted: the record holds fields of the index, the embed subflow's result
+    publish_run_report(summary, selections, quote(record))
+    write_plot(summary, run_url, quote(record))
+    write_spectrum_plot(spectra, run_url, f"Eigen-spectrum of M: {run_title(record)}")
+    write_run_json(run_url, quote(record))
     mark_latest(run_url)
     return run_url

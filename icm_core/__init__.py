@@ -1,4 +1,6 @@
 """CLIP-ICM math: moments, the invariant projection, predictors, selection. No I/O, no Prefect."""
+from icm_core.diagnostics import eigengap, movement_kept, movement_kept_by_family, positive_eigenvalues, variance_kept
+from icm_core.metrics import balanced_accuracy, top_k_accuracy, top_k_correct, top_k_labels
 from icm_core.moments import InterventionMoments
 from icm_core.predict import (
     LinearProbe,
@@ -10,21 +12,37 @@ from icm_core.predict import (
     zero_shot_predict,
 )
 from icm_core.projection import FORMAT_VERSION, InvariantProjection, eigendecompose, icm_matrix
-from icm_core.selection import Selection, select_hyperparameters
+from icm_core.released import ReleasedLinearProbe, released_zero_shot_logits, released_zero_shot_predict
+from icm_core.selection import RULES, Selection, ValidationFold, select_hyperparameters, select_over_folds
 
 __all__ = [
     "FORMAT_VERSION",
     "InterventionMoments",
     "InvariantProjection",
     "LinearProbe",
+    "RULES",
+    "ReleasedLinearProbe",
     "Selection",
+    "ValidationFold",
     "accuracy",
+    "balanced_accuracy",
     "eigendecompose",
+    "eigengap",
     "harmonic_mean",
     "icm_matrix",
     "l2_normalize",
+    "movement_kept",
+    "movement_kept_by_family",
     "per_class_accuracy",
+    "positive_eigenvalues",
+    "released_zero_shot_logits",
+    "released_zero_shot_predict",
     "select_hyperparameters",
+    "select_over_folds",
+    "top_k_accuracy",
+    "top_k_correct",
+    "top_k_labels",
+    "variance_kept",
     "zero_shot_logits",
     "zero_shot_predict",
 ]

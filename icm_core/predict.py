@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from icm_core.metrics import score_matrix
 from icm_core.validation import check_labels, check_matrix
 
 # CLIP's learned logit scale is ~100; argmax does not depend on it, softmax does.
@@ -58,6 +59,12 @@ class LinearProbe:
         if not hasattr(self, "model_"):
             raise ValueError("this LinearProbe is not fitted yet: call fit(X, y) first")
         return self.model_.predict(self._features(X))
+
+    def decision_function(self, X) -> np.ndarray:
+        """n x classes_ scores (columns in `classes_` order), for top-k metrics."""
+        if not hasattr(self, "model_"):
+            raise ValueError("this LinearProbe is not fitted yet: call fit(X, y) first")
+        return score_matrix(self.model_.decision_function(self._features(X)))
 
 
 def accuracy(y_true, y_pred) -> float:

@@ -69,6 +69,14 @@ def run_label(dataset: str, model: str, pretrained: str) -> str:
     return f"{dataset_label(dataset)} · {model} ({weights_label(pretrained)})"
 
 
+def run_title(record: dict) -> str:
+    """Dataset, model and weights of a run, marked when random weights or oracle selection make it no result."""
+    model, config = record["model"], record["config"]
+    smoke = " · SMOKE RUN (random weights)" if model["pretrained"] == RANDOM_WEIGHTS else ""
+    oracle = " · [oracle selection]" if config.get("selection") == "oracle" else ""
+    return f"{run_label(config['dataset'], model['name'], model['pretrained'])}{smoke}{oracle}"
+
+
 def artifact_key(kind: str, dataset: str, model: str, pretrained: str) -> str:
     """One key per kind x dataset x model x weights, so the histories of different jobs never mix.
     Prefect allows lowercase letters, digits and dashes only."""
@@ -269,9 +277,7 @@ def accuracy_figure(summary: pd.DataFrame, record: dict):
         axes.set_ylabel("accuracy")
         axes.set_title(title, fontsize=9)
         axes.legend(fontsize=7, loc="upper left", ncols=2)
-    model = record["model"]
-    smoke = " · SMOKE RUN (random weights)" if model["pretrained"] == RANDOM_WEIGHTS else ""
-    figure.suptitle(f"CLIP vs CLIP-ICM: {run_label(record['config']['dataset'], model['name'], model['pretrained'])}{smoke}")
+    figure.suptitle(f"CLIP vs CLIP-ICM: {run_title(record)}")
     figure.tight_layout()
     return figure
 

@@ -124,12 +124,12 @@ def corrupted_copy(index, tmp_path, domains, rows_to_corrupt) -> EmbeddingIndex:
 def fits_agree(evaluate, index, corrupted, target, protocol, tmp_path):
     """Run one protocol on the clean and the corrupted index; return whether selection and projection agree."""
     lams = [float(lam) for lam in LAMS]
-    clean_predictions, clean = evaluate(index, str(tmp_path / "clean"), [target], lams)
-    dirty_predictions, dirty = evaluate(corrupted, str(tmp_path / "dirty"), [target], lams)
-    pd.testing.assert_frame_equal(clean, dirty)
+    clean = evaluate(index, str(tmp_path / "clean"), [target], lams)
+    dirty = evaluate(corrupted, str(tmp_path / "dirty"), [target], lams)
+    pd.testing.assert_frame_equal(clean.selections, dirty.selections)
     projection = f"projections/{protocol}-{target}.npz"
     assert read_bytes(str(tmp_path / "clean" / projection)) == read_bytes(str(tmp_path / "dirty" / projection))
-    return clean_predictions, dirty_predictions
+    return clean.predictions, dirty.predictions
 
 
 def test_selection_and_projection_never_see_the_target(workspace, tmp_path):

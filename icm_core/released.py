@@ -1,0 +1,65 @@
+"""The authors' released recipe (ML-TASA/CLIP-ICM), reproduced exactly; `--preset released` uses it.
+
+It differs from the method as this package runs it by default:
+- image embeddings stay raw (unnormalised) when fitted, projected and classified;
+- zero-shot: class text embeddings are L2-normalised, then projected, and NOT re-normalised;
+  images are projected raw; logits are 100 * img @ txt^T;
+- the probe is scikit-learn LogisticRegression(C=0.316, max_iter=1000, random_state=0) on the
+  projected raw features.
+The smallest-eigenvalue slicing is `InvariantProjection(order="released")`.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from icm_core.metrics import score_matrix
+from icm_core.predict import CLIP_LOGIT_SCALE, l2_normalize
+from icm_core.validation import check_labels, check_matrix
+
+RELEASED_PROBE = {"C": 0.316, "max_iter": 1000, "random_state": 0}
+
+
+def released_zero_shot_logits(image_embeddings, class_embeddings, projection=None) -> np.ndarray:
+    images = check_matrix(image_embeddings, "image_embeddings")
+    classes = l2_normalize(check_matrix(class_embeddings, "class_embeddings", width=images.shape[1]))
+    if projection is not None:
+        images, classes = projection.transform(images), projection.transform(classes)
+    return CLIP_LOGIT_SCALE * images @ classes.T
+
+
+def released_zero_shot_predict(image_embeddings, class_embeddings, projection=None) -> np.ndarray:
+    return released_zero_shot_logits(image_embeddings, class_embeddings, projection).argmax(axis=1)
+
+
+class ReleasedLinearProbe:
+    """The released probe: LogisticRegression(C=0.316, max_iter=1000, random_state=0) on projected raw features."""
+
+    def __init__(self, projection=None):
+        self.projection = projection
+
+    def _features(self, X) -> np.ndarray:
+        X = check_matrix(X, "X")
+        return X if self.projection is None else self.projection.transform(X)
+
+    def fit(self, X, y) -> "ReleasedLinearProbe":
+        features = self._features(X)
+        y = check_labels(y, "y", len(features))
+        if len(np.unique(y)) < 2:
+            raise ValueError("y must contain at least 2 classes to fit a linear probe")
+        self.model_ = LogisticRegression(**RELEASED_PROBE).fit(features, y)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def _check_fitted(self):
+        if not hasattr(self, "model_"):
+            raise ValueError("this ReleasedLinearProbe is not fitted yet: call fit(X, y) first")
+
+    def predict(self, X) -> np.ndarray:
+        self._check_fitted()
+        return self.model_.predict(self._features(X))
+
+    def decision_function(self, X) -> np.ndarray:
+        """n x classes_ scores (columns in `classes_` order), for top-k."""
+        self._check_fitted()
+        return score_matrix(self.model_.decision_function(self._features(X)))
