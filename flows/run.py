@@ -7,12 +7,14 @@ import pandas as pd
 from prefect import flow, get_run_logger
 
 from flows.config import RunConfig
+from flows.dataset_shift import discover_targets, embed_targets, evaluate_dataset_shift
 from flows.preflight import preflight
 from flows.embed_dataset import discover_dataset, embed_dataset
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from tasks import __version__
 from tasks.embed import skipped_url
 from tasks.evaluate import summarize
+from tasks.prompts import load_templates
 from tasks.reports import publish_artifacts, summary_markdown, write_plot, write_run_json, write_table
 from tasks.storage import join, read_parquet
 
@@ -52,13 +54,21 @@ def run(config: RunConfig = RunConfig()) -> str:
     unknown = sorted(set(config.targets or []) - set(data.domains))
     if unknown:
         raise ValueError(f"config field 'targets': {unknown} are not domains of the dataset {list(data.domains)}")
+    if config.protocol == "dataset-shift":
+        discover_targets(config, data)  # every target listed, and its classes matched to the source's
+    elif len(data.domains) < 2:
+        raise ValueError(f"config field 'protocol': {config.dataset!r} has one domain {list(data.domains)}, so no "
+                         "domain is left to hold out; use --protocol dataset-shift --target-datasets NAME=URL")
 
     # 1. interventional data: embed originals, image interventions, class prompts and text pairs
     index = embed_dataset.with_options(task_runner=make_task_runner(config.task_runner, config.max_workers))(
         config.dataset, config.model, config.pretrained, config.store_url, config.intervention_config(),
         config.text_pairs, config.holdout, config.split_seed, config.class_policy,
-        config.device, config.batch_size, config.num_workers,
+        config.device, config.batch_size, config.num_workers, config.templates, config.class_names,
     )
+    targets = {}
+    if config.protocol == "dataset-shift":
+        targets = embed_targets(config, make_task_runner(config.task_runner, config.max_workers))
     timings["embed_s"] = time.perf_counter() - started
 
     # 2-3. fit the invariant projection on the sources, predict on each held-out target
@@ -74,11 +84,17 @@ def run(config: RunConfig = RunConfig()) -> str:
         predictions.append(class_predictions)
         selections.append(class_selections)
     timings["open_class_s"] = time.perf_counter() - started - sum(timings.values())
+    if config.protocol == "dataset-shift":
+        shift_predictions, shift_selections = evaluate_dataset_shift(
+            index, run_url, targets, config.class_names, probe_C=config.probe_c, **grid)
+        predictions.append(shift_predictions)
+        selections.append(shift_selections)
+    timings["dataset_shift_s"] = time.perf_counter() - started - sum(timings.values())
 
     # 4. reports
     predictions = pd.concat(predictions, ignore_index=True)
     summary = summarize(predictions, index.classes)
-    skipped = skipped_images(index)
+    skipped = pd.concat([skipped_images(index), *map(skipped_images, targets.values())], ignore_index=True)
     write_table(predictions, run_url, "predictions.parquet")
     write_table(summary, run_url, "summary.parquet")
     write_table(pd.concat(selections, ignore_index=True), run_url, "selection.parquet")
@@ -93,6 +109,10 @@ def run(config: RunConfig = RunConfig()) -> str:
                     "domains": list(index.domains), "classes": list(index.classes)},
         "model": {"name": config.model, "pretrained": config.pretrained},
         "embeddings": {"shards": index.shards, "text": index.text_url, "embedded_this_run": index.embedded},
+        "target_datasets": {name: {"root": target.dataset_root, "fingerprint": target.fingerprint,
+                                   "classes": list(target.classes), "shards": target.shards}
+                            for name, target in targets.items()},
+        "prompts": {"templates": list(load_templates(config.templates)), "class_names": config.class_names},
         "skipped_images": len(skipped),
         "timings": timings,
     })

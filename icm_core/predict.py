@@ -59,6 +59,13 @@ class LinearProbe:
             raise ValueError("this LinearProbe is not fitted yet: call fit(X, y) first")
         return self.model_.predict(self._features(X))
 
+    def decision_function(self, X) -> np.ndarray:
+        """n x len(classes_) class scores (argmax = predict); restrict columns to predict among fewer classes."""
+        if not hasattr(self, "model_"):
+            raise ValueError("this LinearProbe is not fitted yet: call fit(X, y) first")
+        scores = self.model_.decision_function(self._features(X))
+        return np.stack([-scores, scores], axis=1) if scores.ndim == 1 else scores  # binary: one score per class
+
 
 def accuracy(y_true, y_pred) -> float:
     y_true = np.asarray(y_true)

@@ -1,0 +1,116 @@
+"""Dataset shift, the paper's ImageNet experiment: fit on one dataset, test on others.
+
+The source dataset (all its domains) gives the interventions, the moments, the (lambda, k)
+selection on its validation split and the probes' training data. Each target dataset is only
+embedded (originals) and tested, over the classes it holds: classes match the source's by
+folder id (`tasks.class_names.match_classes`), and a target's class prompts are the source's
+prompts for those classes (same class, same name, same templates).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.config import RunConfig
+from flows.embed_dataset import discover_dataset, embed_dataset
+from flows.evaluate import selection_rows
+from flows.fit_projection import fit_projection
+from icm_core import LinearProbe, zero_shot_predict
+from tasks.class_names import match_classes
+from tasks.datasets import Dataset
+from tasks.embed import ORIGINAL
+from tasks.evaluate import METHODS, _rows
+from tasks.fit import EmbeddingIndex
+from tasks.storage import join
+
+PROTOCOL = "dataset_shift"
+
+
+def discover_targets(config: RunConfig, source: Dataset) -> dict[str, Dataset]:
+    """Every target dataset listed and matched to the source's classes, before anything is embedded."""
+    if not config.target_datasets:
+        raise ValueError("config field 'target_datasets': --protocol dataset-shift needs at least one NAME=URL "
+                         "(e.g. --target-datasets imagenet-v2=/data/imagenetv2)")
+    if config.targets:
+        raise ValueError("config field 'targets': target domains apply to domain-shift and open-class; "
+                         "dataset-shift tests the --target-datasets")
+    if "mean" in config.target_datasets:
+        raise ValueError("config field 'target_datasets': 'mean' names the summary's mean rows; rename that target")
+    if config.selection != "training-domain":
+        raise ValueError(f"config field 'selection': dataset-shift selects (lambda, k) on the source's validation "
+                         f"split (training-domain); {config.selection!r} is not available for it")
+    if config.test_split != "all":
+        raise ValueError(f"config field 'test_split': dataset-shift tests every image of each target dataset; "
+                         f"{config.test_split!r} applies to domain-shift")
+    targets = {}
+    for name, url in config.target_datasets.items():
+        targets[name] = discover_dataset(url, config.store_url, config.holdout, config.split_seed, config.class_policy)
+        match_classes(config.class_names, source.classes, targets[name].classes, name)
+    return targets
+
+
+def embed_targets(config: RunConfig, task_runner) -> dict[str, EmbeddingIndex]:
+    """Each target's original images; no interventions or prompts (the source's prompts serve)."""
+    embed = embed_dataset.with_options(task_runner=task_runner)
+    return {
+        name: embed(url, config.model, config.pretrained, config.store_url, holdout=config.holdout,
+                    split_seed=config.split_seed, class_policy=config.class_policy, device=config.device,
+                    batch_size=config.batch_size, num_workers=config.num_workers, views=(ORIGINAL,), with_text=False)
+        for name, url in config.target_datasets.items()
+    }
+
+
+@task(name="fit-linear-probes", cache_policy=NO_CACHE)
+def fit_probes(index: EmbeddingIndex, projection, probe_C: float = 0.316) -> dict[str, LinearProbe]:
+    """CLIP and CLIP-ICM probes over every source class, on the source's train split; fitted once for all targets."""
+    rows, embeddings = index.load(index.domains, "train")
+    return {
+        "clip_linear_probe": LinearProbe(C=probe_C).fit(embeddings, rows["label"]),
+        "clip_icm_linear_probe": LinearProbe(projection, C=probe_C).fit(embeddings, rows["label"]),
+    }
+
+
+def predict_among(probe: LinearProbe, embeddings, labels) -> np.ndarray:
+    """The probe's best class among `labels` only: a target is scored over the classes it holds."""
+    scores = probe.decision_function(embeddings)
+    keep = np.isin(probe.classes_, labels)
+    return probe.classes_[keep][scores[:, keep].argmax(axis=1)]
+
+
+@task(name="evaluate-dataset-shift", task_run_name="evaluate target dataset {name}", cache_policy=NO_CACHE)
+def evaluate_target_dataset(source: EmbeddingIndex, target: EmbeddingIndex, name: str, class_map: dict[str, str],
+                            projection, probes: dict[str, LinearProbe]) -> pd.DataFrame:
+    """The four methods on every image of one target, each choosing among the target's classes only."""
+    rows, embeddings = target.load(target.domains)
+    label = {folder: index for index, folder in enumerate(source.classes)}
+    rows = rows.assign(**{"class": rows["class"].map(class_map)})  # reports name classes as the source does
+    rows["label"] = rows["class"].map(label).astype("int32")
+    labels = np.array(sorted(label[class_map[folder]] for folder in target.classes))
+    class_embeddings = source.class_embeddings([source.classes[i] for i in labels])
+    predictions = {
+        "clip_zero_shot": labels[zero_shot_predict(embeddings, class_embeddings)],
+        "clip_icm_zero_shot": labels[zero_shot_predict(embeddings, class_embeddings, projection)],
+        **{method: predict_among(probe, embeddings, labels) for method, probe in probes.items()},
+    }
+    return pd.concat([_rows(PROTOCOL, name, method, rows, predictions[method]) for method in METHODS], ignore_index=True)
+
+
+@flow(name="evaluate-dataset-shift", flow_run_name="dataset shift: source -> target datasets")
+def evaluate_dataset_shift(
+    index: EmbeddingIndex, run_url: str, targets: dict[str, EmbeddingIndex], class_names: str | None = None,
+    lams: list[float] = (1.0,), ks: list[int] | None = None, order: str = "largest", use_text: bool = True,
+    probe_C: float = 0.316,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fit once on the source (every domain), then test each target over its own classes."""
+    selection = fit_projection(index, list(index.domains), join(run_url, "projections", f"{PROTOCOL}.npz"),
+                               lams, ks, order, use_text)
+    probes = fit_probes(index, selection.projection, probe_C)
+    predictions = [
+        evaluate_target_dataset(index, target, name, match_classes(class_names, index.classes, target.classes, name),
+                                selection.projection, probes)
+        for name, target in targets.items()
+    ]
+    selections = [selection_rows(selection, PROTOCOL, name) for name in targets]
+    return pd.concat(predictions, ignore_index=True), pd.concat(selections, ignore_index=True)
