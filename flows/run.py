@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger
 from flows.config import RunConfig
 from flows.dataset_shift import discover_targets, embed_targets, evaluate_dataset_shift
 from flows.preflight import preflight
-from flows.embed_dataset import discover_dataset, embed_dataset
+from flows.embed_dataset import discover_dataset, embed_dataset, text_inputs
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from tasks import __version__
 from tasks.embed import skipped_url
@@ -54,6 +54,7 @@ def run(config: RunConfig = RunConfig()) -> str:
     unknown = sorted(set(config.targets or []) - set(data.domains))
     if unknown:
         raise ValueError(f"config field 'targets': {unknown} are not domains of the dataset {list(data.domains)}")
+    text_inputs(data, config.text_pairs, config.templates, config.class_names)  # templates, names, pairs: readable
     if config.protocol == "dataset-shift":
         discover_targets(config, data)  # every target listed, and its classes matched to the source's
     elif len(data.domains) < 2:

@@ -141,3 +141,18 @@ def test_probe_predicts_among_the_allowed_classes_only():
     assert set(restricted) <= {2, 3}
     scores = probe.decision_function(near_class_0)
     np.testing.assert_array_equal(restricted, np.where(scores[:, 2] >= scores[:, 3], 2, 3))
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--templates", "templates.txt", "line 1 ('a photo') must hold {} exactly once"),
+    ("--class-names", "names.csv", "names.csv' does not match the class folders: 3 folder(s) of dataset"),
+])
+def test_bad_templates_or_class_names_fail_before_embedding(shift, option, value, message, capsys):
+    (shift["base"] / "templates.txt").write_text("a photo\n")
+    (shift["base"] / "names.csv").write_text(f"folder,name\n{SYNSETS[0]},goldfish\n")
+    store = shift["base"] / f"store-{value}"
+    assert main(["run", "--dataset", shift["source"], "--protocol", "dataset-shift", "--target-datasets",
+                 f"imagenet-a={shift['a']}", option, str(shift["base"] / value), "--model", TINY_MODEL,
+                 "--pretrained", "none", "--store", str(store)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (store / "embeddings").exists()
