@@ -17,12 +17,12 @@ from flows.config import RunConfig
 from flows.embed_dataset import discover_dataset, embed_dataset
 from flows.evaluate import selection_rows
 from flows.fit_projection import fit_projection
-from icm_core import LinearProbe, zero_shot_predict
+from icm_core import LinearProbe, zero_shot_logits
 from tasks.class_names import match_classes
 from tasks.datasets import Dataset
 from tasks.embed import ORIGINAL
 from tasks.evaluate import METHODS, _rows
-from tasks.fit import EmbeddingIndex
+from tasks.fit import EmbeddingIndex, load_projection
 from tasks.storage import join
 
 PROTOCOL = "dataset_shift"
@@ -62,39 +62,43 @@ def embed_targets(config: RunConfig, task_runner) -> dict[str, EmbeddingIndex]:
     }
 
 
+# the projection travels as its stored file, not as a subflow's result (which the Prefect UI cannot show)
 @task(name="fit-linear-probes", cache_policy=NO_CACHE)
-def fit_probes(index: EmbeddingIndex, projection, probe_C: float = 0.316) -> dict[str, LinearProbe]:
+def fit_probes(index: EmbeddingIndex, projection_url: str, probe_C: float = 0.316) -> dict[str, LinearProbe]:
     """CLIP and CLIP-ICM probes over every source class, on the source's train split; fitted once for all targets."""
     rows, embeddings = index.load(index.domains, "train")
     return {
         "clip_linear_probe": LinearProbe(C=probe_C).fit(embeddings, rows["label"]),
-        "clip_icm_linear_probe": LinearProbe(projection, C=probe_C).fit(embeddings, rows["label"]),
+        "clip_icm_linear_probe": LinearProbe(load_projection(projection_url), C=probe_C).fit(embeddings, rows["label"]),
     }
 
 
-def predict_among(probe: LinearProbe, embeddings, labels) -> np.ndarray:
-    """The probe's best class among `labels` only: a target is scored over the classes it holds."""
-    scores = probe.decision_function(embeddings)
+def probe_scores_among(probe: LinearProbe, embeddings, labels) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, their labels) of the probe's classes among `labels` only: a target is scored over its classes."""
     keep = np.isin(probe.classes_, labels)
-    return probe.classes_[keep][scores[:, keep].argmax(axis=1)]
+    return probe.decision_function(embeddings)[:, keep], probe.classes_[keep]
 
 
 @task(name="evaluate-dataset-shift", task_run_name="evaluate target dataset {name}", cache_policy=NO_CACHE)
 def evaluate_target_dataset(source: EmbeddingIndex, target: EmbeddingIndex, name: str, class_map: dict[str, str],
-                            projection, probes: dict[str, LinearProbe]) -> pd.DataFrame:
-    """The four methods on every image of one target, each choosing among the target's classes only."""
+                            projection_url: str, probes: dict[str, LinearProbe]) -> pd.DataFrame:
+    """The four methods on every image of one target, each scoring the target's classes only."""
     rows, embeddings = target.load(target.domains)
     label = {folder: index for index, folder in enumerate(source.classes)}
     rows = rows.assign(**{"class": rows["class"].map(class_map)})  # reports name classes as the source does
     rows["label"] = rows["class"].map(label).astype("int32")
     labels = np.array(sorted(label[class_map[folder]] for folder in target.classes))
     class_embeddings = source.class_embeddings([source.classes[i] for i in labels])
-    predictions = {
-        "clip_zero_shot": labels[zero_shot_predict(embeddings, class_embeddings)],
-        "clip_icm_zero_shot": labels[zero_shot_predict(embeddings, class_embeddings, projection)],
-        **{method: predict_among(probe, embeddings, labels) for method, probe in probes.items()},
+    scored = {  # method -> (n x classes scores, the label of each column)
+        "clip_zero_shot": (zero_shot_logits(embeddings, class_embeddings), labels),
+        "clip_icm_zero_shot": (zero_shot_logits(embeddings, class_embeddings, load_projection(projection_url)), labels),
+        **{method: probe_scores_among(probe, embeddings, labels) for method, probe in probes.items()},
     }
-    return pd.concat([_rows(PROTOCOL, name, method, rows, predictions[method]) for method in METHODS], ignore_index=True)
+    frames = []
+    for method in METHODS:
+        scores, columns = scored[method]
+        frames.append(_rows(PROTOCOL, name, method, rows, columns[scores.argmax(axis=1)]))
+    return pd.concat(frames, ignore_index=True)
 
 
 @flow(name="evaluate-dataset-shift", flow_run_name="dataset shift: source -> target datasets")
@@ -104,12 +108,12 @@ def evaluate_dataset_shift(
     probe_C: float = 0.316,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Fit once on the source (every domain), then test each target over its own classes."""
-    selection = fit_projection(index, list(index.domains), join(run_url, "projections", f"{PROTOCOL}.npz"),
-                               lams, ks, order, use_text)
-    probes = fit_probes(index, selection.projection, probe_C)
+    projection_url = join(run_url, "projections", f"{PROTOCOL}.npz")
+    selection = fit_projection(index, list(index.domains), projection_url, lams, ks, order, use_text)
+    probes = fit_probes(index, projection_url, probe_C)
     predictions = [
         evaluate_target_dataset(index, target, name, match_classes(class_names, index.classes, target.classes, name),
-                                selection.projection, probes)
+                                projection_url, probes)
         for name, target in targets.items()
     ]
     selections = [selection_rows(selection, PROTOCOL, name) for name in targets]

@@ -65,7 +65,8 @@ def run(config: RunConfig = RunConfig()) -> str:
     index = embed_dataset.with_options(task_runner=make_task_runner(config.task_runner, config.max_workers))(
         config.dataset, config.model, config.pretrained, config.store_url, config.intervention_config(),
         config.text_pairs, config.holdout, config.split_seed, config.class_policy,
-        config.device, config.batch_size, config.num_workers, config.templates, config.class_names,
+        config.device, config.batch_size, config.num_workers,
+        templates=config.templates, class_names=config.class_names,
     )
     targets = {}
     if config.protocol == "dataset-shift":
