@@ -28,8 +28,9 @@ from tasks.storage import join
 PROTOCOL = "dataset_shift"
 
 
-def discover_targets(config: RunConfig, source: Dataset) -> dict[str, Dataset]:
-    """Every target dataset listed and matched to the source's classes, before anything is embedded."""
+def check_target_datasets(config: RunConfig, source: Dataset) -> None:
+    """The dataset-shift options, and every target dataset listed and matched to the source's classes:
+    all before anything is embedded."""
     if not config.target_datasets:
         raise ValueError("config field 'target_datasets': --protocol dataset-shift needs at least one NAME=URL "
                          "(e.g. --target-datasets imagenet-v2=/data/imagenetv2)")
@@ -44,11 +45,9 @@ def discover_targets(config: RunConfig, source: Dataset) -> dict[str, Dataset]:
     if config.test_split != "all":
         raise ValueError(f"config field 'test_split': dataset-shift tests every image of each target dataset; "
                          f"{config.test_split!r} applies to domain-shift")
-    targets = {}
     for name, url in config.target_datasets.items():
-        targets[name] = discover_dataset(url, config.store_url, config.holdout, config.split_seed, config.class_policy)
-        match_classes(config.class_names, source.classes, targets[name].classes, name)
-    return targets
+        target = discover_dataset(url, config.store_url, config.holdout, config.split_seed, config.class_policy)
+        match_classes(config.class_names, source.classes, target.classes, name)
 
 
 def embed_targets(config: RunConfig, task_runner) -> dict[str, EmbeddingIndex]:

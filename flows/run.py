@@ -7,7 +7,7 @@ import pandas as pd
 from prefect import flow, get_run_logger
 
 from flows.config import RunConfig
-from flows.dataset_shift import discover_targets, embed_targets, evaluate_dataset_shift
+from flows.dataset_shift import check_target_datasets, embed_targets, evaluate_dataset_shift
 from flows.preflight import preflight
 from flows.embed_dataset import discover_dataset, embed_dataset, text_inputs
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
@@ -56,7 +56,7 @@ def run(config: RunConfig = RunConfig()) -> str:
         raise ValueError(f"config field 'targets': {unknown} are not domains of the dataset {list(data.domains)}")
     text_inputs(data, config.text_pairs, config.templates, config.class_names)  # templates, names, pairs: readable
     if config.protocol == "dataset-shift":
-        discover_targets(config, data)  # every target listed, and its classes matched to the source's
+        check_target_datasets(config, data)  # every target listed, and its classes matched to the source's
     elif len(data.domains) < 2:
         raise ValueError(f"config field 'protocol': {config.dataset!r} has one domain {list(data.domains)}, so no "
                          "domain is left to hold out; use --protocol dataset-shift --target-datasets NAME=URL")

@@ -156,3 +156,17 @@ def test_bad_templates_or_class_names_fail_before_embedding(shift, option, value
                  "--pretrained", "none", "--store", str(store)]) == 2
     assert message in capsys.readouterr().err
     assert not (store / "embeddings").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    (["--selection", "oracle"], "config field 'selection': dataset-shift selects (lambda, k) on the source's"),
+    (["--test-split", "out"], "config field 'test_split': dataset-shift tests every image"),
+    (["--targets", "all"], "config field 'targets': target domains apply to domain-shift"),
+    (["--target-datasets", "mean=/data/x"], "config field 'target_datasets': 'mean' names the summary's mean rows"),
+])
+def test_dataset_shift_options_fail_before_embedding_naming_the_field(shift, change, message, capsys):
+    store = shift["base"] / "store-options"
+    args = [str(store) if a == shift["store"] else a for a in shift["args"]]
+    assert main(["run", *args, *change]) == 2
+    assert message in capsys.readouterr().err
+    assert not (store / "embeddings").exists()
