@@ -112,7 +112,8 @@ def run(config: RunConfig = RunConfig()) -> str:
         "model": {"name": config.model, "pretrained": config.pretrained},
         "embeddings": {"shards": index.shards, "text": index.text_url, "embedded_this_run": index.embedded},
         "target_datasets": {name: {"root": target.dataset_root, "fingerprint": target.fingerprint,
-                                   "classes": list(target.classes), "shards": target.shards}
+                                   "classes": list(target.classes), "shards": target.shards,
+                                   "embedded_this_run": target.embedded}
                             for name, target in targets.items()},
         "prompts": {"templates": list(load_templates(config.templates)), "class_names": config.class_names},
         "skipped_images": len(skipped),

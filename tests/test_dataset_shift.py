@@ -99,6 +99,7 @@ def test_summary_selection_projection_and_run_json(shift):
     assert record["dataset"]["domains"] == ["all"]
     assert record["target_datasets"]["imagenet-v2"]["classes"] == sorted(str(i) for i in INDICES)
     assert set(record["target_datasets"]["imagenet-a"]["shards"]) == {"all/original"}  # no interventions
+    assert record["target_datasets"]["imagenet-a"]["embedded_this_run"] == 2 * PER_CLASS["imagenet-a"]
     # the source's text table: 80 prompts per class, named with CLIP's ImageNet names
     rows, _ = read_embeddings(record["embeddings"]["text"], {"role": ["class_prompt"]})
     assert rows.groupby("class").size().to_dict() == {synset: 80 for synset in SYNSETS}
