@@ -19,7 +19,7 @@ class Evaluation:
     spectra: pd.DataFrame  # M's eigenvalues at the chosen lambda, per target
 
 
-def _collect(protocol: str, outcomes) -> Evaluation:
+def collect(protocol: str, outcomes) -> Evaluation:
     predictions, selections, spectra = [], [], []
     for target, target_predictions, (grid, spectrum) in outcomes:
         predictions.append(target_predictions)
@@ -43,7 +43,7 @@ def evaluate_domain_shift(
                                 target=target, selection=selection, preset=preset)
         predictions = evaluate_target(index, sources, target, projection_url, probe_c, test_split, preset)
         outcomes.append((target, predictions, fitted))
-    return _collect("domain_shift", outcomes)
+    return collect("domain_shift", outcomes)
 
 
 @flow(name="evaluate-open-class", flow_run_name="open-class (base -> base + novel)")
@@ -62,4 +62,4 @@ def evaluate_open_class(
                                 protocol="open-class", target=target, selection=selection, preset=preset)
         predictions = evaluate_open_class_target(index, target, projection_url, test_split, preset)
         outcomes.append((target, predictions, fitted))
-    return _collect("open_class", outcomes)
+    return collect("open_class", outcomes)

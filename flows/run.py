@@ -8,9 +8,10 @@ from prefect import flow
 from prefect.utilities.annotations import quote
 
 from flows.config import RunConfig
+from flows.dataset_shift import check_target_datasets, embed_targets, evaluate_dataset_shift
 from flows.labels import label_run
 from flows.preflight import preflight
-from flows.embed_dataset import discover_dataset, embed_dataset
+from flows.embed_dataset import discover_dataset, embed_dataset, text_inputs
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from tasks import __version__
 from tasks.embed import skipped_url
@@ -18,6 +19,7 @@ from tasks.diagnostics import write_spectrum_plot
 from tasks.evaluate import summarize
 from tasks.history import mark_latest, new_entry, provenance
 from tasks.models import check_model
+from tasks.prompts import load_templates
 from tasks.reports import publish_run_report, run_title, write_plot, write_run_json, write_table
 from tasks.storage import read_parquet
 
@@ -63,6 +65,12 @@ def run(config: RunConfig = RunConfig()) -> str:
     unknown = sorted(set(config.targets or []) - set(data.domains))
     if unknown:
         raise ValueError(f"config field 'targets': {unknown} are not domains of the dataset {list(data.domains)}")
+    text_inputs(data, config.text_pairs, config.templates, config.class_names)  # templates, names, pairs: readable
+    if config.protocol == "dataset-shift":
+        check_target_datasets(config, data)  # every target listed, and its classes matched to the source's
+    elif len(data.domains) < 2:
+        raise ValueError(f"config field 'protocol': {config.dataset!r} has one domain {list(data.domains)}, so no "
+                         "domain is left to hold out; use --protocol dataset-shift --target-datasets NAME=URL")
     if config.selection == "leave-one-domain-out" and len(data.domains) < 3:
         raise ValueError(f"config field 'selection': leave-one-domain-out needs at least 2 source domains per target; "
                          f"the dataset has {list(data.domains)}; use --selection training-domain")
@@ -73,7 +81,11 @@ def run(config: RunConfig = RunConfig()) -> str:
         config.dataset, config.model, config.pretrained, config.store_url, config.intervention_config(),
         config.text_pairs, config.holdout, config.split_seed, config.class_policy,
         config.device, config.batch_size, config.num_workers,
+        templates=config.templates, class_names=config.class_names,
     )
+    targets = {}
+    if config.protocol == "dataset-shift":
+        targets = embed_targets(config, make_task_runner(config.task_runner, config.max_workers))
     timings["embed_s"] = time.perf_counter() - started
 
     # 2-3. fit the invariant projection on the sources, predict on each held-out target
@@ -87,13 +99,18 @@ def run(config: RunConfig = RunConfig()) -> str:
     if config.protocol in ("open-class", "both"):
         evaluations.append(evaluate_open_class(quote(index), run_url, config.targets, **grid))
     timings["open_class_s"] = time.perf_counter() - started - sum(timings.values())
+    if config.protocol == "dataset-shift":
+        evaluations.append(evaluate_dataset_shift(
+            quote(index), run_url, quote(targets), config.class_names, config.lams, config.ks, config.order,
+            config.use_text, config.preset, config.probe_c))
+    timings["dataset_shift_s"] = time.perf_counter() - started - sum(timings.values())
 
     # 4. reports: tables, plots and run.json on the store; the run report (headline first) in the UI
     predictions = pd.concat([e.predictions for e in evaluations], ignore_index=True)
     selections = pd.concat([e.selections for e in evaluations], ignore_index=True)
     spectra = pd.concat([e.spectra for e in evaluations], ignore_index=True)
     summary = summarize(predictions, index.classes, config.selection)
-    skipped = skipped_images(index)
+    skipped = pd.concat([skipped_images(index), *map(skipped_images, targets.values())], ignore_index=True)
     write_table(predictions, run_url, "predictions.parquet")
     write_table(summary, run_url, "summary.parquet")
     write_table(selections, run_url, "selection.parquet")
@@ -108,6 +125,11 @@ def run(config: RunConfig = RunConfig()) -> str:
         "provenance": provenance(check_model(config.model, config.pretrained)),
         "model": {"name": config.model, "pretrained": config.pretrained},
         "embeddings": {"shards": index.shards, "text": index.text_url, "embedded_this_run": index.embedded},
+        "target_datasets": {name: {"root": target.dataset_root, "fingerprint": target.fingerprint,
+                                   "classes": list(target.classes), "shards": target.shards,
+                                   "embedded_this_run": target.embedded}
+                            for name, target in targets.items()},
+        "prompts": {"templates": list(load_templates(config.templates)), "class_names": config.class_names},
         "skipped_images": len(skipped),
         "selection_rule": config.selection,
         "diagnostics": chosen_diagnostics(selections),

@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.config import RunConfig
 from flows.labels import label_run
 from flows.preflight import preflight
-from flows.embed_dataset import cached_index, discover_dataset, text_pairs_for
+from flows.embed_dataset import cached_index, discover_dataset, text_inputs
 from flows.fit_projection import source_moments
 from icm_core import LinearProbe, accuracy, zero_shot_predict
 from tasks.fit import EmbeddingIndex, select_projection
@@ -44,7 +44,7 @@ def sweep(config: RunConfig = RunConfig()) -> str:
     preflight(config)
     data = discover_dataset(config.dataset, config.store_url, config.holdout, config.split_seed, config.class_policy)
     index = cached_index(data, config.model, config.pretrained, config.store_url, config.intervention_config(),
-                         text_pairs_for(data, config.text_pairs))
+                         text_inputs(data, config.text_pairs, config.templates, config.class_names))
     frames = []
     for target in config.targets or index.domains:
         sources = [domain for domain in index.domains if domain != target]

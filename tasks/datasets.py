@@ -1,4 +1,8 @@
-"""DomainBed-layout datasets (ROOT/<domain>/<class>/<image>) on any fsspec URL, and RotatedDigits."""
+"""Image-folder datasets on any fsspec URL, and RotatedDigits.
+
+Two layouts: DomainBed's ROOT/<domain>/<class>/<image> (several domains), and ImageFolder's
+ROOT/<class>/<image> (ImageNet and its variants): one domain, named IMAGEFOLDER_DOMAIN.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -13,6 +17,8 @@ from tasks.storage import exists, filesystem, join, stable_hash, write_bytes
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 ROTATED_DIGITS = "rotated-digits"
 ROTATED_DIGITS_ANGLES = (0, 15, 30, 45, 60, 75)
+# the one domain of an ImageFolder dataset: fixed, because the root's own name ("train", "val", …) says little
+IMAGEFOLDER_DOMAIN = "all"
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
@@ -53,8 +59,34 @@ def assign_split(sample_ids: pd.Series, holdout: float, seed: int) -> np.ndarray
     return np.array(["val" if index in val else "train" for index in sample_ids.index])
 
 
+def _list_images(fs, base: str, root: str) -> tuple[pd.DataFrame, bool]:
+    """Every image under base (sample_id = relative path, domain, class, size), and whether it is an ImageFolder.
+
+    Images at depth three are DomainBed's <domain>/<class>/<image>; at depth two, ImageFolder's
+    <class>/<image> (domain IMAGEFOLDER_DOMAIN). Images at other depths are ignored; both depths at once fail.
+    """
+    by_depth = {2: [], 3: []}
+    for path, info in fs.find(base, detail=True).items():
+        relative = path[len(base) :].lstrip("/")
+        parts = relative.split("/")
+        if len(parts) in by_depth and relative.lower().endswith(IMAGE_EXTENSIONS) and not parts[-1].startswith("."):
+            by_depth[len(parts)].append((relative, parts, int(info.get("size") or 0)))
+    if by_depth[2] and by_depth[3]:
+        raise ValueError(
+            f"dataset root {root!r} mixes two layouts: images at ROOT/<class>/<image> (e.g. {by_depth[2][0][0]!r}) "
+            f"and at ROOT/<domain>/<class>/<image> (e.g. {by_depth[3][0][0]!r}); keep one layout "
+            "(move the stray images into class folders, or one level down into domain folders)"
+        )
+    imagefolder = bool(by_depth[2])
+    if imagefolder:
+        records = [(relative, IMAGEFOLDER_DOMAIN, parts[0], size) for relative, parts, size in by_depth[2]]
+    else:
+        records = [(relative, parts[0], parts[1], size) for relative, parts, size in by_depth[3]]
+    return pd.DataFrame(records, columns=["sample_id", "domain", "class", "size"]), imagefolder
+
+
 def discover(root: str, *, holdout: float = 0.2, seed: int = 0, class_policy: str = "strict") -> Dataset:
-    """List a DomainBed folder; domains and classes sorted; non-image files ignored.
+    """List a DomainBed or ImageFolder dataset; domains and classes sorted; non-image files ignored.
 
     class_policy "strict" fails when domains disagree on their classes; "intersection"
     keeps the classes every domain has.
@@ -67,27 +99,25 @@ def discover(root: str, *, holdout: float = 0.2, seed: int = 0, class_policy: st
     if not fs.isdir(base):
         raise ValueError(
             f"dataset root {root!r} does not exist or is not a folder; expected ROOT/<domain>/<class>/<image> "
-            f"(pass --dataset {ROTATED_DIGITS} for the built-in dataset)"
+            f"or ROOT/<class>/<image> (pass --dataset {ROTATED_DIGITS} for the built-in dataset)"
         )
     base = base.rstrip("/")
-    records = []
-    for path, info in fs.find(base, detail=True).items():
-        relative = path[len(base) :].lstrip("/")
-        parts = relative.split("/")
-        if len(parts) != 3 or not relative.lower().endswith(IMAGE_EXTENSIONS) or parts[2].startswith("."):
-            continue
-        records.append({"sample_id": relative, "domain": parts[0], "class": parts[1], "size": int(info.get("size") or 0)})
-    domain_folders = sorted(
+    frame, imagefolder = _list_images(fs, base, root)
+    top_folders = sorted(
         entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(base, detail=False) if fs.isdir(entry)
     )
-    if not domain_folders:
-        raise ValueError(f"dataset root {root!r} has no domain folders; expected ROOT/<domain>/<class>/<image>")
-    frame = pd.DataFrame(records, columns=["sample_id", "domain", "class", "size"])
-    empty = [domain for domain in domain_folders if domain not in set(frame["domain"])]
-    if empty:
+    if not top_folders:
         raise ValueError(
-            f"domain folder(s) {empty} under {root!r} contain no images ({', '.join(IMAGE_EXTENSIONS)}); "
-            "add images as <domain>/<class>/<image> or remove the folder"
+            f"dataset root {root!r} has no domain or class folders; expected ROOT/<domain>/<class>/<image> "
+            "or ROOT/<class>/<image>"
+        )
+    present = set(frame["class"] if imagefolder else frame["domain"])
+    empty = [folder for folder in top_folders if folder not in present]
+    if empty:
+        kind, layout = ("class", "<class>/<image>") if imagefolder else ("domain", "<domain>/<class>/<image>")
+        raise ValueError(
+            f"{kind} folder(s) {empty} under {root!r} contain no images ({', '.join(IMAGE_EXTENSIONS)}); "
+            f"add images as {layout} or remove the folder"
         )
     class_sets = {domain: set(group["class"]) for domain, group in frame.groupby("domain")}
     shared = set.intersection(*class_sets.values())

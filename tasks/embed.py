@@ -1,4 +1,4 @@
-"""Embedding tasks: images of one (domain, view) shard, and text prompts, to Parquet.
+"""Embedding tasks: images of one (domain, view) shard to Parquet (text: tasks.embed_text).
 
 Outputs live on the store under a key of everything that decides them (model, weights,
 dataset fingerprint, domain, view, intervention config, code version): a second
@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from tasks import __version__
 from tasks.datasets import Dataset
-from tasks.interventions import CLASS_TEMPLATES, InterventionConfig, class_prompt_name
+from tasks.interventions import InterventionConfig
 from tasks.models import check_model, load_model
 from tasks.storage import exists, join, read_parquet, remove, stable_hash, write_parquet
 
@@ -35,9 +35,6 @@ IMAGE_SCHEMA = pa.schema([
 SKIPPED_SCHEMA = pa.schema([
     ("sample_id", pa.string()), ("path", pa.string()), ("domain", pa.string()), ("class", pa.string()),
     ("reason", pa.string()),
-])
-TEXT_SCHEMA = pa.schema([
-    ("class", pa.string()), ("label", pa.int32()), ("role", pa.string()), ("pair_id", pa.int32()), ("text", pa.string()),
 ])
 
 
@@ -199,37 +196,3 @@ def embed_image_shard(
     write_parquet(merged, url)
     remove(parts_dir, recursive=True)
     return {**result, "embedded": embedded, "skipped": skipped.num_rows}
-
-
-def text_url(store, model, weights_id, classes, pairs: pd.DataFrame) -> str:
-    key = stable_hash({
-        "model": model, "weights": weights_id, "classes": list(classes), "templates": list(CLASS_TEMPLATES),
-        "pairs": pairs.to_dict("split")["data"], "code": __version__,
-    })
-    return join(store, "embeddings", model, "text", f"prompts-{key}.parquet")
-
-
-@task(name="embed-text", task_run_name="embed prompts", tags=["gpu"], cache_policy=NO_CACHE)
-def embed_text(classes, pairs: pd.DataFrame, model: str, pretrained: str, store: str, device: str = "auto") -> dict:
-    """Class prompts (role class_prompt) and caption pairs (roles pair_a / pair_b, one pair_id)."""
-    weights_id = check_model(model, pretrained)
-    url = text_url(store, model, weights_id, classes, pairs)
-    if exists(url):
-        return {"url": url, "embedded": 0}
-    label = {name: index for index, name in enumerate(classes)}
-    prompts = [
-        {"class": name, "role": "class_prompt", "pair_id": -1, "text": template.format(class_prompt_name(name))}
-        for name in classes
-        for template in CLASS_TEMPLATES
-    ]
-    for pair_id, pair in enumerate(pairs.itertuples(index=False)):
-        prompts.append({"class": pair[0], "role": "pair_a", "pair_id": pair_id, "text": pair.text_a})
-        prompts.append({"class": pair[0], "role": "pair_b", "pair_id": pair_id, "text": pair.text_b})
-    frame = pd.DataFrame(prompts)
-    frame.insert(1, "label", frame["class"].map(label).astype("int32"))
-    loaded = load_model(model, pretrained, device)
-    embeddings = loaded.encode_texts(frame["text"].tolist())
-    metadata = {"model": model, "pretrained": pretrained, "weights_id": weights_id, "code_version": __version__,
-                "normalized": True, "classes": list(classes)}
-    write_parquet(embedding_table(frame, TEXT_SCHEMA, embeddings, metadata), url)
-    return {"url": url, "embedded": len(frame)}

@@ -22,7 +22,7 @@ class EmbeddingIndex:
     domains: tuple[str, ...]
     classes: tuple[str, ...]
     shards: dict[str, str]  # "domain/view" -> url
-    text_url: str
+    text_url: str | None  # None for a dataset-shift target: its prompts come from the source's table
     embedded: int = 0  # images and prompts embedded by this call (0 when all came from cache)
 
     def shard(self, domain: str, view: str) -> str:
@@ -41,9 +41,11 @@ class EmbeddingIndex:
         return pd.concat(frames, ignore_index=True), np.concatenate(arrays)
 
     def class_embeddings(self, classes=None) -> np.ndarray:
-        """One normalised text embedding per class (mean over class-prompt templates), in label order."""
+        """One text embedding per class, in the given order: the prompt ensemble, i.e. the normalised mean
+        of the class's normalised template embeddings (stored raw)."""
         frame, embeddings = read_embeddings(self.text_url, {"role": ["class_prompt"]})
         wanted = list(classes if classes is not None else self.classes)
+        embeddings = l2_normalize(embeddings)
         return np.stack([l2_normalize(embeddings[(frame["class"] == name).to_numpy()].mean(axis=0)) for name in wanted])
 
 
@@ -73,6 +75,7 @@ def accumulate_text_moments(index: EmbeddingIndex, classes=None) -> Intervention
     """Sums over caption-pair differences (same class, different domain words)."""
     wanted = {"class": list(classes)} if classes is not None else {}
     frame, embeddings = read_embeddings(index.text_url, {"role": ["pair_a", "pair_b"], **wanted})
+    embeddings = l2_normalize(embeddings)  # stored raw; caption differences are taken on the unit sphere
     a = frame.index[frame["role"] == "pair_a"].to_numpy()
     b = frame.index[frame["role"] == "pair_b"].to_numpy()
     a = a[np.argsort(frame.loc[a, "pair_id"].to_numpy(), kind="stable")]

@@ -114,10 +114,14 @@ def class_prompt_name(folder_name: str) -> str:
     return folder_name.replace("_", " ").replace("-", " ")
 
 
-def prompt_bank_pairs(classes, anchor: str = ANCHOR_TEMPLATE, styles=STYLE_TEMPLATES) -> pd.DataFrame:
-    """One (anchor, style) caption pair per class and style: same class, different domain words."""
+def prompt_bank_pairs(classes, anchor: str = ANCHOR_TEMPLATE, styles=STYLE_TEMPLATES, names=None) -> pd.DataFrame:
+    """One (anchor, style) caption pair per class and style: same class, different domain words.
+
+    `names` maps a class folder to the name its captions use (default: the folder name, spaced).
+    """
+    names = names or {name: class_prompt_name(name) for name in classes}
     rows = [
-        {"class": name, "text_a": anchor.format(class_prompt_name(name)), "text_b": style.format(class_prompt_name(name))}
+        {"class": name, "text_a": anchor.format(names[name]), "text_b": style.format(names[name])}
         for name in classes
         for style in styles
     ]

@@ -43,6 +43,20 @@ def make_image_folder(root: str, domains=("art", "photo", "sketch"), classes=("b
     return root
 
 
+def make_imagefolder(root: str, classes, per_class: int = 5, style: int = 0, patterns=None, seed: int = 0) -> str:
+    """ROOT/<class>/<image>.jpg (ImageNet's layout). `patterns[i]` picks class i's image pattern (default: i),
+    so datasets that name one class differently (a synset, a class index) can still draw it alike; `style`
+    is the colour cast, the dataset's "domain"."""
+    rng = np.random.default_rng(seed)
+    for position, name in enumerate(classes):
+        pattern = position if patterns is None else patterns[position]
+        for index in range(per_class):
+            buffer = io.BytesIO()
+            colourful_image(rng, pattern, style).save(buffer, format="JPEG", quality=95)
+            write_bytes(f"{root}/{name}/{index:03d}.jpg", buffer.getvalue())
+    return root
+
+
 @pytest.fixture
 def memory_root(request):
     import fsspec

@@ -16,11 +16,11 @@ from tasks.embed import (
     INTERVENED,
     ORIGINAL,
     embed_image_shard,
-    embed_text,
     embedding_metadata,
     read_embeddings,
     skipped_url,
 )
+from tasks.embed_text import embed_text
 from tasks.interventions import FAMILIES, InterventionConfig, load_text_pairs, prompt_bank_pairs
 from tasks.models import check_model, load_model
 from tasks.storage import read_parquet
@@ -179,11 +179,12 @@ def test_text_embeddings_of_prompts_and_pairs(memory_root, tmp_path):
     pairs = prompt_bank_pairs(classes)
     assert len(pairs) == 2 * 16 and set(pairs["class"]) == set(classes)
     assert (pairs["text_a"] != pairs["text_b"]).all() and pairs["text_b"].str.contains("cat").sum() == 16
-    result = embed_text.fn(classes, pairs, TINY_MODEL, "none", memory_root)
+    prompts = pd.DataFrame({"class": classes, "text": ["a photo of a bird.", "a photo of a cat."]})
+    result = embed_text.fn(classes, prompts, pairs, TINY_MODEL, "none", memory_root)
     rows, embeddings = read_embeddings(result["url"])
     assert result["embedded"] == len(rows) == 2 + 2 * 32
     assert set(rows["role"]) == {"class_prompt", "pair_a", "pair_b"}
-    assert embed_text.fn(classes, pairs, TINY_MODEL, "none", memory_root)["embedded"] == 0
+    assert embed_text.fn(classes, prompts, pairs, TINY_MODEL, "none", memory_root)["embedded"] == 0
 
     user = tmp_path / "pairs.csv"
     user.write_text("class,text_a,text_b\ncat,a photo of a cat,a cat drawn in crayon\n")

@@ -1,0 +1,118 @@
+"""Dataset shift, the paper's ImageNet experiment: fit on one dataset, test on others.
+
+The source dataset (all its domains) gives the interventions, the moments, the (lambda, k)
+selection on its validation split and the probes' training data. Each target dataset is only
+embedded (originals) and tested, over the classes it holds: classes match the source's by
+folder id (`tasks.class_names.match_classes`), and a target's class prompts are the source's
+prompts for those classes (same class, same name, same templates).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.config import RunConfig
+from flows.embed_dataset import discover_dataset, embed_dataset
+from flows.evaluate import Evaluation, collect
+from flows.fit_projection import fit_projection
+from icm_core import LinearProbe
+from tasks.class_names import match_classes
+from tasks.datasets import Dataset
+from tasks.embed import ORIGINAL
+from tasks.evaluate import METHODS, _rows, make_probe, zero_shot_scores
+from tasks.fit import EmbeddingIndex, load_projection
+from tasks.storage import join
+
+PROTOCOL = "dataset_shift"
+
+
+def check_target_datasets(config: RunConfig, source: Dataset) -> None:
+    """The dataset-shift options, and every target dataset listed and matched to the source's classes:
+    all before anything is embedded."""
+    if not config.target_datasets:
+        raise ValueError("config field 'target_datasets': --protocol dataset-shift needs at least one NAME=URL "
+                         "(e.g. --target-datasets imagenet-v2=/data/imagenetv2)")
+    if config.targets:
+        raise ValueError("config field 'targets': target domains apply to domain-shift and open-class; "
+                         "dataset-shift tests the --target-datasets")
+    if "mean" in config.target_datasets:
+        raise ValueError("config field 'target_datasets': 'mean' names the summary's mean rows; rename that target")
+    if config.selection != "training-domain":
+        raise ValueError(f"config field 'selection': dataset-shift selects (lambda, k) on the source's validation "
+                         f"split (training-domain); {config.selection!r} is not available for it")
+    if config.test_split != "all":
+        raise ValueError(f"config field 'test_split': dataset-shift tests every image of each target dataset; "
+                         f"{config.test_split!r} applies to domain-shift")
+    for name, url in config.target_datasets.items():
+        target = discover_dataset(url, config.store_url, config.holdout, config.split_seed, config.class_policy)
+        match_classes(config.class_names, source.classes, target.classes, name)
+
+
+def embed_targets(config: RunConfig, task_runner) -> dict[str, EmbeddingIndex]:
+    """Each target's original images; no interventions or prompts (the source's prompts serve)."""
+    embed = embed_dataset.with_options(task_runner=task_runner)
+    return {
+        name: embed(url, config.model, config.pretrained, config.store_url, holdout=config.holdout,
+                    split_seed=config.split_seed, class_policy=config.class_policy, device=config.device,
+                    batch_size=config.batch_size, num_workers=config.num_workers, views=(ORIGINAL,), with_text=False)
+        for name, url in config.target_datasets.items()
+    }
+
+
+# the projection travels as its stored file, not as a subflow's result (which the Prefect UI cannot show)
+@task(name="fit-linear-probes", cache_policy=NO_CACHE)
+def fit_probes(index: EmbeddingIndex, projection_url: str, probe_c: float = 0.316,
+               preset: str = "default") -> dict[str, LinearProbe]:
+    """CLIP and CLIP-ICM probes over every source class, on the source's train split; fitted once for all targets."""
+    rows, embeddings = index.load(index.domains, "train")
+    return {
+        method: make_probe(preset, projection, probe_c).fit(embeddings, rows["label"])
+        for method, projection in (("clip_linear_probe", None), ("clip_icm_linear_probe", load_projection(projection_url)))
+    }
+
+
+def probe_scores_among(probe: LinearProbe, embeddings, labels) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, their labels) of the probe's classes among `labels` only: a target is scored over its classes."""
+    keep = np.isin(probe.classes_, labels)
+    return probe.decision_function(embeddings)[:, keep], probe.classes_[keep]
+
+
+@task(name="evaluate-dataset-shift", task_run_name="evaluate target dataset {name}", cache_policy=NO_CACHE)
+def evaluate_target_dataset(source: EmbeddingIndex, target: EmbeddingIndex, name: str, class_map: dict[str, str],
+                            projection_url: str, probes: dict[str, LinearProbe], preset: str = "default") -> pd.DataFrame:
+    """The four methods on every image of one target, each scoring the target's classes only."""
+    rows, embeddings = target.load(target.domains)
+    label = {folder: index for index, folder in enumerate(source.classes)}
+    rows = rows.assign(**{"class": rows["class"].map(class_map)})  # reports name classes as the source does
+    rows["label"] = rows["class"].map(label).astype("int32")
+    labels = np.array(sorted(label[class_map[folder]] for folder in target.classes))
+    class_embeddings = source.class_embeddings([source.classes[i] for i in labels])
+    scored = {  # method -> (n x classes scores, the label of each column)
+        "clip_zero_shot": (zero_shot_scores(preset, embeddings, class_embeddings), labels),
+        "clip_icm_zero_shot": (zero_shot_scores(preset, embeddings, class_embeddings, load_projection(projection_url)),
+                               labels),
+        **{method: probe_scores_among(probe, embeddings, labels) for method, probe in probes.items()},
+    }
+    return pd.concat([_rows(PROTOCOL, name, method, rows, *scored[method]) for method in METHODS], ignore_index=True)
+
+
+@flow(name="evaluate-dataset-shift", flow_run_name="dataset shift: source -> target datasets")
+def evaluate_dataset_shift(
+    index: EmbeddingIndex, run_url: str, targets: dict[str, EmbeddingIndex], class_names: str | None = None,
+    lams: list[float] = (1.0,), ks: list[int] | None = None, order: str = "largest", use_text: bool = True,
+    preset: str = "default", probe_c: float = 0.316,
+) -> Evaluation:
+    """Fit once on the source (every domain; (lambda, k) on its validation split), then test each
+    target over its own classes."""
+    projection_url = join(run_url, "projections", f"{PROTOCOL}.npz")
+    fitted = fit_projection(index, list(index.domains), projection_url, lams, ks, order, use_text,
+                            protocol="dataset-shift", target=", ".join(targets), preset=preset)
+    probes = fit_probes(index, projection_url, probe_c, preset)
+    return collect(PROTOCOL, [
+        (name, evaluate_target_dataset(index, target, name,
+                                       match_classes(class_names, index.classes, target.classes, name),
+                                       projection_url, probes, preset), fitted)
+        for name, target in targets.items()
+    ])
