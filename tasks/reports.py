@@ -197,7 +197,8 @@ def headline_markdown(summary: pd.DataFrame, record: dict) -> str:
     model, comparison = record["model"], mean_comparison(summary)
     lines = [SMOKE_BANNER, ""] if model["pretrained"] == RANDOM_WEIGHTS else []
     lines += [
-        f"# CLIP vs CLIP-ICM: {run_label(record['config']['dataset'], model['name'], model['pretrained'])}", "",
+        f"# CLIP vs CLIP-ICM: {run_label(record['config']['dataset'], model['name'], model['pretrained'])}"
+        + (" · [oracle selection]" if record["config"].get("selection") == "oracle" else ""), "",
         _difference_line(comparison), "",
         _facts_line(record), "",
         table_markdown(comparison, index=False),

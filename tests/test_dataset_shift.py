@@ -15,6 +15,7 @@ from tasks.embed import read_embeddings
 from tasks.evaluate import METHODS
 from tasks.fit import load_projection
 from tasks.storage import join, read_json, read_parquet
+from tasks.history import resolve_run
 
 # four ImageNet classes, by WordNet id, and their class indices (ImageNet-V2's folder names)
 INDICES = (1, 6, 11, 13)
@@ -42,7 +43,7 @@ def shift(tmp_path_factory, prefect_api):
             f"imagenet-a={a}", "--class-names", "imagenet", "--templates", "openai-imagenet",
             "--model", TINY_MODEL, "--pretrained", "none", "--store", store, "--lams", "1", "100", "--ks", "4", "8"]
     assert main(["run", *args, "--run-name", "shift"]) == 0
-    return {"base": base, "store": store, "args": args, "run": join(store, "runs", "shift"),
+    return {"base": base, "store": store, "args": args, "run": resolve_run(join(store, "runs", "shift")),
             "source": source, "v2": v2, "a": a}
 
 

@@ -20,6 +20,8 @@ from tasks.fit import EmbeddingIndex, load_projection
 from tasks.reports import accuracy_plot_png
 from tasks.storage import join, read_json, read_parquet, write_parquet
 from tasks.embed import IMAGE_SCHEMA, embedding_table
+from tasks.history import resolve_run
+from tasks.reports import read_run, run_report
 
 CLASSES = ("ant", "bee", "cat", "dog", "eel", "fox")  # six, so top-5 is defined
 LAMS = [0.1, 10.0]
@@ -38,7 +40,7 @@ def workspace(tmp_path_factory, prefect_api):
     args = ["--dataset", dataset, "--model", TINY_MODEL, "--pretrained", "none", "--store", str(base / "store"),
             "--lams", *map(str, LAMS)]
     assert main(["run", *args, "--run-name", "default"]) == 0
-    return {"base": base, "args": args, "run": str(base / "store" / "runs" / "default")}
+    return {"base": base, "args": args, "run": resolve_run(str(base / "store" / "runs" / "default"))}
 
 
 def table(run, name):
@@ -159,16 +161,23 @@ def test_each_test_split_row_count(workspace):
     assert not set(inside["sample_id"]) & set(outside["sample_id"])
 
 
+def named_run(workspace, name: str) -> str:
+    """The latest execution of the run named `name` in the workspace's store."""
+    return resolve_run(join(os.path.dirname(os.path.dirname(workspace["run"])), name))
+
+
 def test_oracle_run_is_marked_in_reports(workspace):
     assert main(["run", *workspace["args"], "--run-name", "oracle", "--selection", "oracle",
                  "--protocol", "domain-shift"]) == 0
-    run = workspace["run"].replace("default", "oracle")
+    run = named_run(workspace, "oracle")
     assert (table(run, "summary.parquet")["selection"] == "oracle").all()
     assert (table(run, "selection.parquet")["selection"] == "oracle").all()
-    assert read_json(join(run, "run.json"))["selection_rule"] == "oracle"
-    with mock.patch("matplotlib.axes.Axes.set_title") as set_title:
-        accuracy_plot_png(table(run, "summary.parquet"))
-    assert "oracle" in set_title.call_args.args[0]
+    record = read_json(join(run, "run.json"))
+    assert record["selection_rule"] == "oracle"
+    with mock.patch("matplotlib.figure.Figure.suptitle") as suptitle:
+        accuracy_plot_png(table(run, "summary.parquet"), record)
+    assert "oracle" in suptitle.call_args.args[0]
+    assert "oracle" in run_report(*read_run(run)).split("\n\n")[1]  # the headline names the rule
 
 
 def test_released_preset_sets_its_fields_and_refuses_contradictions():
@@ -217,7 +226,7 @@ def released_reference(shards, text_url, sources, target, lam, k):
 def test_released_preset_matches_a_plain_numpy_reference(workspace):
     assert main(["run", *workspace["args"], "--run-name", "released", "--preset", "released", "--lams", "3",
                  "--ks", "8", "--protocol", "domain-shift"]) == 0
-    run = workspace["run"].replace("default", "released")
+    run = named_run(workspace, "released")
     record = read_json(join(run, "run.json"))
     assert record["config"]["preset"] == "released" and record["config"]["normalize"] is False
     predictions = table(run, "predictions.parquet")
