@@ -6,14 +6,22 @@ of `RunConfig`, so the CLI, the deployment form and the reports name the same ch
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import sys
+import traceback
 import types
 import typing
 
 from pydantic import ValidationError
 
 from flows.config import RunConfig, config_error
+from tasks.errors import InputError
+
+log = logging.getLogger("clip_icm")
+# seconds the temporary Prefect server may take to start: Prefect's 20 s is not enough on a loaded machine
+SERVER_STARTUP_TIMEOUT_S = 180
 
 # flags whose spelling predates the generated ones
 FLAG_NAMES = {"use_text": "--no-text"}
@@ -77,17 +85,27 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(*flags, **kwargs, default=argparse.SUPPRESS)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clip-icm", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other input error (argparse prints the whole usage)."""
 
-    run = commands.add_parser("run", help="embed, fit and evaluate one dataset and model end to end",
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="clip-icm", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="print the full traceback of an input error")
+
+    run = commands.add_parser("run", help="embed, fit and evaluate one dataset and model end to end", parents=[common],
                               description="The main job: embed, fit the invariant projection, evaluate, write reports.")
     _add_config_options(run)
-    sweep = commands.add_parser("sweep", help="re-evaluate a lambda x k grid from cached embeddings (loads no model)")
+    sweep = commands.add_parser("sweep", help="re-evaluate a lambda x k grid from cached embeddings (loads no model)",
+                                parents=[common])
     _add_config_options(sweep)
 
-    report = commands.add_parser("report", help="print a run's summary table")
+    report = commands.add_parser("report", help="print a run's summary table", parents=[common])
     report.add_argument("run", help="the run folder (STORE/runs/NAME) or its URL")
     return parser
 
@@ -98,25 +116,45 @@ def config_from_args(args: dict) -> RunConfig:
     return RunConfig(**args)
 
 
+@contextlib.contextmanager
+def patient_prefect_server():
+    """Give the temporary Prefect server SERVER_STARTUP_TIMEOUT_S to start, unless the user chose a timeout."""
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+    from prefect.settings.models.server.ephemeral import ServerEphemeralSettings
+
+    prefect_default = ServerEphemeralSettings.model_fields["startup_timeout_seconds"].default
+    if PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value() != prefect_default:
+        yield
+        return
+    with temporary_settings(updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: SERVER_STARTUP_TIMEOUT_S}):
+        yield
+
+
 def main(argv=None) -> int:
+    """Exit 0 on success; 2 on bad input (one line on stderr, naming the field or file and the fix; the
+    traceback with --debug); any other exception is a bug in clip-icm and keeps its traceback (exit 1)."""
     args = vars(build_parser().parse_args(argv))
-    command = args.pop("command")
+    command, debug = args.pop("command"), args.pop("debug")
     try:
         if command == "report":
             from tasks.reports import read_summary, summary_markdown
 
             print(summary_markdown(read_summary(args["run"]), args["run"]))
         else:
+            from flows.preflight import preflight
             from flows.run import run
             from flows.sweep import sweep
 
-            config = config_from_args(args)  # field checks: before Prefect starts or anything is embedded
-            print({"run": run, "sweep": sweep}[command](config))
-    except ValidationError as error:
-        print(f"clip-icm: {config_error(error)}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError) as error:  # bad input: the message names the fix
-        print(f"clip-icm: {error}", file=sys.stderr)
+            config = config_from_args(args)  # field checks
+            preflight(config, cached=command == "sweep")  # the machine, store, model, weights and dataset
+            with patient_prefect_server():
+                print({"run": run, "sweep": sweep}[command](config))
+    except (ValidationError, InputError) as error:
+        message = config_error(error) if isinstance(error, ValidationError) else str(error)
+        log.debug("input error", exc_info=True)
+        if debug:
+            traceback.print_exc()
+        print(f"clip-icm: {' '.join(message.split())}", file=sys.stderr)  # one line, whatever the message held
         return 2
     return 0
 

@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger
 
 from flows.config import RunConfig
 from flows.preflight import preflight
-from flows.embed_dataset import discover_dataset, embed_dataset
+from flows.embed_dataset import embed_dataset
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from tasks import __version__
 from tasks.embed import skipped_url
@@ -46,12 +46,6 @@ def run(config: RunConfig = RunConfig()) -> str:
     preflight(config)
     run_url = join(config.store_url, "runs", config.name)
     timings, started = {}, time.perf_counter()
-
-    # 0. the dataset must hold every requested target before anything is embedded
-    data = discover_dataset(config.dataset, config.store_url, config.holdout, config.split_seed, config.class_policy)
-    unknown = sorted(set(config.targets or []) - set(data.domains))
-    if unknown:
-        raise ValueError(f"config field 'targets': {unknown} are not domains of the dataset {list(data.domains)}")
 
     # 1. interventional data: embed originals, image interventions, class prompts and text pairs
     index = embed_dataset.with_options(task_runner=make_task_runner(config.task_runner, config.max_workers))(

@@ -39,7 +39,7 @@ def sweep_target(index: EmbeddingIndex, moments, target: str, lams, ks, order: s
 @flow(name="clip-icm-sweep", flow_run_name="sweep {config.dataset} {config.model}")
 def sweep(config: RunConfig = RunConfig()) -> str:
     """Leave-one-domain-out: val accuracy (the selection rule) and target accuracy for every (lambda, k)."""
-    preflight(config)
+    preflight(config, cached=True)
     data = discover_dataset(config.dataset, config.store_url, config.holdout, config.split_seed, config.class_policy)
     index = cached_index(data, config.model, config.pretrained, config.store_url, config.intervention_config(),
                          text_pairs_for(data, config.text_pairs))

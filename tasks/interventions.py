@@ -206,12 +206,21 @@ def load_text_pairs(url: str, classes) -> pd.DataFrame:
     fs, path = filesystem(url)
     if not fs.exists(path):
         raise ValueError(f"text pairs file {url!r} does not exist")
-    with fs.open(path, "rb") as handle:
-        frame = pd.read_parquet(handle) if path.endswith(".parquet") else pd.read_csv(handle)
+    kind = "Parquet" if path.endswith(".parquet") else "CSV"
+    try:
+        with fs.open(path, "rb") as handle:
+            frame = pd.read_parquet(handle) if kind == "Parquet" else pd.read_csv(handle)
+    except (ValueError, OSError) as error:  # pandas and pyarrow parse errors are ValueErrors
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        raise ValueError(f"text pairs file {url!r} cannot be read as {kind} ({type(error).__name__}: {first_line}); "
+                         "write columns class,text_a,text_b") from error
     missing = sorted({"class", "text_a", "text_b"} - set(frame.columns))
     if missing:
         raise ValueError(f"text pairs file {url!r} lacks column(s) {missing}; it needs class, text_a, text_b")
-    unknown = sorted(set(frame["class"]) - set(classes))
+    blank = frame.index[frame[["class", "text_a", "text_b"]].isna().any(axis=1)].tolist()
+    if blank:
+        raise ValueError(f"text pairs file {url!r} has empty cells in data row(s) {blank[:10]}; fill or drop them")
+    unknown = sorted(set(frame["class"].astype(str)) - set(classes))
     if unknown:
         raise ValueError(f"text pairs file {url!r} names classes {unknown[:10]} that the dataset lacks")
     return frame[["class", "text_a", "text_b"]].astype(str).reset_index(drop=True)

@@ -10,7 +10,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks.evaluate import METHODS
-from tasks.storage import join, read_parquet, write_bytes, write_json, write_parquet
+from tasks.errors import InputError
+from tasks.storage import filesystem, join, read_parquet, write_bytes, write_json, write_parquet
 
 @task(name="write-table", task_run_name="write {name}", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def write_table(frame: pd.DataFrame, run_url: str, name: str) -> str:
@@ -70,8 +71,32 @@ def publish_artifacts(summary: pd.DataFrame, run_url: str, title: str) -> None:
         )
 
 
+# the columns `clip-icm report` needs, and the kind of values each holds (runs may add columns)
+SUMMARY_COLUMNS = {"protocol": pa.types.is_string, "method": pa.types.is_string, "target": pa.types.is_string,
+                   "accuracy": pa.types.is_floating, "n": pa.types.is_integer}
+
+
 def read_summary(run_url: str) -> pd.DataFrame:
-    return read_parquet(join(run_url, "summary.parquet")).to_pandas()
+    """A run's summary table; InputError unless the file is one, written by a run."""
+    url = join(run_url, "summary.parquet")
+    fix = "pass a run folder STORE/runs/NAME written by `clip-icm run`"
+    try:
+        fs, path = filesystem(url)
+        kind = fs.info(path)["type"] if fs.exists(path) else None
+    except (ValueError, ImportError, OSError) as error:
+        raise InputError(f"cannot open {url} ({type(error).__name__}: {error}); {fix}") from error
+    if kind != "file":
+        raise InputError(f"{url} {'does not exist' if kind is None else 'is a folder, not a table'}; {fix}")
+    try:
+        table = read_parquet(url)
+    except (pa.ArrowException, OSError) as error:
+        raise InputError(f"{url} is not a readable Parquet file ({type(error).__name__}: {error}); {fix}") from error
+    problems = [f"no column {name!r}" if name not in table.schema.names else f"column {name!r} holds {table.schema.field(name).type}"
+                for name, kind_of in SUMMARY_COLUMNS.items()
+                if name not in table.schema.names or not kind_of(table.schema.field(name).type)]
+    if problems or table.num_rows == 0:
+        raise InputError(f"{url} is not a clip-icm summary ({'; '.join(problems) or 'no rows'}); {fix}")
+    return table.to_pandas()
 
 
 @task(name="publish-sweep-artifact", cache_policy=NO_CACHE)
