@@ -72,7 +72,11 @@ def publish_artifacts(summary: pd.DataFrame, run_url: str, title: str) -> None:
 
 
 # the columns `clip-icm report` needs, and the kind of values each holds (runs may add columns)
-SUMMARY_COLUMNS = {"protocol": pa.types.is_string, "method": pa.types.is_string, "target": pa.types.is_string,
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+
+
+SUMMARY_COLUMNS = {"protocol": _is_text, "method": _is_text, "target": _is_text,
                    "accuracy": pa.types.is_floating, "n": pa.types.is_integer}
 
 

@@ -10,7 +10,6 @@ import pyarrow as pa
 import pytest
 import yaml
 from conftest import TINY_MODEL, make_image_folder
-from prefect.testing.utilities import prefect_test_harness
 
 import tasks.models
 from flows.cli import main
@@ -26,12 +25,6 @@ from tasks.storage import join, read_bytes, read_json, read_parquet, write_parqu
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ("bird", "cat", "dog", "fish")
 LAMS = ["0.1", "1", "10"]
-
-
-@pytest.fixture(scope="module")
-def prefect_api():
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
 
 
 @pytest.fixture(scope="module")
