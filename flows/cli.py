@@ -16,7 +16,7 @@ import typing
 
 from pydantic import ValidationError
 
-from flows.config import RunConfig, config_error
+from flows.config import RunConfig, config_error, field_label
 from tasks.errors import InputError
 
 log = logging.getLogger("clip_icm")
@@ -112,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: dict) -> RunConfig:
     if "target_datasets" in args:
+        names = [name for name, _ in args["target_datasets"]]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise InputError(f"{field_label('target_datasets')}: {repeated[0]!r} given twice; "
+                             "give each target dataset one NAME=URL", "target_datasets")
         args["target_datasets"] = dict(args["target_datasets"])
     return RunConfig(**args)
 

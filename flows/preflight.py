@@ -29,6 +29,8 @@ from tasks.storage import filesystem
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 RUNNER_PACKAGES = {"dask": "prefect_dask", "ray": "prefect_ray"}
+# the values of --class-names and --templates that name no file (tasks/class_names.py, tasks/prompts.py)
+BUILT_IN_NAMES = {"class_names": ("imagenet",), "templates": ("simple", "openai-imagenet")}
 _PASSED: set[tuple[str, bool]] = set()  # configs that passed in this process, as JSON
 
 
@@ -202,10 +204,6 @@ def _smallest_holdout(data: Dataset, domain: str, classes, seed: int) -> float |
     return None
 
 
-def _looks_like_path(value: str) -> bool:
-    return "/" in value or "\\" in value or os.path.splitext(value)[1] != ""
-
-
 def check_files(config: RunConfig) -> None:
     """Every other file or folder the config names exists (their contents are read where they are used)."""
     for name, url in (config.target_datasets or {}).items():
@@ -217,16 +215,17 @@ def check_files(config: RunConfig) -> None:
         if not found:
             fail("target_datasets", f"{name}={url!r} does not exist or is not a folder; give each target dataset "
                                     "as NAME=URL of a ROOT/<class>/<image> folder")
-    for field in ("class_names", "templates"):
+    for field, built_in in BUILT_IN_NAMES.items():
         value = getattr(config, field)
-        if value and _looks_like_path(value):
-            try:
-                fs, path = filesystem(value)
-                found = fs.isfile(path)
-            except (ValueError, ImportError, OSError):
-                found = False
-            if not found:
-                fail(field, f"file {value!r} does not exist (or is a folder); pass an existing file or a built-in name")
+        if not value or value in built_in:
+            continue
+        try:
+            fs, path = filesystem(value)
+            found = fs.isfile(path)
+        except (ValueError, ImportError, OSError):
+            found = False
+        if not found:
+            fail(field, f"{value!r} is neither a built-in {list(built_in)} nor an existing file")
 
 
 def check_text_pairs(config: RunConfig, data: Dataset) -> None:
