@@ -127,7 +127,7 @@ def check_weights(model: str, pretrained: str) -> int:
         check_model(model, RANDOM_WEIGHTS)  # the name alone
     except ValueError as error:
         fail("model", error)
-    if os.path.exists(pretrained):
+    if pretrained != RANDOM_WEIGHTS and os.path.exists(pretrained):
         try:
             check_checkpoint(pretrained, model)
         except InputError as error:  # it names the file and what is wrong with it

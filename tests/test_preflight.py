@@ -440,6 +440,23 @@ def test_report_validates_the_summary(make, expected, tmp_path, capsys):
     assert_input_error(capsys, ["report", str(run)], "summary.parquet", expected, "STORE/runs/NAME")
 
 
+def test_report_on_an_unknown_scheme(capsys):
+    assert_input_error(capsys, ["report", "nope://runs/r"], "cannot open", "STORE/runs/NAME")
+
+
+def test_a_config_is_checked_once_per_process_and_again_when_it_changes(files, tmp_path, monkeypatch):
+    listings = []
+    discover = flows.preflight.discover_dataset.fn
+    monkeypatch.setattr(flows.preflight.discover_dataset, "fn", lambda *args: listings.append(args) or discover(*args))
+    config = RunConfig(dataset=files["data"], model=TINY_MODEL, pretrained="none", store=str(tmp_path / "s"))
+    preflight(config)
+    preflight(config)  # as the flow does after the CLI
+    assert len(listings) == 1
+    with pytest.raises(InputError, match="config field 'holdout'"):
+        preflight(config.model_copy(update={"holdout": 0.01}))
+    assert len(listings) == 2
+
+
 def test_report_prints_a_valid_summary(tmp_path, capsys):
     write_parquet(pa.Table.from_pandas(summary_frame()), f"{tmp_path}/summary.parquet")
     assert main(["report", str(tmp_path)]) == 0
