@@ -22,6 +22,7 @@ PROTOCOLS = Protocol.__args__
 TaskRunner = Literal["threads", "dask", "ray"]
 TASK_RUNNERS = TaskRunner.__args__
 DEFAULT_LAMS = [0.1, 1.0, 10.0, 100.0]
+MAX_LAMBDA = 1e12
 
 # fields that decide where and how fast work runs, not what it computes
 EXECUTION_FIELDS = ("run_name", "device", "batch_size", "num_workers", "task_runner", "max_workers", "store",
@@ -91,8 +92,9 @@ class RunConfig(BaseModel):
     @field_validator("lams")
     @classmethod
     def _finite_non_negative(cls, lams):
-        if any(not 0 <= lam < float("inf") for lam in lams):
-            raise ValueError(f"{lams} must be finite numbers >= 0")
+        if any(not 0 <= lam <= MAX_LAMBDA for lam in lams):
+            raise ValueError(f"{lams} must be finite numbers from 0 to {MAX_LAMBDA:g} (beyond that, float64 "
+                             "arithmetic loses the data term of the moment matrix)")
         return _distinct(lams)
 
     @field_validator("ks")

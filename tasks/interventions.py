@@ -57,11 +57,15 @@ def _range_in(low: float, high: float, integer: bool = False):
     return rule
 
 
+MAX_KERNEL = 63  # torchvision pads by half the kernel, which must stay below the image side: 32 px and up
+
+
 def _odd_kernel(value):
     sizes = value if isinstance(value, (list, tuple)) and len(value) == 2 else [value]
-    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 and v % 2 == 1 for v in sizes):
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 < v <= MAX_KERNEL and v % 2 == 1
+           for v in sizes):
         return None
-    return "a positive odd integer (or a pair of them), e.g. 9"
+    return f"an odd integer from 1 to {MAX_KERNEL} (or a pair of them), e.g. 9"
 
 
 # what each parameter may be: the checks torchvision would otherwise make mid-embedding, or never

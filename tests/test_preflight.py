@@ -142,6 +142,7 @@ def assert_input_error(capsys, args, *expected):
 FIELD_CASES = {
     "k wider than the model": (["--ks", "8", "33"], "config field 'ks' (--ks)", "embedding width 32"),
     "lambda inf": (["--lams", "1", "inf"], "config field 'lams' (--lams)", "finite"),
+    "lambda overflowing": (["--lams", "1e300"], "config field 'lams' (--lams)", "from 0 to 1e+12"),
     "lambda nan": (["--lams", "nan"], "config field 'lams' (--lams)", "finite"),
     "lambda negative": (["--lams", "-1"], "config field 'lams'"),
     "lambda twice": (["--lams", "1", "1.0"], "config field 'lams'", "more than once"),
@@ -207,6 +208,7 @@ INTERVENTION_CASES = {
     "even blur kernel": '{"gaussian_blur": {"kernel_size": 4}}',
     "zero blur kernel": '{"gaussian_blur": {"kernel_size": 0}}',
     "negative blur kernel": '{"gaussian_blur": {"kernel_size": -3}}',
+    "blur kernel wider than images": '{"gaussian_blur": {"kernel_size": 65}}',
     "reversed sigma range": '{"gaussian_blur": {"sigma": [3.0, 1.0]}}',
     "bits out of range": '{"posterize": {"bits": [0, 9]}}',
     "bits not integers": '{"posterize": {"bits": [2.5, 4]}}',
@@ -259,7 +261,7 @@ def test_intervention_parameters_only_for_families_in_use(files, capsys):
 @pytest.mark.parametrize("params", [
     {"gaussian_blur": {"kernel_size": 3, "sigma": [0.5, 0.5]}, "posterize": {"bits": [1, 8]}},
     {"solarize": {"threshold": [0, 255]}, "color_jitter": {"hue": 0.5, "brightness": 0}},
-    {"gaussian_blur": {"kernel_size": [3, 5]}},
+    {"gaussian_blur": {"kernel_size": [3, 63]}},
 ])
 def test_valid_intervention_parameters_pass_and_are_used(params):
     config = InterventionConfig(params=params)
