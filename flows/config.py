@@ -192,7 +192,8 @@ def config_error(error: ValidationError) -> str:
 
 def field_label(field: str) -> str:
     """How errors name a field: 'config field 'ks' (--ks)', the CLI flag beside the config key."""
-    flag = "--" + field.split(".")[0].replace("_", "-")
-    if field.split(".")[0] not in RunConfig.model_fields:
+    name = field.split(".")[0]
+    if name not in RunConfig.model_fields:
         return f"config field {field!r}"
-    return f"config field {field!r} ({'--no-text' if field == 'use_text' else flag})"
+    flag = "--no-text" if name == "use_text" else "--" + name.replace("_", "-")
+    return f"config field {field!r} ({flag})"

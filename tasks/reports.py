@@ -71,11 +71,11 @@ def publish_artifacts(summary: pd.DataFrame, run_url: str, title: str) -> None:
         )
 
 
-# the columns `clip-icm report` needs, and the kind of values each holds (runs may add columns)
 def _is_text(kind: pa.DataType) -> bool:
     return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
 
 
+# the columns `clip-icm report` needs, and the kind of values each holds (runs may add columns)
 SUMMARY_COLUMNS = {"protocol": _is_text, "method": _is_text, "target": _is_text,
                    "accuracy": pa.types.is_floating, "n": pa.types.is_integer}
 
@@ -95,9 +95,9 @@ def read_summary(run_url: str) -> pd.DataFrame:
         table = read_parquet(url)
     except (pa.ArrowException, OSError) as error:
         raise InputError(f"{url} is not a readable Parquet file ({type(error).__name__}: {error}); {fix}") from error
-    problems = [f"no column {name!r}" if name not in table.schema.names else f"column {name!r} holds {table.schema.field(name).type}"
-                for name, kind_of in SUMMARY_COLUMNS.items()
-                if name not in table.schema.names or not kind_of(table.schema.field(name).type)]
+    schema = table.schema
+    problems = [f"column {name!r} holds {schema.field(name).type}" if name in schema.names else f"no column {name!r}"
+                for name, holds in SUMMARY_COLUMNS.items() if name not in schema.names or not holds(schema.field(name).type)]
     if problems or table.num_rows == 0:
         raise InputError(f"{url} is not a clip-icm summary ({'; '.join(problems) or 'no rows'}); {fix}")
     return table.to_pandas()
