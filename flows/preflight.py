@@ -190,6 +190,12 @@ def check_dataset(config: RunConfig) -> Dataset:
     if no_train:
         fail("holdout", f"{config.holdout} leaves domain(s) {no_train} without a training image{which}, "
                         "which fitting needs: lower --holdout or add images to them")
+    tested = {"in": "train", "out": "val"}.get(config.test_split)  # 'all' tests every image
+    every_class = data.samples.groupby(["domain", "split"]).size()
+    untested = [target for target in targets if tested and every_class.get((target, tested), 0) == 0]
+    if untested:
+        fail("test_split", f"{config.test_split!r} tests the {tested} split of each target, and holdout "
+                           f"{config.holdout} leaves {untested} none: use --test-split all or change --holdout")
     return data
 
 

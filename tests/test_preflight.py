@@ -67,6 +67,8 @@ def files(tmp_path_factory):
         "two": make_image_folder(str(base / "two"), domains=("art", "photo"), per_class=5),
         "oneclass": make_image_folder(str(base / "oneclass"), classes=("cat",), per_class=5),
     }
+    make_image_folder(str(base / "uneven"), domains=("photo", "sketch"), per_class=6)
+    paths["uneven"] = make_image_folder(str(base / "uneven"), domains=("art",), per_class=1, extra_files=False)
     (base / "a-file").write_text("not a folder")
     paths["file"] = str(base / "a-file")
     shapes = {key: torch.zeros(value.shape) for key, value in meta_model(TINY_MODEL).state_dict().items()}
@@ -156,6 +158,8 @@ FIELD_CASES = {
     "holdout too large": (["--dataset", "{small}", "--holdout", "0.95"], "config field 'holdout'",
                           "without a training image", "lower --holdout"),
     "holdout out of range": (["--holdout", "1.5"], "config field 'holdout'"),
+    "nothing left to test": (["--dataset", "{uneven}", "--holdout", "0.1", "--test-split", "out", "--targets", "art",
+                              "--protocol", "domain-shift"], "config field 'test_split' (--test-split)", "['art']"),
     "one domain, both protocols": (["--dataset", "{one}"], "config field 'dataset' (--dataset)", "one domain"),
     "one domain, domain shift": (["--dataset", "{one}", "--protocol", "domain-shift"], "config field 'dataset'",
                                  "one domain"),
