@@ -116,7 +116,7 @@ class InterventionConfig:
                              f"got {self.families!r}", "families")
         unknown = sorted(set(families) - set(FAMILIES))
         if unknown:
-            raise InputError(f"unknown intervention families {unknown}; choose from {list(FAMILIES)}", "families")
+            raise InputError(f"unknown or no intervention families {unknown}; choose from {list(FAMILIES)}", "families")
         repeated = sorted({family for family in families if families.count(family) > 1})
         if repeated:
             raise InputError(f"intervention families {repeated} are listed twice; list each family once", "families")
