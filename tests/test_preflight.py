@@ -22,6 +22,8 @@ import tasks.models
 from flows.cli import main, patient_prefect_server
 from flows.config import NAME, RunConfig
 from flows.preflight import preflight
+from flows.run import run as run_flow
+from flows.sweep import sweep as sweep_flow
 from tasks.checkpoints import check_checkpoint, meta_model
 from tasks.errors import InputError
 from tasks.interventions import DEFAULT_PARAMS, InterventionConfig
@@ -379,6 +381,14 @@ def test_derived_run_names_stay_under_store_runs(dataset, tmp_path):
     assert NAME.fullmatch(name), name
     runs = os.path.realpath(tmp_path / "runs")
     assert os.path.dirname(os.path.realpath(join(str(tmp_path), "runs", name))) == runs
+
+
+@pytest.mark.parametrize("flow", [run_flow, sweep_flow], ids=["run", "sweep"])
+def test_the_flows_check_too(flow, files, tmp_path):
+    """Deployments start the flows without the CLI: their first step is the same pass."""
+    config = RunConfig(dataset=files["data"], model=TINY_MODEL, pretrained="none", store=str(tmp_path / "s"), ks=[33])
+    with pytest.raises(InputError, match="config field 'ks'"):
+        flow.fn(config)
 
 
 def test_dataset_shift_allows_one_domain(files, tmp_path):
