@@ -17,6 +17,7 @@ from flows.run import run
 from tasks.history import config_url, latest_runs, resolve_run, store_url
 from tasks.leaderboard import read_trials, write_leaderboard
 from tasks.storage import exists, join, read_json, write_json
+from tasks.errors import InputError
 
 ALL_RUNS = "all"  # the leaderboard of every latest run in a store: STORE/benchmarks/all
 
@@ -25,7 +26,7 @@ def parse_model(spec: str) -> tuple[str, str]:
     """NAME:PRETRAINED, split at the first ':' (model names hold '-', checkpoint paths may hold ':')."""
     name, separator, pretrained = spec.partition(":")
     if not (name and separator and pretrained):
-        raise ValueError(f"--models {spec!r} is not NAME:PRETRAINED; PRETRAINED is an open_clip tag, "
+        raise InputError(f"--models {spec!r} is not NAME:PRETRAINED; PRETRAINED is an open_clip tag, "
                          "a local checkpoint file or none, e.g. ViT-B-16:openai or ICM-Tiny:none")
     return name, pretrained
 
@@ -33,14 +34,14 @@ def parse_model(spec: str) -> tuple[str, str]:
 def trial_configs(models: list[str], datasets: dict[str, str], trials: int, config: RunConfig) -> list[tuple[dict, RunConfig]]:
     """(labels, run config) for every model x dataset x trial, checked before any work starts."""
     if trials < 1:
-        raise ValueError(f"--trials must be at least 1, got {trials}")
+        raise InputError(f"--trials must be at least 1, got {trials}")
     if not models or not datasets:
-        raise ValueError("a bench needs at least one --models NAME:PRETRAINED and one --datasets NAME=URL")
+        raise InputError("a bench needs at least one --models NAME:PRETRAINED and one --datasets NAME=URL")
     for field in ("run_name", "targets", "target_datasets"):
         if getattr(config, field) is not None:
-            raise ValueError(f"config field {field!r}: a bench sets it per run; leave it unset")
+            raise InputError(f"config field {field!r}: a bench sets it per run; leave it unset")
     if config.protocol == "dataset-shift":
-        raise ValueError("config field 'protocol': a bench runs domain-shift, open-class or both; "
+        raise InputError("config field 'protocol': a bench runs domain-shift, open-class or both; "
                          "run dataset-shift with `clip-icm run`")
     base = config.model_dump(exclude=set(BENCH_PER_RUN_FIELDS))
     runs = []
@@ -60,7 +61,7 @@ def completed_run(config: RunConfig, fingerprint: str) -> str | None:
     """The latest history entry of this config if it ran on the same data, else None."""
     try:
         entry = resolve_run(config_url(config.store_url, config.name))
-    except FileNotFoundError:
+    except InputError:  # never ran
         return None
     return entry if read_json(join(entry, "run.json"))["dataset"]["fingerprint"] == fingerprint else None
 
@@ -82,7 +83,7 @@ def bench(models: list[str], datasets: dict[str, str], trials: int = 3, name: st
         config: every other run option (store, protocol, lams, ks, ...), the same for every run
     """
     if not name or "/" in name or name == ALL_RUNS:
-        raise ValueError(f"--name {name!r}: give a folder name (no '/'; {ALL_RUNS!r} is the whole store's leaderboard)")
+        raise InputError(f"--name {name!r}: give a folder name (no '/'; {ALL_RUNS!r} is the whole store's leaderboard)")
     runs = trial_configs(models, datasets, trials, config)
     logger = get_run_logger()
     fingerprints = {}
@@ -116,7 +117,7 @@ def leaderboard(store: str, name: str | None = None) -> str:
     if name:
         manifest_url = join(benchmark_url(store, name), "manifest.json")
         if not exists(manifest_url):
-            raise FileNotFoundError(f"{manifest_url} does not exist: run `clip-icm bench --name {name}` first, "
+            raise InputError(f"{manifest_url} does not exist: run `clip-icm bench --name {name}` first, "
                                     "or leave out --name for the leaderboard of every run in the store")
         runs = [{"run": item["run"], "dataset": item["dataset"]} for item in read_json(manifest_url)["runs"]]
     else:

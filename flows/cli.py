@@ -7,14 +7,22 @@ fields of `RunConfig`, so the CLI, the deployment form and the reports name the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import sys
+import traceback
 import types
 import typing
 
 from pydantic import ValidationError
 
-from flows.config import BENCH_PER_RUN_FIELDS, RunConfig, config_error
+from flows.config import BENCH_PER_RUN_FIELDS, RunConfig, config_error, field_label
+from tasks.errors import InputError
+
+log = logging.getLogger("clip_icm")
+# seconds the temporary Prefect server may take to start: Prefect's 20 s is not enough on a loaded machine
+SERVER_STARTUP_TIMEOUT_S = 180
 
 # flags whose spelling predates the generated ones
 FLAG_NAMES = {"use_text": "--no-text"}
@@ -80,20 +88,31 @@ def _add_config_options(parser: argparse.ArgumentParser, exclude=()) -> None:
         parser.add_argument(*flags, **kwargs, default=argparse.SUPPRESS)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clip-icm", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other input error (argparse prints the whole usage)."""
 
-    run = commands.add_parser("run", help="embed, fit and evaluate one dataset and model end to end",
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="clip-icm", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="print the full traceback of an input error")
+
+    run = commands.add_parser("run", help="embed, fit and evaluate one dataset and model end to end", parents=[common],
                               description="The main job: embed, fit the invariant projection, evaluate, write reports.")
     _add_config_options(run)
-    sweep = commands.add_parser("sweep", help="re-evaluate a lambda x k grid from cached embeddings (loads no model)")
+    sweep = commands.add_parser("sweep", help="re-evaluate a lambda x k grid from cached embeddings (loads no model)",
+                                parents=[common])
     _add_config_options(sweep)
 
-    report = commands.add_parser("report", help="print a run's report: headline, targets x methods tables, chosen (lambda, k)")
+    report = commands.add_parser("report", help="print a run's report: headline, targets x methods tables, chosen (lambda, k)",
+                                 parents=[common])
     report.add_argument("run", help="a run: STORE/runs/NAME (its latest execution) or STORE/runs/NAME/ENTRY")
 
-    bench = commands.add_parser("bench", help="run models x datasets x trials and write a leaderboard",
+    bench = commands.add_parser("bench", help="run models x datasets x trials and write a leaderboard", parents=[common],
                                 description="One `run` per model, dataset and trial (done runs are skipped), "
                                             "then STORE/benchmarks/NAME/leaderboard.{parquet,md,tex}.")
     bench.add_argument("--models", nargs="+", required=True, metavar="NAME:PRETRAINED",
@@ -105,12 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--name", default="bench", help="the benchmark's folder STORE/benchmarks/NAME (default: bench)")
     _add_config_options(bench, exclude=BENCH_PER_RUN_FIELDS)
 
-    board = commands.add_parser("leaderboard", help="rebuild a leaderboard from the runs in a store")
+    board = commands.add_parser("leaderboard", help="rebuild a leaderboard from the runs in a store", parents=[common])
     board.add_argument("store", help="the store (path or fsspec URL)")
     board.add_argument("--name", help="the bench's runs (STORE/benchmarks/NAME); default: the latest run of "
                                       "every config, into STORE/benchmarks/all")
 
-    reproduce = commands.add_parser("reproduce", help="re-execute a recorded run and compare",
+    reproduce = commands.add_parser("reproduce", help="re-execute a recorded run and compare", parents=[common],
                                     description="Re-run the config in RUN_DIR/run.json against today's data and "
                                                 "code into a new history entry; write reproduce.md/.parquet there.")
     reproduce.add_argument("run", metavar="RUN_DIR", help="STORE/runs/NAME (its latest execution) or STORE/runs/NAME/ENTRY")
@@ -120,49 +139,79 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: dict) -> RunConfig:
     if "target_datasets" in args:
+        names = [name for name, _ in args["target_datasets"]]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise InputError(f"{field_label('target_datasets')}: {repeated[0]!r} given twice; "
+                             "give each target dataset one NAME=URL", "target_datasets")
         args["target_datasets"] = dict(args["target_datasets"])
     return RunConfig(**args)
 
 
-def main(argv=None) -> int:
-    args = vars(build_parser().parse_args(argv))
-    command = args.pop("command")
-    try:
-        if command == "report":
-            from tasks.history import resolve_run
-            from tasks.reports import read_run, run_report
+@contextlib.contextmanager
+def patient_prefect_server():
+    """Give the temporary Prefect server SERVER_STARTUP_TIMEOUT_S to start, unless the user chose a timeout."""
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+    from prefect.settings.models.server.ephemeral import ServerEphemeralSettings
 
-            print(run_report(*read_run(resolve_run(args["run"]))))
-        elif command in ("bench", "leaderboard"):
-            from flows.bench import bench, leaderboard
-            from tasks.storage import join, read_bytes
+    prefect_default = ServerEphemeralSettings.model_fields["startup_timeout_seconds"].default
+    if PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value() != prefect_default:
+        yield
+        return
+    with temporary_settings(updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: SERVER_STARTUP_TIMEOUT_S}):
+        yield
 
-            if command == "bench":
-                plan = {key: args.pop(key) for key in ("models", "datasets", "trials", "name")}
-                folder = bench(plan["models"], dict(plan["datasets"]), plan["trials"], plan["name"], config_from_args(args))
-            else:
-                folder = leaderboard(args["store"], args["name"])
-            print(read_bytes(join(folder, "leaderboard.md")).decode() + f"\nleaderboard in {folder}")
-        elif command == "reproduce":
-            from flows.reproduce import reproduce
-            from tasks.storage import join, read_bytes
 
-            print(read_bytes(join(reproduce(args["run"], args["store"]), "reproduce.md")).decode())
+def dispatch(command: str, args: dict) -> None:
+    """Run one command and print what it reports."""
+    if command == "report":
+        from tasks.history import resolve_run
+        from tasks.reports import read_run, run_report
+
+        print(run_report(*read_run(resolve_run(args["run"]))))
+    elif command in ("bench", "leaderboard"):
+        from flows.bench import bench, leaderboard
+        from tasks.storage import join, read_bytes
+
+        if command == "bench":
+            plan = {key: args.pop(key) for key in ("models", "datasets", "trials", "name")}
+            folder = bench(plan["models"], dict(plan["datasets"]), plan["trials"], plan["name"], config_from_args(args))
         else:
-            from flows.run import run
-            from flows.sweep import sweep
-            from tasks.reports import read_run, run_report
+            folder = leaderboard(args["store"], args["name"])
+        print(read_bytes(join(folder, "leaderboard.md")).decode() + f"\nleaderboard in {folder}")
+    elif command == "reproduce":
+        from flows.reproduce import reproduce
+        from tasks.storage import join, read_bytes
 
-            config = config_from_args(args)  # field checks: before Prefect starts or anything is embedded
-            if command == "run":  # the same report as the UI's: headline, targets x methods, then the folder
-                print(run_report(*read_run(run(config))))
-            else:
-                print(sweep(config))
-    except ValidationError as error:
-        print(f"clip-icm: {config_error(error)}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError) as error:  # bad input: the message names the fix
-        print(f"clip-icm: {error}", file=sys.stderr)
+        print(read_bytes(join(reproduce(args["run"], args["store"]), "reproduce.md")).decode())
+    else:
+        from flows.preflight import preflight
+        from flows.run import run
+        from flows.sweep import sweep
+        from tasks.reports import read_run, run_report
+
+        config = config_from_args(args)  # field checks
+        preflight(config, cached=command == "sweep")  # the machine, store, model, weights and dataset
+        if command == "run":  # the same report as the UI's: headline, targets x methods, then the folder
+            print(run_report(*read_run(run(config))))
+        else:
+            print(sweep(config))
+
+
+def main(argv=None) -> int:
+    """Exit 0 on success; 2 on bad input (one line on stderr, naming the field or file and the fix; the
+    traceback with --debug); any other exception is a bug in clip-icm and keeps its traceback (exit 1)."""
+    args = vars(build_parser().parse_args(argv))
+    command, debug = args.pop("command"), args.pop("debug")
+    try:
+        with patient_prefect_server():
+            dispatch(command, args)
+    except (ValidationError, InputError) as error:
+        message = config_error(error) if isinstance(error, ValidationError) else str(error)
+        log.debug("input error", exc_info=True)
+        if debug:
+            traceback.print_exc()
+        print(f"clip-icm: {' '.join(message.split())}", file=sys.stderr)  # one line, whatever the message held
         return 2
     return 0
 

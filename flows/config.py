@@ -8,6 +8,7 @@ need the dataset listing, the model config, the checkpoint, the device or the st
 from __future__ import annotations
 
 import os
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -21,6 +22,7 @@ PROTOCOLS = Protocol.__args__
 TaskRunner = Literal["threads", "dask", "ray"]
 TASK_RUNNERS = TaskRunner.__args__
 DEFAULT_LAMS = [0.1, 1.0, 10.0, 100.0]
+MAX_LAMBDA = 1e12
 
 # `--preset released`: the authors' released code (raw embeddings, smallest eigenvalues, its zero-shot and
 # sklearn probe at C=0.316, the target's 20% split, one template, no text pairs); icm_core.released
@@ -49,7 +51,7 @@ class RunConfig(BaseModel):
     protocol: Protocol = Field("both", description=(
         "domain-shift (leave one domain out), open-class (base -> base + novel classes), both, "
         "or dataset-shift (fit on --dataset, test on --target-datasets)"))
-    target_datasets: dict[str, str] | None = Field(None, description=(
+    target_datasets: dict[str, str] | None = Field(None, validate_default=True, description=(
         "dataset-shift targets as NAME=URL, e.g. imagenet-v2=/data/imagenetv2; classes match by folder id"))
     class_names: str | None = Field(None, description=(
         "class display names: 'imagenet' (CLIP's curated ImageNet names by WordNet id or class index) "
@@ -72,7 +74,7 @@ class RunConfig(BaseModel):
         "their zero-shot and probe, target's 20% split, one template, no text pairs)"))
     probe: Literal["torch", "sklearn"] = Field("torch", description=(
         "linear-probe solver: torch (L-BFGS on the run's device) or sklearn (LogisticRegression, as the authors)"))
-    probe_c: float = Field(0.316, gt=0, description="inverse L2 strength C of the linear probe (scikit-learn's C)")
+    probe_c: float = Field(0.316, gt=0, allow_inf_nan=False, description="inverse L2 strength C of the linear probe (scikit-learn's C)")
     use_text: bool = Field(True, description="use text-intervention pairs as well as image interventions")
     text_pairs: str | None = Field(None, description=(
         "CSV/Parquet of user caption pairs (columns class, text_a, text_b) instead of the prompt bank"))
@@ -108,16 +110,56 @@ class RunConfig(BaseModel):
     @field_validator("lams")
     @classmethod
     def _finite_non_negative(cls, lams):
-        if any(not 0 <= lam < float("inf") for lam in lams):
-            raise ValueError(f"{lams} must be finite numbers >= 0")
-        return lams
+        if any(not 0 <= lam <= MAX_LAMBDA for lam in lams):
+            raise ValueError(f"{lams} must be finite numbers from 0 to {MAX_LAMBDA:g} (beyond that, float64 "
+                             "arithmetic loses the data term of the moment matrix)")
+        return _distinct(lams)
 
     @field_validator("ks")
     @classmethod
     def _positive_ks(cls, ks):
         if ks is not None and (not ks or any(k <= 0 for k in ks)):
             raise ValueError(f"{ks} must be a non-empty list of positive integers")
-        return ks
+        return ks if ks is None else _distinct(ks)
+
+    @field_validator("targets")
+    @classmethod
+    def _distinct_targets(cls, targets):
+        if targets is not None and not targets:
+            raise ValueError("an empty list holds out no domain; omit it to hold out every domain in turn")
+        return targets if targets is None else _distinct(targets)
+
+    @field_validator("interventions")
+    @classmethod
+    def _distinct_families(cls, families):
+        return families if families is None else _distinct(families)
+
+    @field_validator("intervention_params")
+    @classmethod
+    def _usable_intervention_params(cls, params, info):
+        if params and "interventions" in info.data and "intervention_seed" in info.data:
+            families = tuple(info.data["interventions"] or FAMILIES)
+            InterventionConfig(families, info.data["intervention_seed"], params)  # raises naming the parameter
+        return params
+
+    @field_validator("target_datasets")
+    @classmethod
+    def _targets_of_dataset_shift(cls, target_datasets, info):
+        protocol = info.data.get("protocol")
+        if protocol == "dataset-shift" and not target_datasets:
+            raise ValueError("protocol 'dataset-shift' tests on other datasets: give them as "
+                             "--target-datasets NAME=URL [NAME=URL …]")
+        if protocol != "dataset-shift" and target_datasets:
+            raise ValueError(f"target datasets are only used by --protocol dataset-shift, not {protocol!r}; "
+                             "pass --protocol dataset-shift or drop them")
+        for name in target_datasets or {}:
+            _check_name(name, "a target dataset name")
+        return target_datasets
+
+    @field_validator("run_name")
+    @classmethod
+    def _run_name_is_a_name(cls, run_name):
+        return run_name if run_name is None else _check_name(run_name, "a run name")
 
     def intervention_config(self) -> InterventionConfig:
         families = tuple(self.interventions) if self.interventions else InterventionConfig().families
@@ -134,13 +176,42 @@ class RunConfig(BaseModel):
             return self.run_name
         decisive = self.model_dump(exclude=set(EXECUTION_FIELDS))
         dataset = self.dataset.rstrip("/").rsplit("/", 1)[-1]
-        return f"{dataset}-{self.model}-{stable_hash(decisive, 8)}"
+        return NOT_IN_NAMES.sub("_", f"{dataset}-{self.model}-{stable_hash(decisive, 8)}").lstrip(".")
+
+
+# a name becomes one folder under STORE/runs: letters, digits, . _ - and no leading dot (no "..", no hidden file)
+NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def _check_name(name: str, what: str) -> str:
+    if not NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not {what}: use 1-128 letters, digits, '.', '_' or '-', not starting "
+                         "with '.' (no '/', '\\', '..' or absolute paths)")
+    return name
+
+
+def _distinct(values: list) -> list:
+    repeated = sorted({value for value in values if values.count(value) > 1}, key=str)
+    if repeated:
+        raise ValueError(f"{repeated} listed more than once; list each value once")
+    return values
 
 
 def config_error(error: ValidationError) -> str:
-    """One line per bad field, naming it: 'config field 'lams': ...'."""
+    """One line per bad field, naming it: 'config field 'lams' (--lams): ...'."""
     lines = []
     for problem in error.errors():
         field = ".".join(str(part) for part in problem["loc"]) or "config"
-        lines.append(f"config field {field!r}: {problem['msg']} (got {problem.get('input')!r})")
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"{field_label(field)}: {message} (got {problem.get('input')!r})")
     return "; ".join(lines)
+
+
+def field_label(field: str) -> str:
+    """How errors name a field: 'config field 'ks' (--ks)', the CLI flag beside the config key."""
+    name = field.split(".")[0]
+    if name not in RunConfig.model_fields:
+        return f"config field {field!r}"
+    flag = "--no-text" if name == "use_text" else "--" + name.replace("_", "-")
+    return f"config field {field!r} ({flag})"

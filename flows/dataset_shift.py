@@ -24,6 +24,7 @@ from tasks.embed import ORIGINAL
 from tasks.evaluate import METHODS, _rows, make_probe, zero_shot_scores
 from tasks.fit import EmbeddingIndex, load_projection
 from tasks.storage import join
+from tasks.errors import InputError
 
 PROTOCOL = "dataset_shift"
 
@@ -32,18 +33,18 @@ def check_target_datasets(config: RunConfig, source: Dataset) -> None:
     """The dataset-shift options, and every target dataset listed and matched to the source's classes:
     all before anything is embedded."""
     if not config.target_datasets:
-        raise ValueError("config field 'target_datasets': --protocol dataset-shift needs at least one NAME=URL "
+        raise InputError("config field 'target_datasets': --protocol dataset-shift needs at least one NAME=URL "
                          "(e.g. --target-datasets imagenet-v2=/data/imagenetv2)")
     if config.targets:
-        raise ValueError("config field 'targets': target domains apply to domain-shift and open-class; "
+        raise InputError("config field 'targets': target domains apply to domain-shift and open-class; "
                          "dataset-shift tests the --target-datasets")
     if "mean" in config.target_datasets:
-        raise ValueError("config field 'target_datasets': 'mean' names the summary's mean rows; rename that target")
+        raise InputError("config field 'target_datasets': 'mean' names the summary's mean rows; rename that target")
     if config.selection != "training-domain":
-        raise ValueError(f"config field 'selection': dataset-shift selects (lambda, k) on the source's validation "
+        raise InputError(f"config field 'selection': dataset-shift selects (lambda, k) on the source's validation "
                          f"split (training-domain); {config.selection!r} is not available for it")
     if config.test_split != "all":
-        raise ValueError(f"config field 'test_split': dataset-shift tests every image of each target dataset; "
+        raise InputError(f"config field 'test_split': dataset-shift tests every image of each target dataset; "
                          f"{config.test_split!r} applies to domain-shift")
     for name, url in config.target_datasets.items():
         target = discover_dataset(url, config.store_url, config.holdout, config.split_seed, config.class_policy)

@@ -14,6 +14,7 @@ from tasks.interventions import InterventionConfig, load_text_pairs, prompt_bank
 from tasks.models import check_model
 from tasks.prompts import class_prompts, load_templates
 from tasks.storage import exists
+from tasks.errors import InputError
 
 VIEWS = (ORIGINAL, INTERVENED)
 
@@ -53,7 +54,7 @@ def cached_index(data: Dataset, model, pretrained, store, interventions, text) -
     index = plan_index(data, model, pretrained, store, interventions, text)
     missing = [url for url in [*index.shards.values(), index.text_url] if url and not exists(url)]
     if missing:
-        raise FileNotFoundError(
+        raise InputError(
             f"{len(missing)} embedding file(s) are not in the store, e.g. {missing[0]}; "
             "run `clip-icm run` (or the embed-dataset flow) with the same dataset, model and store first"
         )

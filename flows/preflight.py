@@ -1,23 +1,256 @@
 """One validation pass over a run, before any task is submitted: nothing that can be known from
-the config, the model config or the weights may wait for the first image to be embedded."""
+the config, the device, the store, the model's config, the checkpoint or the dataset listing may
+wait for the first image to be embedded.
+
+Field-level checks (types, ranges, duplicates, names) already ran when the RunConfig was built;
+these are the ones that need the machine, the store or the files. Every failure is an InputError
+naming the field (and its CLI flag), the file where there is one, and the fix. The CLI calls
+`preflight` before Prefect starts, and the flows call it again (deployments skip the CLI); a
+config that passed in this process is not checked twice.
+"""
 from __future__ import annotations
 
-from flows.config import RunConfig
-from tasks.models import check_model
+import contextlib
+import importlib.util
+import os
+import uuid
+
+import open_clip
+import torch
+
+from flows.config import RunConfig, field_label
+from flows.dataset_shift import check_target_datasets
+from flows.embed_dataset import cached_index, discover_dataset, text_inputs
+from tasks.class_names import class_display_names
+from tasks.interventions import load_text_pairs
+from tasks.prompts import load_templates
+from tasks.checkpoints import check_checkpoint
+from tasks.datasets import Dataset, assign_split
+from tasks.errors import InputError
+from tasks.evaluate import split_base_novel
+from tasks.models import RANDOM_WEIGHTS, check_model
+from tasks.storage import filesystem
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+RUNNER_PACKAGES = {"dask": "prefect_dask", "ray": "prefect_ray"}
+_PASSED: set[tuple[str, bool]] = set()  # configs that passed in this process, as JSON
 
 
-def fail(field: str, problem: str):
-    raise ValueError(f"config field {field!r}: {problem}")
+def fail(field: str, problem) -> None:
+    raise InputError(f"{field_label(field)}: {problem}", field)
 
 
-def preflight(config: RunConfig) -> RunConfig:
-    """Raise ValueError naming the field or file and the fix; return the config unchanged."""
-    try:
-        config.intervention_config()
-    except ValueError as error:
-        fail("interventions", str(error))
-    try:
-        check_model(config.model, config.pretrained)
-    except ValueError as error:
-        fail("model/pretrained", str(error))
+def preflight(config: RunConfig, *, cached: bool = False) -> RunConfig:
+    """Raise InputError naming the field or file and the fix; return the config unchanged.
+
+    cached: the run reads embeddings from the store only (sweep), so they must all be there.
+    """
+    key = (config.model_dump_json(), cached)
+    if key in _PASSED:
+        return config
+    check_device(config.device)
+    check_store(config.store_url)
+    width = check_weights(config.model, config.pretrained)
+    if config.ks and max(config.ks) > width:
+        fail("ks", f"{max(config.ks)} exceeds the embedding width {width} of {config.model!r}; "
+                   f"pick k between 1 and {width}")
+    check_task_runner(config.task_runner)
+    data = check_dataset(config)
+    check_files(config, data)
+    check_text_pairs(config, data)
+    if cached:
+        check_cached(config, data)
+    _PASSED.add(key)
     return config
+
+
+def check_device(device: str) -> None:
+    """The device exists on this machine: 'cuda' without a GPU fails here, not as a weights error."""
+    if device == "auto":
+        return
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        parsed = None
+    if parsed is None or parsed.type not in DEVICE_TYPES:
+        fail("device", f"{device!r} is not a device clip-icm runs on; use auto, cpu, cuda, cuda:N or mps")
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            fail("device", f"{device!r} but this machine has no usable CUDA GPU (torch.cuda.is_available() is "
+                           "False); use --device cpu, or auto to take the best device there is")
+        if parsed.index is not None and parsed.index >= count:
+            fail("device", f"{device!r} but this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        fail("device", f"{device!r} but MPS is not available here; use --device cpu or auto")
+
+
+def check_store(url: str) -> None:
+    """Write and delete a tiny file under the store: its scheme, permissions and path all work.
+
+    Folders the probe had to create on a local disk are removed again, so a failed preflight
+    leaves nothing behind.
+    """
+    try:
+        fs, path = filesystem(url)
+    except (ValueError, ImportError) as error:
+        fail("store", f"cannot open {url!r} ({error}); use a local folder, memory://, s3:// (pip install "
+                      "'clip-icm[s3]') or gs:// ('clip-icm[gcs]')")
+    local = "file" in fs.protocol
+    created = path
+    while local and not fs.exists(os.path.dirname(created)) and os.path.dirname(created) != created:
+        created = os.path.dirname(created)
+    created = created if local and not fs.exists(created) else None
+    probe = f"{path.rstrip('/')}/.clip-icm-probe-{uuid.uuid4().hex}"
+    try:
+        fs.makedirs(path, exist_ok=True)
+        with fs.open(probe, "wb") as handle:
+            handle.write(b"probe")
+        fs.rm(probe)
+    except Exception as error:  # every backend has its own errors: all mean the store cannot be written
+        fail("store", f"cannot write to {url!r} ({type(error).__name__}: {error}); pass a writable folder or URL")
+    finally:
+        if created:
+            _remove_empty_folders(path, created)
+
+
+def _remove_empty_folders(path: str, top: str) -> None:
+    while True:
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+        if path == top or os.path.dirname(path) == path:
+            return
+        path = os.path.dirname(path)
+
+
+def check_weights(model: str, pretrained: str) -> int:
+    """The model name, the weights (a tag, or a checkpoint file that fits); returns the embedding width."""
+    try:
+        check_model(model, RANDOM_WEIGHTS)  # the name alone
+    except ValueError as error:
+        fail("model", error)
+    if pretrained != RANDOM_WEIGHTS and os.path.exists(pretrained):
+        try:
+            check_checkpoint(pretrained, model)
+        except InputError as error:  # it names the file and what is wrong with it
+            fail("pretrained", error)
+    else:
+        try:
+            check_model(model, pretrained)
+        except ValueError as error:
+            fail("pretrained", error)
+    return int(open_clip.get_model_config(model)["embed_dim"])
+
+
+def check_task_runner(task_runner: str) -> None:
+    package = RUNNER_PACKAGES.get(task_runner)
+    if package and importlib.util.find_spec(package) is None:
+        fail("task_runner", f"{task_runner!r} needs its Prefect integration: pip install 'clip-icm[{task_runner}]'")
+
+
+def check_dataset(config: RunConfig) -> Dataset:
+    """The listing: readable, enough domains and classes for the protocol, targets that exist, and a
+    holdout that leaves every source domain both training and validation images."""
+    try:
+        data = discover_dataset.fn(config.dataset, config.store_url, config.holdout, config.split_seed,
+                                   config.class_policy)
+    except (ValueError, OSError, ImportError) as error:
+        fail("dataset", error)
+    domains = list(data.domains)
+    if config.protocol != "dataset-shift" and len(domains) < 2:
+        fail("dataset", f"{config.dataset!r} has one domain ({domains[0]!r}), but protocol {config.protocol!r} holds "
+                        "a domain out and fits on the others: add domain folders ROOT/<domain>/<class>/<image>, or "
+                        "use --protocol dataset-shift --target-datasets NAME=URL")
+    if len(data.classes) < 2:
+        fail("dataset", f"{config.dataset!r} has one class ({data.classes[0]!r}); classifying needs at least two")
+    unknown = sorted(set(config.targets or []) - set(domains))
+    if unknown:
+        fail("targets", f"{unknown} are not domains of the dataset {domains}")
+    if config.protocol == "dataset-shift":
+        sources, targets = domains, []
+    else:
+        targets = config.targets or domains
+        sources = sorted({domain for target in targets for domain in domains if domain != target})
+        if config.selection == "leave-one-domain-out" and len(domains) < 3:
+            fail("selection", f"'leave-one-domain-out' leaves one source out of the sources of each target, so it "
+                              f"needs at least three domains; {config.dataset!r} has {domains}: use training-domain")
+    # open-class fits and selects on the base classes only, so those need images in both splits
+    open_class = config.protocol in ("open-class", "both")
+    needed = split_base_novel(data.classes)[0] if open_class else list(data.classes)
+    which = " of the base classes (open-class fits on those)" if open_class else ""
+    samples = data.samples[data.samples["class"].isin(needed)]
+    counts = samples.groupby(["domain", "split"]).size()
+    validated = sorted(set(sources) | (set(targets) if config.selection == "oracle" else set()))
+    no_val = [domain for domain in validated if counts.get((domain, "val"), 0) == 0]
+    no_train = [domain for domain in sources if counts.get((domain, "train"), 0) == 0]
+    if no_val:
+        fixes = [_smallest_holdout(data, domain, needed, config.split_seed) for domain in no_val]
+        fix = (f"raise --holdout to at least {max(fixes)} or add images to them" if all(fixes) else
+               "add images to them (no holdout gives them both a training and a validation image)")
+        fail("holdout", f"{config.holdout} leaves domain(s) {no_val} without a validation image{which}, "
+                        f"which choosing (lambda, k) needs: {fix}")
+    if no_train:
+        fail("holdout", f"{config.holdout} leaves domain(s) {no_train} without a training image{which}, "
+                        "which fitting needs: lower --holdout or add images to them")
+    tested = {"in": "train", "out": "val"}.get(config.test_split)  # 'all' tests every image
+    every_class = data.samples.groupby(["domain", "split"]).size()
+    untested = [target for target in targets if tested and every_class.get((target, tested), 0) == 0]
+    if untested:
+        fail("test_split", f"{config.test_split!r} tests the {tested} split of each target, and holdout "
+                           f"{config.holdout} leaves {untested} none: use --test-split all or change --holdout")
+    return data
+
+
+def _smallest_holdout(data: Dataset, domain: str, classes, seed: int) -> float | None:
+    """The smallest two-decimal holdout that leaves a domain images of these classes in both splits, if any."""
+    rows = data.samples[data.samples["domain"] == domain]
+    wanted = rows["class"].isin(classes).to_numpy()
+    for hundredths in range(1, 100):
+        split = assign_split(rows["sample_id"], hundredths / 100, seed)[wanted]
+        if (split == "val").any() and (split == "train").any():
+            return hundredths / 100
+    return None
+
+
+def check_files(config: RunConfig, data: Dataset) -> None:
+    """Every other file or folder the config names: target datasets (listed, classes matched to the
+    source's), class names and templates (read and parsed)."""
+    for name, url in (config.target_datasets or {}).items():
+        try:
+            fs, path = filesystem(url)
+            found = fs.isdir(path)
+        except (ValueError, ImportError, OSError) as error:
+            found, url = False, f"{url} ({error})"
+        if not found:
+            fail("target_datasets", f"{name}={url!r} does not exist or is not a folder; give each target dataset "
+                                    "as NAME=URL of a ROOT/<class>/<image> folder")
+    if config.protocol == "dataset-shift":
+        check_target_datasets(config, data)
+    for field, check in (("class_names", lambda: class_display_names(config.class_names, data.classes, config.dataset)),
+                         ("templates", lambda: load_templates(config.templates))):
+        try:
+            check()
+        except (ValueError, OSError, ImportError) as error:
+            fail(field, error)
+
+
+def check_text_pairs(config: RunConfig, data: Dataset) -> None:
+    if not config.text_pairs:
+        return
+    if not config.use_text:
+        fail("text_pairs", f"{config.text_pairs!r} is given with --no-text, which would ignore it; drop one of the two")
+    try:
+        pairs = load_text_pairs(config.text_pairs, data.classes)
+    except (ValueError, OSError, ImportError) as error:
+        fail("text_pairs", error)
+    if pairs.empty:
+        fail("text_pairs", f"file {config.text_pairs!r} holds no pairs; add rows class,text_a,text_b or drop --text-pairs")
+
+
+def check_cached(config: RunConfig, data: Dataset) -> None:
+    """Runs that read the store only (sweep) need every embedding file there already."""
+    try:
+        cached_index(data, config.model, config.pretrained, config.store_url, config.intervention_config(),
+                     text_inputs(data, config.text_pairs, config.templates, config.class_names))
+    except InputError as error:
+        fail("store", error)

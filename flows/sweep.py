@@ -41,7 +41,7 @@ def sweep_target(index: EmbeddingIndex, moments, target: str, lams, ks, order: s
 def sweep(config: RunConfig = RunConfig()) -> str:
     """Leave-one-domain-out: val accuracy (the selection rule) and target accuracy for every (lambda, k)."""
     label_run(config)
-    preflight(config)
+    preflight(config, cached=True)
     data = discover_dataset(config.dataset, config.store_url, config.holdout, config.split_seed, config.class_policy)
     index = cached_index(data, config.model, config.pretrained, config.store_url, config.intervention_config(),
                          text_inputs(data, config.text_pairs, config.templates, config.class_names))

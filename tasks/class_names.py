@@ -18,6 +18,7 @@ import pandas as pd
 
 from tasks.interventions import class_prompt_name
 from tasks.storage import filesystem
+from tasks.errors import InputError
 
 IMAGENET = "imagenet"
 CSV_COLUMNS = ["folder", "name"]
@@ -53,17 +54,17 @@ def read_class_names_csv(url: str) -> dict[str, str]:
     """folder -> name from a CSV with columns folder,name; fails naming the file and the fix."""
     fs, path = filesystem(url)
     if not fs.isfile(path):
-        raise ValueError(f"class names file {url!r} does not exist; pass a CSV with columns folder,name or 'imagenet'")
+        raise InputError(f"class names file {url!r} does not exist; pass a CSV with columns folder,name or 'imagenet'")
     with fs.open(path, "rb") as handle:
         frame = pd.read_csv(io.BytesIO(handle.read()), dtype=str, keep_default_na=False)
     if list(frame.columns) != CSV_COLUMNS:
-        raise ValueError(f"class names file {url!r} has columns {list(frame.columns)}; it needs exactly {CSV_COLUMNS}")
+        raise InputError(f"class names file {url!r} has columns {list(frame.columns)}; it needs exactly {CSV_COLUMNS}")
     duplicated = sorted(set(frame.loc[frame["folder"].duplicated(), "folder"]))
     if duplicated:
-        raise ValueError(f"class names file {url!r} names folder(s) {duplicated[:10]} more than once; keep one row each")
+        raise InputError(f"class names file {url!r} names folder(s) {duplicated[:10]} more than once; keep one row each")
     blank = frame.loc[frame["name"].str.strip() == "", "folder"].tolist()
     if blank:
-        raise ValueError(f"class names file {url!r} gives folder(s) {blank[:10]} an empty name; fill the name column")
+        raise InputError(f"class names file {url!r} gives folder(s) {blank[:10]} an empty name; fill the name column")
     return dict(zip(frame["folder"], frame["name"].str.strip()))
 
 
@@ -76,7 +77,7 @@ def class_display_names(spec: str | None, classes, where: str) -> dict[str, str]
         known = {folder: names.get(class_identity(IMAGENET, folder)) for folder in classes}
         unknown = sorted(folder for folder, name in known.items() if name is None)
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"--class-names imagenet: {len(unknown)} class folder(s) of {where} are neither ImageNet WordNet ids "
                 f"(n01440764) nor class indices (0-999), e.g. {unknown[:5]}; pass --class-names FILE "
                 "(CSV folder,name) for other datasets"
@@ -88,7 +89,7 @@ def class_display_names(spec: str | None, classes, where: str) -> dict[str, str]
     if unnamed or extra:
         problems = [f"{len(unnamed)} folder(s) of {where} are not named, e.g. {unnamed[:5]}"] if unnamed else []
         problems += [f"{len(extra)} named folder(s) are not in {where}, e.g. {extra[:5]}"] if extra else []
-        raise ValueError(
+        raise InputError(
             f"class names file {spec!r} does not match the class folders: {'; '.join(problems)}; "
             "give exactly one row per class folder"
         )
@@ -102,7 +103,7 @@ def match_classes(spec: str | None, source_classes, target_classes, target: str)
     missing = sorted(folder for folder, source in matched.items() if source is None)
     if missing:
         hint = "" if spec == IMAGENET else "; if the folders are ImageNet WordNet ids or class indices, pass --class-names imagenet"
-        raise ValueError(
+        raise InputError(
             f"target dataset {target!r} has {len(missing)} class folder(s) that the source dataset lacks, "
             f"e.g. {missing[:5]}: the probe and the projection know only the source's classes. Remove those "
             f"folders from the target or add them to the source{hint}"

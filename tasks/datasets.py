@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.storage import exists, filesystem, join, stable_hash, write_bytes
+from tasks.errors import InputError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 ROTATED_DIGITS = "rotated-digits"
@@ -72,7 +73,7 @@ def _list_images(fs, base: str, root: str) -> tuple[pd.DataFrame, bool]:
         if len(parts) in by_depth and relative.lower().endswith(IMAGE_EXTENSIONS) and not parts[-1].startswith("."):
             by_depth[len(parts)].append((relative, parts, int(info.get("size") or 0)))
     if by_depth[2] and by_depth[3]:
-        raise ValueError(
+        raise InputError(
             f"dataset root {root!r} mixes two layouts: images at ROOT/<class>/<image> (e.g. {by_depth[2][0][0]!r}) "
             f"and at ROOT/<domain>/<class>/<image> (e.g. {by_depth[3][0][0]!r}); keep one layout "
             "(move the stray images into class folders, or one level down into domain folders)"
@@ -92,12 +93,12 @@ def discover(root: str, *, holdout: float = 0.2, seed: int = 0, class_policy: st
     keeps the classes every domain has.
     """
     if not 0 < holdout < 1:
-        raise ValueError(f"holdout must be in (0, 1), got {holdout}")
+        raise InputError(f"holdout must be in (0, 1), got {holdout}")
     if class_policy not in ("strict", "intersection"):
-        raise ValueError(f"class_policy must be 'strict' or 'intersection', got {class_policy!r}")
+        raise InputError(f"class_policy must be 'strict' or 'intersection', got {class_policy!r}")
     fs, base = filesystem(root)
     if not fs.isdir(base):
-        raise ValueError(
+        raise InputError(
             f"dataset root {root!r} does not exist or is not a folder; expected ROOT/<domain>/<class>/<image> "
             f"or ROOT/<class>/<image> (pass --dataset {ROTATED_DIGITS} for the built-in dataset)"
         )
@@ -107,7 +108,7 @@ def discover(root: str, *, holdout: float = 0.2, seed: int = 0, class_policy: st
         entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(base, detail=False) if fs.isdir(entry)
     )
     if not top_folders:
-        raise ValueError(
+        raise InputError(
             f"dataset root {root!r} has no domain or class folders; expected ROOT/<domain>/<class>/<image> "
             "or ROOT/<class>/<image>"
         )
@@ -115,7 +116,7 @@ def discover(root: str, *, holdout: float = 0.2, seed: int = 0, class_policy: st
     empty = [folder for folder in top_folders if folder not in present]
     if empty:
         kind, layout = ("class", "<class>/<image>") if imagefolder else ("domain", "<domain>/<class>/<image>")
-        raise ValueError(
+        raise InputError(
             f"{kind} folder(s) {empty} under {root!r} contain no images ({', '.join(IMAGE_EXTENSIONS)}); "
             f"add images as {layout} or remove the folder"
         )
@@ -128,14 +129,14 @@ def discover(root: str, *, holdout: float = 0.2, seed: int = 0, class_policy: st
                 for domain, classes in sorted(class_sets.items())
                 if classes != set.union(*class_sets.values())
             )
-            raise ValueError(
+            raise InputError(
                 f"class folders differ between domains under {root!r}: {differences}. "
                 "Fix the folders, or pass class_policy='intersection' (--class-policy intersection) "
                 f"to keep the {len(shared)} shared classes"
             )
         frame = frame[frame["class"].isin(shared)]
     if not shared:
-        raise ValueError(f"no class is shared by every domain under {root!r}")
+        raise InputError(f"no class is shared by every domain under {root!r}")
     frame = frame.sort_values("sample_id").reset_index(drop=True)
     classes = tuple(sorted(shared))
     frame["label"] = frame["class"].map({name: index for index, name in enumerate(classes)}).astype("int32")

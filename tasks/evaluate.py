@@ -17,6 +17,7 @@ from icm_core import (
     zero_shot_logits,
 )
 from tasks.fit import EmbeddingIndex, load_projection
+from tasks.errors import InputError
 
 METHODS = ("clip_zero_shot", "clip_linear_probe", "clip_icm_zero_shot", "clip_icm_linear_probe")
 PREDICTION_COLUMNS = ["protocol", "target", "method", "sample_id", "class", "label", "prediction", "correct",
@@ -58,7 +59,7 @@ def load_target(index: EmbeddingIndex, target: str, test_split: str):
         raise ValueError(f"config field 'test_split': {test_split!r} is not one of {list(TEST_SPLITS)}")
     rows, embeddings = index.load([target], TEST_SPLITS[test_split])
     if len(rows) == 0:
-        raise ValueError(f"target {target!r} has no images in test split {test_split!r}; choose --test-split all")
+        raise InputError(f"target {target!r} has no images in test split {test_split!r}; choose --test-split all")
     return rows, embeddings
 
 

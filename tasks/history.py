@@ -22,6 +22,7 @@ from prefect.runtime import flow_run
 
 from tasks import __version__
 from tasks.storage import exists, filesystem, join, read_bytes, write_bytes
+from tasks.errors import InputError
 
 LATEST = "LATEST"
 RUN_RECORD = "run.json"
@@ -58,7 +59,7 @@ def resolve_run(url: str) -> str:
         return url
     if exists(join(url, LATEST)):
         return join(url, read_bytes(join(url, LATEST)).decode().strip())
-    raise FileNotFoundError(
+    raise InputError(
         f"{url} is neither a run (no {RUN_RECORD}) nor a config folder (no {LATEST}); "
         "pass STORE/runs/NAME or one of its entries STORE/runs/NAME/<entry>"
     )
@@ -87,7 +88,7 @@ def store_of(entry_url: str) -> str:
     """STORE of STORE/runs/NAME/ENTRY."""
     parts = entry_url.rstrip("/").rsplit("/", 3)
     if len(parts) != 4 or parts[1] != "runs":
-        raise ValueError(f"{entry_url} is not a history entry STORE/runs/NAME/ENTRY; pass --store")
+        raise InputError(f"{entry_url} is not a history entry STORE/runs/NAME/ENTRY; pass --store")
     return parts[0]
 
 

@@ -6,6 +6,9 @@ the result never depends on batch order, batch size or worker count.
 from __future__ import annotations
 
 import hashlib
+import json
+import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,6 +16,7 @@ import pandas as pd
 import torchvision.transforms.functional as TF
 from PIL import Image
 
+from tasks.errors import InputError
 from tasks.storage import filesystem, stable_hash
 
 # Documented defaults; any entry can be overridden through InterventionConfig.params.
@@ -26,6 +30,55 @@ DEFAULT_PARAMS = {
     "equalize": {},
 }
 FAMILIES = tuple(DEFAULT_PARAMS)
+
+
+def _number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def _number_in(low: float, high: float):
+    """A rule: a finite number in [low, high]; returns the problem, or None."""
+    def rule(value):
+        return None if _number(value) and low <= value <= high else f"a number in [{low}, {high}]"
+    return rule
+
+
+def _range_in(low: float, high: float, integer: bool = False):
+    """A rule: a [low, high] pair drawn from uniformly, inside [low, high] bounds and in order."""
+    kind = "integers" if integer else "numbers"
+
+    def rule(value):
+        if (not isinstance(value, (list, tuple)) or len(value) != 2
+                or not all(_number(v) and (not integer or isinstance(v, (int, np.integer))) for v in value)):
+            return f"a [low, high] pair of {kind} in [{low}, {high}] (a fixed value: [x, x])"
+        if not low <= value[0] <= value[1] <= high:
+            return f"a [low, high] pair with {low} <= low <= high <= {high}"
+        return None
+    return rule
+
+
+MAX_KERNEL = 63  # torchvision pads by half the kernel, which must stay below the image side: 32 px and up
+
+
+def _odd_kernel(value):
+    sizes = value if isinstance(value, (list, tuple)) and len(value) == 2 else [value]
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 < v <= MAX_KERNEL and v % 2 == 1
+           for v in sizes):
+        return None
+    return f"an odd integer from 1 to {MAX_KERNEL} (or a pair of them), e.g. 9"
+
+
+# what each parameter may be: the checks torchvision would otherwise make mid-embedding, or never
+PARAMETER_RULES = {
+    ("color_jitter", "brightness"): _number_in(0, 1),
+    ("color_jitter", "contrast"): _number_in(0, 1),
+    ("color_jitter", "saturation"): _number_in(0, 1),
+    ("color_jitter", "hue"): _number_in(0, 0.5),
+    ("gaussian_blur", "kernel_size"): _odd_kernel,
+    ("gaussian_blur", "sigma"): _range_in(1e-3, 100),
+    ("posterize", "bits"): _range_in(1, 8, integer=True),
+    ("solarize", "threshold"): _range_in(0, 255),
+}
 
 
 def _color_jitter(image, rng, brightness, contrast, saturation, hue):
@@ -56,15 +109,43 @@ class InterventionConfig:
     params: dict = field(default_factory=dict)  # {family: {parameter: value}} overrides
 
     def __post_init__(self):
-        unknown = sorted(set(self.families) - set(FAMILIES)) + sorted(set(self.params) - set(FAMILIES))
-        if unknown or not self.families:
-            raise ValueError(f"unknown or no intervention families {unknown}; choose from {list(FAMILIES)}")
+        """Fail on any family, seed or parameter the draw could not use: before anything is embedded."""
+        families = list(self.families) if isinstance(self.families, (list, tuple)) else None
+        if not families or any(not isinstance(family, str) for family in families):
+            raise InputError(f"interventions must be a non-empty list of family names from {list(FAMILIES)}, "
+                             f"got {self.families!r}", "families")
+        unknown = sorted(set(families) - set(FAMILIES))
+        if unknown:
+            raise InputError(f"unknown or no intervention families {unknown}; choose from {list(FAMILIES)}", "families")
+        repeated = sorted({family for family in families if families.count(family) > 1})
+        if repeated:
+            raise InputError(f"intervention families {repeated} are listed twice; list each family once", "families")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise InputError(f"intervention seed must be an integer >= 0, got {self.seed!r}", "seed")
+        if not isinstance(self.params, Mapping):
+            raise InputError(f'intervention parameters must be a mapping {{family: {{parameter: value}}}}, '
+                             f'got {self.params!r}', "params")
         for family, overrides in self.params.items():
+            if family not in FAMILIES:
+                raise InputError(f"parameters given for unknown intervention family {family!r}; "
+                                 f"choose from {list(FAMILIES)}", "params")
+            if family not in families:
+                raise InputError(f"parameters given for intervention {family!r}, which is not among the "
+                                 f"families used {families}; add it or drop its parameters", "params")
+            if not isinstance(overrides, Mapping):
+                raise InputError(f"intervention {family!r}: parameters must be a mapping {{parameter: value}}, "
+                                 f"e.g. {json.dumps(DEFAULT_PARAMS[family]) if DEFAULT_PARAMS[family] else '{}'}; "
+                                 f"got {overrides!r}", "params")
             bad = sorted(set(overrides) - set(DEFAULT_PARAMS[family]))
             if bad:
-                raise ValueError(
-                    f"intervention {family!r} has no parameter(s) {bad}; it takes {sorted(DEFAULT_PARAMS[family])}"
-                )
+                raise InputError(
+                    f"intervention {family!r} has no parameter(s) {bad}; it takes {sorted(DEFAULT_PARAMS[family])}",
+                    "params")
+            for name, value in overrides.items():
+                problem = PARAMETER_RULES[family, name](value)
+                if problem:
+                    raise InputError(f"intervention {family!r} parameter {name!r} must be {problem}, got {value!r} "
+                                     f"(default {json.dumps(DEFAULT_PARAMS[family][name])})", "params")
 
     def parameters(self, family: str) -> dict:
         return {**DEFAULT_PARAMS[family], **self.params.get(family, {})}
@@ -132,13 +213,22 @@ def load_text_pairs(url: str, classes) -> pd.DataFrame:
     """User-supplied caption pairs from CSV or Parquet with columns class, text_a, text_b."""
     fs, path = filesystem(url)
     if not fs.exists(path):
-        raise ValueError(f"text pairs file {url!r} does not exist")
-    with fs.open(path, "rb") as handle:
-        frame = pd.read_parquet(handle) if path.endswith(".parquet") else pd.read_csv(handle)
+        raise InputError(f"text pairs file {url!r} does not exist")
+    kind = "Parquet" if path.endswith(".parquet") else "CSV"
+    try:
+        with fs.open(path, "rb") as handle:
+            frame = pd.read_parquet(handle) if kind == "Parquet" else pd.read_csv(handle)
+    except (ValueError, OSError) as error:  # pandas and pyarrow parse errors are ValueErrors
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        raise InputError(f"text pairs file {url!r} cannot be read as {kind} ({type(error).__name__}: {first_line}); "
+                         "write columns class,text_a,text_b") from error
     missing = sorted({"class", "text_a", "text_b"} - set(frame.columns))
     if missing:
-        raise ValueError(f"text pairs file {url!r} lacks column(s) {missing}; it needs class, text_a, text_b")
-    unknown = sorted(set(frame["class"]) - set(classes))
+        raise InputError(f"text pairs file {url!r} lacks column(s) {missing}; it needs class, text_a, text_b")
+    blank = frame.index[frame[["class", "text_a", "text_b"]].isna().any(axis=1)].tolist()
+    if blank:
+        raise InputError(f"text pairs file {url!r} has empty cells in data row(s) {blank[:10]}; fill or drop them")
+    unknown = sorted(set(frame["class"].astype(str)) - set(classes))
     if unknown:
-        raise ValueError(f"text pairs file {url!r} names classes {unknown[:10]} that the dataset lacks")
+        raise InputError(f"text pairs file {url!r} names classes {unknown[:10]} that the dataset lacks")
     return frame[["class", "text_a", "text_b"]].astype(str).reset_index(drop=True)

@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.evaluate import METHODS
 from tasks.storage import join, read_json, read_parquet, write_bytes, write_parquet
+from tasks.errors import InputError
 
 GROUP = ["model", "pretrained", "dataset", "protocol", "method"]
 # each CLIP-ICM method and the CLIP baseline it is compared with
@@ -47,7 +48,7 @@ def read_trials(runs: list[dict]) -> pd.DataFrame:
         means = summary.loc[summary["target"] == "mean", ["protocol", "method", "accuracy"]]
         frames.append(means.assign(**labels, run=item["run"]))
     if not frames:
-        raise ValueError("no runs to aggregate: run `clip-icm bench` or `clip-icm run` into this store first")
+        raise InputError("no runs to aggregate: run `clip-icm bench` or `clip-icm run` into this store first")
     return pd.concat(frames, ignore_index=True)[TRIAL_COLUMNS]
 
 

@@ -12,6 +12,7 @@ from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
 from tasks.interventions import CLASS_TEMPLATES
 from tasks.storage import filesystem
+from tasks.errors import InputError
 
 PLACEHOLDER = "{}"
 TEMPLATE_SETS = {
@@ -27,7 +28,7 @@ def load_templates(spec: str) -> tuple[str, ...]:
         return TEMPLATE_SETS[spec]
     fs, path = filesystem(spec)
     if not fs.isfile(path):
-        raise ValueError(
+        raise InputError(
             f"templates {spec!r} is neither a built-in set {sorted(TEMPLATE_SETS)} nor an existing file "
             "(one template per line, with {} where the class name goes)"
         )
@@ -38,13 +39,13 @@ def load_templates(spec: str) -> tuple[str, ...]:
         if not line.strip():
             continue
         if line.count(PLACEHOLDER) != 1:
-            raise ValueError(
+            raise InputError(
                 f"templates file {spec!r} line {number} ({line.strip()!r}) must hold {PLACEHOLDER} exactly once, "
                 "where the class name goes"
             )
         templates.append(line.strip())
     if not templates:
-        raise ValueError(f"templates file {spec!r} holds no template; write one per line, e.g. 'a photo of a {{}}.'")
+        raise InputError(f"templates file {spec!r} holds no template; write one per line, e.g. 'a photo of a {{}}.'")
     return tuple(dict.fromkeys(templates))  # a repeated line would weigh its template twice
 
 

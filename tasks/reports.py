@@ -17,7 +17,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.utilities.slugify import slugify
 
 from tasks.models import RANDOM_WEIGHTS
-from tasks.storage import join, read_json, read_parquet, write_bytes, write_json, write_parquet
+from tasks.errors import InputError
+from tasks.storage import filesystem, join, read_json, read_parquet, write_bytes, write_json, write_parquet
 
 DECIMALS = 3  # every accuracy and difference in every report
 MISSING = "—"  # a cell with no value (a method or class group a target lacks), never "nan"
@@ -40,10 +41,6 @@ def write_table(frame: pd.DataFrame, run_url: str, name: str) -> str:
 @task(name="write-run-json", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def write_run_json(run_url: str, record: dict) -> str:
     return write_json(join(run_url, "run.json"), record)
-
-
-def read_summary(run_url: str) -> pd.DataFrame:
-    return read_parquet(join(run_url, "summary.parquet")).to_pandas()
 
 
 def read_run(run_url: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -298,6 +295,38 @@ def write_plot(summary: pd.DataFrame, run_url: str, record: dict) -> str | None:
     if not summary["protocol"].isin(["domain_shift", "open_class"]).any():
         return None
     return write_bytes(join(run_url, "accuracy_by_target.png"), accuracy_plot_png(summary, record))
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+
+
+# the columns `clip-icm report` needs, and the kind of values each holds (runs may add columns)
+SUMMARY_COLUMNS = {"protocol": _is_text, "method": _is_text, "target": _is_text,
+                   "accuracy": pa.types.is_floating, "n": pa.types.is_integer}
+
+
+def read_summary(run_url: str) -> pd.DataFrame:
+    """A run's summary table; InputError unless the file is one, written by a run."""
+    url = join(run_url, "summary.parquet")
+    fix = "pass a run folder STORE/runs/NAME written by `clip-icm run`"
+    try:
+        fs, path = filesystem(url)
+        kind = fs.info(path)["type"] if fs.exists(path) else None
+    except (ValueError, ImportError, OSError) as error:
+        raise InputError(f"cannot open {url} ({type(error).__name__}: {error}); {fix}") from error
+    if kind != "file":
+        raise InputError(f"{url} {'does not exist' if kind is None else 'is a folder, not a table'}; {fix}")
+    try:
+        table = read_parquet(url)
+    except (pa.ArrowException, OSError) as error:
+        raise InputError(f"{url} is not a readable Parquet file ({type(error).__name__}: {error}); {fix}") from error
+    schema = table.schema
+    problems = [f"column {name!r} holds {schema.field(name).type}" if name in schema.names else f"no column {name!r}"
+                for name, holds in SUMMARY_COLUMNS.items() if name not in schema.names or not holds(schema.field(name).type)]
+    if problems or table.num_rows == 0:
+        raise InputError(f"{url} is not a clip-icm summary ({'; '.join(problems) or 'no rows'}); {fix}")
+    return table.to_pandas()
 
 
 @task(name="publish-sweep-artifact", cache_policy=NO_CACHE)

@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from icm_core import Selection, ValidationFold, released_zero_shot_predict, select_over_folds, zero_shot_predict
 from tasks.fit import EmbeddingIndex, default_ks
+from tasks.errors import InputError
 
 ZERO_SHOT = {"default": zero_shot_predict, "released": released_zero_shot_predict}
 
@@ -22,7 +23,7 @@ def total_moments(per_domain: dict, domains, text=None):
 def _fold(index: EmbeddingIndex, moments, domains, split, classes, class_names, name) -> ValidationFold:
     rows, embeddings = index.load(domains, split, classes)
     if len(rows) == 0:
-        raise ValueError(f"domain(s) {list(domains)} have no {split} images to select (lambda, k) on; "
+        raise InputError(f"domain(s) {list(domains)} have no {split} images to select (lambda, k) on; "
                          "lower the holdout, add data, or choose another --selection rule")
     labels = rows["class"].map({name: i for i, name in enumerate(class_names)}).to_numpy()
     return ValidationFold(moments, embeddings, labels, name)
@@ -37,7 +38,7 @@ def validation_folds(index, moments, per_domain, text, sources, target, classes,
         return [_fold(index, moments, [target], "val", classes, class_names, target)]
     if rule == "leave-one-domain-out":
         if len(sources) < 2:
-            raise ValueError(
+            raise InputError(
                 f"config field 'selection': leave-one-domain-out needs at least 2 source domains, "
                 f"target {target!r} leaves {list(sources)}; use --selection training-domain"
             )
@@ -47,7 +48,7 @@ def validation_folds(index, moments, per_domain, text, sources, target, classes,
                   [held_out], "train", classes, class_names, held_out)
             for held_out in sources
         ]
-    raise ValueError(f"config field 'selection': unknown rule {rule!r}")
+    raise InputError(f"config field 'selection': unknown rule {rule!r}")
 
 
 @task(name="select-projection", task_run_name="select (lambda, k) by {rule}", cache_policy=NO_CACHE)

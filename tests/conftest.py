@@ -14,6 +14,8 @@ TINY_MODEL = "ICM-Tiny"
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="clip-icm-prefect-"))
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# the temporary server's start-up wait: Prefect's 20 s is not enough on a loaded 2-core machine
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 def colourful_image(rng, label: int, domain_index: int, size: int = 32) -> Image.Image:
@@ -55,6 +57,15 @@ def make_imagefolder(root: str, classes, per_class: int = 5, style: int = 0, pat
             colourful_image(rng, pattern, style).save(buffer, format="JPEG", quality=95)
             write_bytes(f"{root}/{name}/{index:03d}.jpg", buffer.getvalue())
     return root
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """One temporary Prefect server for the whole test session, with the start-up wait set above."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=None):
+        yield
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 import torch
 from conftest import TINY_MODEL, colourful_image, make_image_folder
-from prefect.testing.utilities import prefect_test_harness
 
 import tasks.models
 from flows.bench import parse_model
@@ -19,12 +18,6 @@ from tasks.leaderboard import BASELINES, aggregate, cell, paper_tables
 from tasks.storage import join, read_bytes, read_json, read_parquet, stable_hash
 
 FAST = ["--protocol", "domain-shift", "--lams", "1", "--ks", "4"]
-
-
-@pytest.fixture(scope="module")
-def prefect_api():
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ import os
 import numpy as np
 import pytest
 from conftest import TINY_MODEL, make_imagefolder
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.cli import main
 from flows.dataset_shift import probe_scores_among
@@ -21,12 +20,6 @@ from tasks.history import resolve_run
 INDICES = (1, 6, 11, 13)
 SYNSETS = tuple(imagenet_synsets()[i] for i in INDICES)  # goldfish, stingray, goldfinch, junco
 PER_CLASS = {"source": 6, "imagenet-v2": 3, "imagenet-a": 4}
-
-
-@pytest.fixture(scope="module")
-def prefect_api():
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
 
 
 @pytest.fixture(scope="module")

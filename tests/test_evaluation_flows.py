@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 from conftest import TINY_MODEL, make_image_folder
 from prefect.client.orchestration import get_client
-from prefect.testing.utilities import prefect_test_harness
 from sklearn.linear_model import LogisticRegression
 
 from flows.cli import main
@@ -25,12 +24,6 @@ from tasks.reports import read_run, run_report
 
 CLASSES = ("ant", "bee", "cat", "dog", "eel", "fox")  # six, so top-5 is defined
 LAMS = [0.1, 10.0]
-
-
-@pytest.fixture(scope="module")
-def prefect_api():
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import pyarrow as pa
 import pytest
 import yaml
 from conftest import TINY_MODEL, make_image_folder
-from prefect.testing.utilities import prefect_test_harness
 
 import tasks.models
 from flows.cli import main
@@ -27,12 +26,6 @@ from tasks.storage import join, read_bytes, read_json, read_parquet, write_parqu
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ("bird", "cat", "dog", "fish")
 LAMS = ["0.1", "1", "10"]
-
-
-@pytest.fixture(scope="module")
-def prefect_api():
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -197,12 +190,12 @@ def test_sweep_without_cache_names_the_missing_embeddings(workspace, tmp_path, c
 @pytest.mark.parametrize(
     "extra, field",
     [
-        (["--model", "ViT-B-31"], "model/pretrained"),
-        (["--pretrained", "no-such-tag"], "model/pretrained"),
+        (["--model", "ViT-B-31"], "model"),
+        (["--pretrained", "no-such-tag"], "pretrained"),
         (["--holdout", "1.5"], "holdout"),
         (["--lams", "-1"], "lams"),
         (["--ks", "0"], "ks"),
-        (["--interventions", "invert", "--intervention-params", '{"invert": {"amount": 1}}'], "interventions"),
+        (["--interventions", "invert", "--intervention-params", '{"invert": {"amount": 1}}'], "intervention_params"),
     ],
 )
 def test_bad_config_fails_before_any_embedding_naming_the_field(extra, field, tmp_path, capsys):
@@ -217,7 +210,7 @@ def test_unknown_target_fails_before_any_embedding(workspace, tmp_path, capsys):
     store = tmp_path / "store"
     args = [a if a != str(workspace["base"] / "store") else str(store) for a in workspace["args"]]
     assert main(["run", *args, "--targets", "art", "cartoon"]) == 2
-    assert "config field 'targets': ['cartoon'] are not domains" in capsys.readouterr().err
+    assert "config field 'targets' (--targets): ['cartoon'] are not domains" in capsys.readouterr().err
     assert not (store / "embeddings").exists()
 
 
@@ -240,7 +233,7 @@ def test_cli_help_lists_every_command():
     assert "--pretrained" in result.stdout and "--task-runner" in result.stdout
 
 
-def test_prefect_yaml_deployments_register_against_a_local_api(prefect_api, tmp_path):
+def test_prefect_yaml_deployments_register_against_a_local_api(prefect_api, tmp_path, monkeypatch):
     spec = yaml.safe_load(open(os.path.join(ROOT, "prefect.yaml")))
     names = {d["name"]: d for d in spec["deployments"]}
     assert set(names) == {"nightly", "gpu", "sweep", "benchmark"}
@@ -250,10 +243,12 @@ def test_prefect_yaml_deployments_register_against_a_local_api(prefect_api, tmp_
     from flows.sweep import sweep
 
     flows = {"flows/run.py:run": run, "flows/sweep.py:sweep": sweep, "flows/bench.py:bench": bench}
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # as on the GPU workers
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
     for deployment in spec["deployments"]:  # every deployment's parameters make a valid RunConfig
         parameters = flows[deployment["entrypoint"]].validate_parameters(deployment["parameters"])
         assert isinstance(parameters["config"], RunConfig)
-        preflight(parameters["config"])
+        preflight(parameters["config"].model_copy(update={"store": str(tmp_path / "store")}))
     assert flows["flows/run.py:run"].validate_parameters(names["gpu"]["parameters"])["config"].device == "cuda"
     benchmark = bench.validate_parameters(names["benchmark"]["parameters"])
     assert len(trial_configs(benchmark["models"], benchmark["datasets"], benchmark["trials"], benchmark["config"])) == 3
