@@ -195,7 +195,7 @@ FIELD_CASES = {
     "missing templates file": (["--templates", "{tmp}/templates.txt"], "config field 'templates'", "templates.txt"),
     "missing class names file": (["--class-names", "{tmp}/names.csv"], "config field 'class_names'", "names.csv"),
     "misspelt template set": (["--templates", "openai"], "config field 'templates'", "neither a built-in"),
-    "misspelt class names": (["--class-names", "imagenet1k"], "config field 'class_names'", "neither a built-in"),
+    "misspelt class names": (["--class-names", "imagenet1k"], "config field 'class_names'", "does not exist"),
     "target dataset twice": (["--protocol", "dataset-shift", "--target-datasets", "v2={data}", "v2={one}"],
                              "config field 'target_datasets'", "'v2' given twice"),
     "dataset shift without targets": (["--protocol", "dataset-shift"], "config field 'target_datasets'"),
