@@ -1,4 +1,7 @@
-"""Flow: embed a dataset's images (originals + interventions) and prompts, one task per shard."""
+"""Flow: embed a dataset's images (originals + interventions) and prompts.
+
+Each (domain, view) runs as parts of at most `shard_size` images, one task each, that receive
+only their own rows; a merge task per (domain, view) writes the one table readers use."""
 from __future__ import annotations
 
 from prefect import flow, task
@@ -6,7 +9,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.datasets import Dataset, discover, resolve_dataset
-from tasks.embed import INTERVENED, ORIGINAL, embed_image_shard, embed_text, image_shard_url, text_url
+from tasks.embed import (
+    DEFAULT_SHARD_SIZE, INTERVENED, ORIGINAL, embed_image_part, embed_text, image_shard_url, merge_image_shard,
+    plan_shard, text_url,
+)
 from tasks.fit import EmbeddingIndex
 from tasks.interventions import InterventionConfig, load_text_pairs, prompt_bank_pairs
 from tasks.models import check_model
@@ -63,21 +69,32 @@ def embed_dataset(
     split_seed: int = 0,
     class_policy: str = "strict",
     device: str = "auto",
-    batch_size: int = 64,
+    batch_size: int | None = None,
     num_workers: int | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    precision: str = "auto",
 ) -> EmbeddingIndex:
     data = discover_dataset(dataset, store, holdout, split_seed, class_policy)
     pairs = text_pairs_for(data, text_pairs)
     index = plan_index(data, model, pretrained, store, interventions, pairs)
 
-    shards = [
-        embed_image_shard.submit(data, domain, view, model, pretrained, store, interventions,
-                                 device=device, batch_size=batch_size, num_workers=num_workers)
-        for domain in data.domains
-        for view in VIEWS
-    ]
+    shards = []
+    for plan in plan_shards(data, model, pretrained, store, interventions, shard_size):
+        if exists(plan.url):  # cached: nothing to submit
+            continue
+        parts = [
+            embed_image_part.with_options(task_run_name=f"embed {plan.label} {number + 1}/{len(plan.parts)}").submit(
+                rows, plan.url, plan.metadata, plan.label, interventions, device, batch_size, num_workers, precision)
+            for number, rows in enumerate(plan.parts)
+        ]
+        shards.append(merge_image_shard.submit(plan.url, parts, plan.label))
     prompts = embed_text.submit(data.classes, pairs, model, pretrained, store, device=device)
 
-    results = [shard.result() for shard in shards]
-    index.embedded = sum(r["embedded"] for r in results) + prompts.result()["embedded"]
+    index.embedded = sum(shard.result()["embedded"] for shard in shards) + prompts.result()["embedded"]
     return index
+
+
+def plan_shards(data: Dataset, model, pretrained, store, interventions, shard_size: int = DEFAULT_SHARD_SIZE):
+    """Every (domain, view) of the dataset as a ShardPlan of parts of at most shard_size images."""
+    return [plan_shard(data, domain, view, model, pretrained, store, interventions, shard_size)
+            for domain in data.domains for view in VIEWS]
