@@ -4,6 +4,7 @@ Each (domain, view) runs as parts of at most `shard_size` images, one task each,
 only their own rows; a merge task per (domain, view) writes the one table readers use."""
 from __future__ import annotations
 
+import torch
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -14,6 +15,7 @@ from tasks.embed import (
     plan_shard, text_url,
 )
 from tasks.fit import EmbeddingIndex
+from tasks.gpu_images import assign_devices
 from tasks.interventions import InterventionConfig, load_text_pairs, prompt_bank_pairs
 from tasks.models import check_model
 from tasks.storage import exists
@@ -78,13 +80,16 @@ def embed_dataset(
     pairs = text_pairs_for(data, text_pairs)
     index = plan_index(data, model, pretrained, store, interventions, pairs)
 
+    todo = [plan for plan in plan_shards(data, model, pretrained, store, interventions, shard_size)
+            if not exists(plan.url)]  # cached shards: nothing to submit
+    # several GPUs on this host: parts spread over them, one model per GPU, each part on one device
+    devices = iter(assign_devices(sum(len(plan.parts) for plan in todo), device, torch.cuda.device_count()))
     shards = []
-    for plan in plan_shards(data, model, pretrained, store, interventions, shard_size):
-        if exists(plan.url):  # cached: nothing to submit
-            continue
+    for plan in todo:
         parts = [
             embed_image_part.with_options(task_run_name=f"embed {plan.label} {number + 1}/{len(plan.parts)}").submit(
-                rows, plan.url, plan.metadata, plan.label, interventions, device, batch_size, num_workers, precision)
+                rows, plan.url, plan.metadata, plan.label, interventions, next(devices), batch_size, num_workers,
+                precision)
             for number, rows in enumerate(plan.parts)
         ]
         shards.append(merge_image_shard.submit(plan.url, parts, plan.label))
