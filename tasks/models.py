@@ -17,16 +17,12 @@ import torch
 
 log = logging.getLogger(__name__)
 
+# A 2-layer, 32-px architecture for tests and smoke runs; never for results.
+open_clip.add_model_config(Path(__file__).parent / "model_configs")
+
 RANDOM_WEIGHTS = "none"
 # shard tasks run in threads: load each model once, and never seed torch's RNG concurrently
 _LOAD_LOCK = threading.Lock()
-
-
-@functools.lru_cache(maxsize=None)
-def register_model_configs() -> None:
-    """Make the shipped configs (ICM-Tiny: a 2-layer, 32-px architecture for tests and smoke runs,
-    never for results) known to open_clip; called on use, not at import, in every worker process."""
-    open_clip.add_model_config(Path(__file__).parent / "model_configs")
 
 
 def resolve_device(requested: str = "auto") -> str:
@@ -54,7 +50,6 @@ def check_model(name: str, pretrained: str) -> str:
     pretrained is an open_clip tag, a local checkpoint file, or "none" (random weights).
     The identity goes into cache keys: the tag, "none", or the checkpoint's content hash.
     """
-    register_model_configs()
     models = open_clip.list_models()
     if name not in models:
         close = difflib.get_close_matches(name, models, n=5, cutoff=0.5)

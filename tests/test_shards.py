@@ -6,7 +6,6 @@ import pickle
 import fsspec
 import numpy as np
 import pandas as pd
-import pytest
 from conftest import TINY_MODEL, make_image_folder
 
 from tasks.datasets import Dataset, discover

@@ -1,9 +1,13 @@
 """The main job on Dask (2 worker processes) and Ray (local, 2 CPUs) reports what the thread runner reports."""
+import asyncio
 import math
+from datetime import datetime, timezone
 
 import pandas as pd
 import pytest
 from conftest import TINY_MODEL, make_image_folder
+from prefect import get_client
+from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName, TaskRunFilterStartTime
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.cli import main
@@ -37,8 +41,15 @@ def run_with(runner: str, dataset: str, base) -> str:
 
 
 @pytest.fixture(scope="module")
-def threads_run(prefect_api, dataset, tmp_path_factory):
-    return run_with("threads", dataset, tmp_path_factory.mktemp("threads"))
+def timed_threads_run(prefect_api, dataset, tmp_path_factory):
+    started = datetime.now(timezone.utc)
+    run_url = run_with("threads", dataset, tmp_path_factory.mktemp("threads"))
+    return run_url, started, datetime.now(timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def threads_run(timed_threads_run):
+    return timed_threads_run[0]
 
 
 def reports(run_url):
@@ -46,16 +57,15 @@ def reports(run_url):
             for name in ("summary.parquet", "predictions.parquet", "selection.parquet")}
 
 
-def test_thread_run_embeds_each_domain_view_as_ceil_n_over_shard_size_part_tasks(threads_run):
-    from prefect import get_client
-    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+def test_thread_run_embeds_each_domain_view_as_ceil_n_over_shard_size_part_tasks(timed_threads_run):
+    _, started, finished = timed_threads_run
 
     async def part_runs():
         async with get_client() as client:
-            runs = await client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="embed art/")))
+            runs = await client.read_task_runs(task_run_filter=TaskRunFilter(
+                name=TaskRunFilterName(like_="embed art/"),
+                start_time=TaskRunFilterStartTime(after_=started, before_=finished)))
             return sorted(run.name for run in runs)
-
-    import asyncio
 
     names = asyncio.run(part_runs())
     parts = math.ceil(len(CLASSES) * PER_CLASS / SHARD_SIZE)  # art has 12 images: 3 parts per view
