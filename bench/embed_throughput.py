@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import platform
 import statistics
 import sys
@@ -75,6 +76,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     device = resolve_device(args.device)
     workers = args.num_workers if args.num_workers is not None else default_loader_workers(device)
     batch_size = args.batch_size or default_batch_size(device)
@@ -118,7 +120,8 @@ def main() -> None:
         f"# embed_throughput: {args.model} ({args.pretrained}), {args.images} JPEGs 256x256, batch {batch_size}, "
         f"device {device}, precision {args.precision}, loader workers {workers}, shard size {args.shard_size}",
         "",
-        f"{machine(device)}; torch {torch.__version__}, {platform.machine()}, {time.strftime('%Y-%m-%d', time.gmtime())}",
+        f"{machine(device)}; torch {torch.__version__}, {platform.machine()}, {time.strftime('%Y-%m-%d', time.gmtime())}; "
+        f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (a busy machine makes ratios noisy)",
         "",
         "| path | seconds (median) | images/s |",
         "|---|---:|---:|",

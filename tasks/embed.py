@@ -176,13 +176,11 @@ def embed_rows(loaded, rows: pd.DataFrame, interventions, batch_size, num_worker
             chunks.append(loaded.encode_images(batch["pixels"], precision))
             indices += batch["index"]
             views += batch["view"]
-    order = np.argsort(indices, kind="stable")  # the GPU path yields fallback images late
-    kept = rows.iloc[np.asarray(indices, int)[order]][PART_COLUMNS].assign(view=np.asarray(views, object)[order])
-    errors.sort()
+    kept = rows.iloc[indices][PART_COLUMNS].assign(view=views)
+    errors.sort()  # in row order: a batch on the GPU path lists unreadable files before undecodable ones
     failed = rows.iloc[[index for index, _ in errors]].assign(reason=[reason for _, reason in errors])
     width = loaded.model.visual.output_dim
-    embeddings = np.concatenate(chunks)[order] if chunks else np.zeros((0, width), np.float32)
-    return kept, embeddings, failed[SKIPPED_SCHEMA.names]
+    return kept, (np.concatenate(chunks) if chunks else np.zeros((0, width), np.float32)), failed[SKIPPED_SCHEMA.names]
 
 
 @dataclass(frozen=True)
@@ -191,7 +189,6 @@ class ShardPlan:
 
     url: str
     label: str  # "domain/view", for task names and logs
-    view: str
     parts: tuple[pd.DataFrame, ...]
     metadata: dict
 
@@ -224,7 +221,6 @@ def plan_shard(dataset: Dataset, domain: str, view: str, model: str, pretrained:
     return ShardPlan(
         url=image_shard_url(store, model, weights_id, dataset, domain, view, interventions),
         label=f"{domain}/{view}",
-        view=view,
         parts=split_rows(dataset.rows(domains=[domain]), shard_size),
         metadata=metadata,
     )
