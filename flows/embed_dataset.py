@@ -4,7 +4,6 @@ Each (domain, view) runs as parts of at most `shard_size` images, one task each,
 only their own rows; a merge task per (domain, view) writes the one table readers use."""
 from __future__ import annotations
 
-import torch
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -83,7 +82,7 @@ def embed_dataset(
     todo = [plan for plan in plan_shards(data, model, pretrained, store, interventions, shard_size)
             if not exists(plan.url)]  # cached shards: nothing to submit
     # several GPUs on this host: parts spread over them, one model per GPU, each part on one device
-    devices = iter(assign_devices(sum(len(plan.parts) for plan in todo), device, torch.cuda.device_count()))
+    devices = iter(assign_devices(sum(len(plan.parts) for plan in todo), device))
     shards = []
     for plan in todo:
         parts = [

@@ -141,10 +141,12 @@ def gpu_batches(loaded, rows: pd.DataFrame, interventions, batch_size: int, num_
     return tensor_batches(rows, loaded.preprocess, loaded.device, interventions, batch_size, num_workers)
 
 
-def assign_devices(n_tasks: int, requested: str = "auto", visible_gpus: int = 0) -> list[str]:
-    """The device of each embedding task: round robin over the visible GPUs when the device is
-    'auto' or 'cuda' and there are several (one model per GPU, each task bound to one), else the
-    requested device for all (a named device such as cuda:1 is honoured)."""
+def assign_devices(n_tasks: int, requested: str = "auto", visible_gpus: int | None = None) -> list[str]:
+    """The device of each embedding task: round robin over the visible GPUs (default: this
+    host's) when the device is 'auto' or 'cuda' and there are several (one model per GPU, each
+    task bound to one), else the requested device for all (a named device such as cuda:1 is honoured)."""
+    if visible_gpus is None:
+        visible_gpus = torch.cuda.device_count()
     if requested in ("auto", "cuda") and visible_gpus > 1:
         return [f"cuda:{number % visible_gpus}" for number in range(n_tasks)]
     return [requested] * n_tasks

@@ -108,7 +108,9 @@ def test_a_jpeg_the_device_decoder_refuses_is_decoded_with_pil(monkeypatch):
     assert isinstance(decoded[3], Exception)
 
 
-def test_tasks_spread_round_robin_over_visible_gpus_one_device_each():
+def test_tasks_spread_round_robin_over_visible_gpus_one_device_each(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)  # default: this host's GPUs
+    assert assign_devices(4) == ["cuda:0", "cuda:1", "cuda:2", "cuda:0"]
     assert assign_devices(5, "auto", visible_gpus=2) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"]
     assert assign_devices(3, "cuda", visible_gpus=4) == ["cuda:0", "cuda:1", "cuda:2"]
     spread = assign_devices(314, "auto", visible_gpus=8)  # ImageNet's parts over an 8-GPU host
