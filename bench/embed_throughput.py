@@ -1,19 +1,24 @@
 """Images/s of (a) the plain loop a user would write, (b) the embedding task end to end, (c) encode_image alone.
 
-Same generated JPEGs, model, batch size and device for all three. (a) is torchvision
+Same generated JPEGs, model, batch size, precision and device for all three. (a) is torchvision
 ImageFolder + DataLoader with the open_clip preprocess + encode_image; (b) is
-tasks.embed.embed_image_shard on the original view (decoding, Parquet writing and the
-cache bookkeeping included, into a fresh store); (c) is encode_image over tensors that
-were decoded beforehand: the compute limit. Prints a table and writes it to
-bench/results/embed_throughput.md.
+tasks.embed.embed_image_shard on the original view: the part task(s) and the merge, with the
+GPU input path on CUDA (JPEGs decoded on the GPU), Parquet writing and the cache bookkeeping
+included, into a fresh store; (c) is encode_image over tensors that were decoded beforehand:
+the compute limit. The three run in turn for --rounds rounds; the table gives each one's median
+and the median of the per-round (paired) ratios b/a and b/c, so a drifting machine moves both
+sides of a ratio alike. Prints a table and writes it to
+bench/results/embed_throughput-<model>-<cpu|cuda>.md, with the GPU's name.
 
-    python bench/embed_throughput.py [--model ViT-B-32] [--images 256] [--batch-size 64] [--device auto]
+    python bench/embed_throughput.py [--model ViT-B-32] [--images 256] [--batch-size 64] [--device auto] [--rounds 3]
 """
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -27,7 +32,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tasks.datasets import discover  # noqa: E402
 from tasks.embed import ORIGINAL, embed_image_shard  # noqa: E402
-from tasks.models import load_model, resolve_device  # noqa: E402
+from tasks.models import default_batch_size, default_loader_workers, load_model, resolve_device  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -51,17 +56,30 @@ def timed(function) -> float:
     return time.perf_counter() - started
 
 
+def machine(device: str) -> str:
+    if device.startswith("cuda"):
+        return f"GPU {torch.cuda.get_device_name(torch.device(device))}"
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    return f"no GPU; CPU {cpu}, {torch.get_num_threads()} torch threads"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--pretrained", default="none")
     parser.add_argument("--images", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--num-workers", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the pipeline's default for the device")
+    parser.add_argument("--num-workers", type=int, default=None, help="default: the pipeline's default for the device")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    parser.add_argument("--shard-size", type=int, default=8192)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     device = resolve_device(args.device)
-    workers = args.num_workers if args.num_workers is not None else (4 if device.startswith("cuda") else 0)
+    workers = args.num_workers if args.num_workers is not None else default_loader_workers(device)
+    batch_size = args.batch_size or default_batch_size(device)
     loaded = load_model(args.model, args.pretrained, device)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,43 +89,54 @@ def main() -> None:
 
         def plain_loop():
             folder = torchvision.datasets.ImageFolder(str(root / "domain"), transform=loaded.preprocess)
-            loader = torch.utils.data.DataLoader(folder, batch_size=args.batch_size, num_workers=workers,
+            loader = torch.utils.data.DataLoader(folder, batch_size=batch_size, num_workers=workers,
                                                  pin_memory=device.startswith("cuda"))
             for pixels, _ in loader:
-                loaded.encode_images(pixels)
+                loaded.encode_images(pixels, args.precision)
 
-        stores = iter(range(100))
+        stores = iter(range(1000))
 
         def pipeline():
-            embed_image_shard.fn(data, "domain", ORIGINAL, args.model, args.pretrained, f"{tmp}/store{next(stores)}",
-                                 device=device, batch_size=args.batch_size, num_workers=workers)
+            embed_image_shard(data, "domain", ORIGINAL, args.model, args.pretrained, f"{tmp}/store{next(stores)}",
+                              device=device, batch_size=batch_size, num_workers=workers, shard_size=args.shard_size,
+                              precision=args.precision)
 
         decoded = torch.stack([loaded.preprocess(Image.open(p).convert("RGB")) for p in sorted(root.rglob("*.jpg"))])
 
         def compute_only():
-            for start in range(0, len(decoded), args.batch_size):
-                loaded.encode_images(decoded[start : start + args.batch_size])
+            for start in range(0, len(decoded), batch_size):
+                loaded.encode_images(decoded[start : start + batch_size], args.precision)
 
         compute_only()  # warm-up: kernels, allocator, thread pools
-        seconds = {name: min(timed(f) for _ in range(2)) for name, f in
-                   (("a", plain_loop), ("b", pipeline), ("c", compute_only))}
+        pipeline()
+        rounds = [{name: timed(f) for name, f in (("a", plain_loop), ("b", pipeline), ("c", compute_only))}
+                  for _ in range(args.rounds)]
 
+    seconds = {name: statistics.median(r[name] for r in rounds) for name in "abc"}
     rate = {name: args.images / s for name, s in seconds.items()}
+    b_over_a = statistics.median(r["a"] / r["b"] for r in rounds)  # throughput ratio = inverse time ratio
+    b_over_c = statistics.median(r["c"] / r["b"] for r in rounds)
     text = "\n".join([
-        f"# embed_throughput: {args.model} ({args.pretrained}), {args.images} JPEGs 256x256, batch {args.batch_size}, "
-        f"device {device}, workers {workers}, torch {torch.__version__}, {platform.machine()}",
+        f"# embed_throughput: {args.model} ({args.pretrained}), {args.images} JPEGs 256x256, batch {batch_size}, "
+        f"device {device}, precision {args.precision}, loader workers {workers}, shard size {args.shard_size}",
         "",
-        "| path | seconds | images/s |",
+        f"{machine(device)}; torch {torch.__version__}, {platform.machine()}, {time.strftime('%Y-%m-%d', time.gmtime())}; "
+        f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (a busy machine makes ratios noisy)",
+        "",
+        "| path | seconds (median) | images/s |",
         "|---|---:|---:|",
         f"| (a) plain loop: ImageFolder + DataLoader + encode_image | {seconds['a']:.2f} | {rate['a']:.1f} |",
-        f"| (b) embedding task end to end (original view, Parquet, cache) | {seconds['b']:.2f} | {rate['b']:.1f} |",
+        f"| (b) embedding task end to end (original view: parts, merge, Parquet, cache) | {seconds['b']:.2f} | {rate['b']:.1f} |",
         f"| (c) encode_image on pre-decoded tensors | {seconds['c']:.2f} | {rate['c']:.1f} |",
         "",
-        f"b/a = {rate['b'] / rate['a']:.3f}   b/c = {rate['b'] / rate['c']:.3f}   (best of 2 runs each)",
+        f"b/a = {b_over_a:.3f}   b/c = {b_over_c:.3f}   (medians of {args.rounds} paired rounds, a b c in turn)",
+        "",
+        "command: python bench/embed_throughput.py " + " ".join(sys.argv[1:]),
     ])
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "embed_throughput.md").write_text(text + "\n")
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    (RESULTS / f"embed_throughput-{args.model}-{kind}.md").write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ class RunConfig(BaseModel):
     device: str = Field("auto", description="auto (cuda, mps, cpu), or a torch device such as cuda:1")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field("auto", description=(
         "embedding precision: auto (bf16/fp16 autocast on GPU, fp32 on CPU) or a fixed one"))
-    batch_size: int = Field(64, gt=0, description="images per batch")
+    batch_size: int | None = Field(None, gt=0, description="images per batch (default: 256 on GPU, 64 on CPU)")
     num_workers: int | None = Field(None, ge=0, description="DataLoader workers (default: sized to the host's cores on GPU, 0 on CPU)")
     shard_size: int = Field(8192, gt=0, description="images per embedding task: a (domain, view) splits into shards of at most this many")
     task_runner: TaskRunner = Field("threads", description="how embedding shards run in parallel: threads, or dask/ray to scale out")

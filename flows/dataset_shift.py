@@ -57,7 +57,8 @@ def embed_targets(config: RunConfig, task_runner) -> dict[str, EmbeddingIndex]:
     return {
         name: embed(url, config.model, config.pretrained, config.store_url, holdout=config.holdout,
                     split_seed=config.split_seed, class_policy=config.class_policy, device=config.device,
-                    batch_size=config.batch_size, num_workers=config.num_workers, views=(ORIGINAL,), with_text=False)
+                    batch_size=config.batch_size, num_workers=config.num_workers, shard_size=config.shard_size,
+                    precision=config.precision, views=(ORIGINAL,), with_text=False)
         for name, url in config.target_datasets.items()
     }
 

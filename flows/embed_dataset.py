@@ -1,4 +1,7 @@
-"""Flow: embed a dataset's images (originals + interventions) and prompts, one task per shard."""
+"""Flow: embed a dataset's images (originals + interventions) and prompts.
+
+Each (domain, view) runs as parts of at most `shard_size` images, one task each, that receive
+only their own rows; a merge task per (domain, view) writes the one table readers use."""
 from __future__ import annotations
 
 from prefect import flow, task
@@ -7,9 +10,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.datasets import Dataset, discover, resolve_dataset
 from tasks.class_names import class_display_names
-from tasks.embed import INTERVENED, ORIGINAL, embed_image_shard, image_shard_url
+from tasks.embed import (
+    DEFAULT_SHARD_SIZE, INTERVENED, ORIGINAL, embed_image_part, image_shard_url, merge_image_shard, plan_shard,
+)
 from tasks.embed_text import embed_text, text_url
 from tasks.fit import EmbeddingIndex
+from tasks.gpu_images import assign_devices
 from tasks.interventions import InterventionConfig, load_text_pairs, prompt_bank_pairs
 from tasks.models import check_model
 from tasks.prompts import class_prompts, load_templates
@@ -73,8 +79,10 @@ def embed_dataset(
     split_seed: int = 0,
     class_policy: str = "strict",
     device: str = "auto",
-    batch_size: int = 64,
+    batch_size: int | None = None,
     num_workers: int | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    precision: str = "auto",
     templates: str = "simple",
     class_names: str | None = None,
     views: tuple[str, ...] = VIEWS,
@@ -85,14 +93,27 @@ def embed_dataset(
     text = text_inputs(data, text_pairs, templates, class_names) if with_text else None
     index = plan_index(data, model, pretrained, store, interventions, text, views)
 
-    shards = [
-        embed_image_shard.submit(data, domain, view, model, pretrained, store, interventions,
-                                 device=device, batch_size=batch_size, num_workers=num_workers)
-        for domain in data.domains
-        for view in views
-    ]
+    todo = [plan for plan in plan_shards(data, model, pretrained, store, interventions, shard_size, views)
+            if not exists(plan.url)]  # cached shards: nothing to submit
+    # several GPUs on this host: parts spread over them, one model per GPU, each part on one device
+    devices = iter(assign_devices(sum(len(plan.parts) for plan in todo), device))
+    shards = []
+    for plan in todo:
+        parts = [
+            embed_image_part.with_options(task_run_name=f"embed {plan.label} {number + 1}/{len(plan.parts)}").submit(
+                rows, plan.url, plan.metadata, plan.label, interventions, next(devices), batch_size, num_workers,
+                precision)
+            for number, rows in enumerate(plan.parts)
+        ]
+        shards.append(merge_image_shard.submit(plan.url, parts, plan.label))
     prompts = embed_text.submit(data.classes, *text, model, pretrained, store, device=device) if text else None
 
-    results = [shard.result() for shard in shards]
-    index.embedded = sum(r["embedded"] for r in results) + (prompts.result()["embedded"] if prompts else 0)
+    index.embedded = sum(shard.result()["embedded"] for shard in shards) + (prompts.result()["embedded"] if prompts else 0)
     return index
+
+
+def plan_shards(data: Dataset, model, pretrained, store, interventions, shard_size: int = DEFAULT_SHARD_SIZE,
+                views=VIEWS):
+    """Every (domain, view) of the dataset as a ShardPlan of parts of at most shard_size images."""
+    return [plan_shard(data, domain, view, model, pretrained, store, interventions, shard_size)
+            for domain in data.domains for view in views]

@@ -34,10 +34,12 @@ def make_task_runner(name: str, max_workers: int):
         if name == "dask":
             from prefect_dask import DaskTaskRunner
 
-            return DaskTaskRunner(cluster_kwargs={"n_workers": max_workers})
+            # worker processes, one thread each: a shard's torch threads do the parallel work
+            return DaskTaskRunner(cluster_kwargs={"n_workers": max_workers, "processes": True, "threads_per_worker": 1})
         from prefect_ray import RayTaskRunner
 
-        return RayTaskRunner()
+        # a local Ray of max_workers CPUs (an address in RAY_ADDRESS joins an existing cluster instead)
+        return RayTaskRunner(init_kwargs={"num_cpus": max_workers})
     except ImportError as error:
         raise ValueError(f"task_runner {name!r} needs its integration: pip install 'clip-icm[{name}]' ({error})") from None
 
@@ -67,7 +69,7 @@ def run(config: RunConfig = RunConfig()) -> str:
     index = embed_dataset.with_options(task_runner=make_task_runner(config.task_runner, config.max_workers))(
         config.dataset, config.model, config.pretrained, config.store_url, config.intervention_config(),
         config.text_pairs, config.holdout, config.split_seed, config.class_policy,
-        config.device, config.batch_size, config.num_workers,
+        config.device, config.batch_size, config.num_workers, config.shard_size, config.precision,
         templates=config.templates, class_names=config.class_names,
     )
     targets = {}

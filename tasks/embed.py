@@ -1,33 +1,45 @@
 """Embedding tasks: images of one (domain, view) shard to Parquet (text: tasks.embed_text).
 
-Outputs live on the store under a key of everything that decides them (model, weights,
-dataset fingerprint, domain, view, intervention config, code version): a second
-identical call embeds nothing. Work is written in atomic parts, so a killed run resumes
-with the missing parts only; no partial file is ever visible.
+A (domain, view) is cut into parts of at most `shard_size` images, each its own task that
+receives only its own rows, so any number of workers share a domain of any size; a merge task
+then writes the one table per (domain, view) that readers use. Outputs live on the store under
+a key of everything that decides them (model, weights, dataset fingerprint, domain, view,
+intervention config, format, code version): a second identical run embeds nothing, and a
+killed run resumes with the missing parts only. Parts are content-keyed and every file is
+written under a writer's own temporary name and renamed, so any number of concurrent runs may
+embed the same shard into one store (no lock needed): identical content wins the last rename,
+and the last writer to finish removes the parts. Image embeddings at rest are the model's raw
+output (schema metadata `"normalized": false`); readers normalise.
 """
 from __future__ import annotations
 
 import io
 import json
+import re
+from dataclasses import dataclass
 
 import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from PIL import Image
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from tqdm.auto import tqdm
 
 from tasks import __version__
 from tasks.datasets import Dataset
 from tasks.interventions import InterventionConfig
-from tasks.models import check_model, load_model
-from tasks.storage import exists, join, read_parquet, remove, stable_hash, write_parquet
+from tasks.models import check_model, default_batch_size, default_loader_workers, load_model
+from tasks.storage import atomic_writer, exists, join, read_parquet, remove_files, stable_hash, write_parquet
 
 ORIGINAL, INTERVENED = "original", "intervened"
 METADATA_KEY = b"clip_icm"
+# bumped whenever the meaning of a stored image embedding changes (raw-v2: not normalised)
+IMAGE_FORMAT = "raw-v2"
+DEFAULT_SHARD_SIZE = 8192
+PART_COLUMNS = ["sample_id", "path", "domain", "class", "label", "split"]
 IMAGE_SCHEMA = pa.schema([
     ("sample_id", pa.string()), ("path", pa.string()), ("domain", pa.string()), ("class", pa.string()),
     ("label", pa.int32()), ("split", pa.string()), ("view", pa.string()),
@@ -42,7 +54,7 @@ def image_shard_url(store, model, weights_id, dataset: Dataset, domain, view, in
     """Where a shard lives; computable without loading the model (the sweep relies on it)."""
     key = stable_hash({
         "model": model, "weights": weights_id, "dataset": dataset.fingerprint, "holdout": dataset.holdout,
-        "split_seed": dataset.seed, "domain": domain, "view": view, "code": __version__,
+        "split_seed": dataset.seed, "domain": domain, "view": view, "code": __version__, "format": IMAGE_FORMAT,
         "interventions": interventions.key if view == INTERVENED else None,
     })
     return join(store, "embeddings", model, domain, f"{view}-{key}.parquet")
@@ -50,6 +62,15 @@ def image_shard_url(store, model, weights_id, dataset: Dataset, domain, view, in
 
 def skipped_url(shard_url: str) -> str:
     return shard_url.replace(".parquet", ".skipped.parquet")
+
+
+def parts_folder(shard_url: str) -> str:
+    return shard_url.replace(".parquet", ".parts")
+
+
+def part_url(shard_url: str, rows: pd.DataFrame) -> str:
+    """Content-keyed: every writer (and a resumed run) embedding these rows writes this name."""
+    return join(parts_folder(shard_url), f"part-{stable_hash(rows['sample_id'].tolist())}.parquet")
 
 
 def embedding_table(frame: pd.DataFrame, schema: pa.Schema, embeddings: np.ndarray, metadata: dict) -> pa.Table:
@@ -79,6 +100,15 @@ def embedding_metadata(url: str) -> dict:
     return json.loads(read_parquet(url).schema.metadata[METADATA_KEY])
 
 
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def failure_reason(error: Exception) -> str:
+    """Stable text for a skipped image: the error's type and message without memory addresses
+    (PIL names its buffer `<_io.BytesIO object at 0x7f..>`), so identical runs write identical files."""
+    return f"{type(error).__name__}: {_ADDRESS.sub('', str(error))}"
+
+
 class ImageRows(torch.utils.data.Dataset):
     """Decodes images from any fsspec URL; an unreadable file becomes an error record, not a crash."""
 
@@ -98,7 +128,7 @@ class ImageRows(torch.utils.data.Dataset):
                 image.load()
             image = image.convert("RGB")
         except Exception as error:  # any decoder failure: record it and keep going
-            return {"index": index, "error": f"{type(error).__name__}: {error}"}
+            return {"index": index, "error": failure_reason(error)}
         view = ORIGINAL
         if self.interventions is not None:
             view, image = self.interventions.apply(image, self.sample_ids[index])
@@ -115,84 +145,148 @@ def collate(items):
     }
 
 
-def _embed_part(loaded, rows: pd.DataFrame, interventions, batch_size, num_workers, progress) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
-    loader = torch.utils.data.DataLoader(
+def pil_batches(loaded, rows: pd.DataFrame, interventions, batch_size, num_workers):
+    """Batches decoded, intervened and preprocessed with PIL in DataLoader workers."""
+    cuda = loaded.device.startswith("cuda")
+    return torch.utils.data.DataLoader(
         ImageRows(rows, loaded.preprocess, interventions),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=collate,
-        pin_memory=loaded.device.startswith("cuda"),
+        pin_memory=cuda,
+        prefetch_factor=4 if num_workers and cuda else None,
     )
+
+
+def embed_rows(loaded, rows: pd.DataFrame, interventions, batch_size, num_workers, precision="auto"):
+    """(kept rows with their view, raw embeddings, skipped rows with a reason) of some images."""
+    if loaded.device.startswith("cuda"):
+        from tasks.gpu_images import gpu_batches  # CUDA only: JPEGs decoded on the GPU
+
+        batches = gpu_batches(loaded, rows, interventions, batch_size, num_workers)
+    else:
+        batches = pil_batches(loaded, rows, interventions, batch_size, num_workers)
     indices, views, chunks, errors = [], [], [], []
-    for batch in loader:
+    for batch in batches:
         errors += batch["errors"]
         if batch["pixels"] is not None:
-            chunks.append(loaded.encode_images(batch["pixels"]))
+            chunks.append(loaded.encode_images(batch["pixels"], precision))
             indices += batch["index"]
             views += batch["view"]
-        progress.update(len(batch["index"]) + len(batch["errors"]))
-    kept = rows.iloc[indices][["sample_id", "path", "domain", "class", "label", "split"]].assign(view=views)
+    kept = rows.iloc[indices][PART_COLUMNS].assign(view=views)
+    errors.sort()  # in row order: a batch on the GPU path lists unreadable files before undecodable ones
     failed = rows.iloc[[index for index, _ in errors]].assign(reason=[reason for _, reason in errors])
     width = loaded.model.visual.output_dim
     return kept, (np.concatenate(chunks) if chunks else np.zeros((0, width), np.float32)), failed[SKIPPED_SCHEMA.names]
 
 
-@task(name="embed-images", task_run_name="embed {domain}/{view}", tags=["gpu"], cache_policy=NO_CACHE)
-def embed_image_shard(
-    dataset: Dataset,
-    domain: str,
-    view: str,
-    model: str,
-    pretrained: str,
-    store: str,
-    interventions: InterventionConfig = InterventionConfig(),
-    device: str = "auto",
-    batch_size: int = 64,
-    num_workers: int | None = None,
-    part_size: int = 1024,
-) -> dict:
-    """Embed every image of one domain (both splits) in one view; returns where and how much."""
+@dataclass(frozen=True)
+class ShardPlan:
+    """One (domain, view): its final URL, its parts' rows, and the metadata every part records."""
+
+    url: str
+    label: str  # "domain/view", for task names and logs
+    parts: tuple[pd.DataFrame, ...]
+    metadata: dict
+
+    @property
+    def images(self) -> int:
+        return sum(len(rows) for rows in self.parts)
+
+
+def split_rows(rows: pd.DataFrame, shard_size: int) -> tuple[pd.DataFrame, ...]:
+    """Rows sorted by sample id, cut into parts of at most shard_size: each one task's whole input."""
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be a positive number of images, got {shard_size}")
+    rows = rows.sort_values("sample_id")[PART_COLUMNS].reset_index(drop=True)
+    return tuple(rows.iloc[start : start + shard_size].reset_index(drop=True) for start in range(0, len(rows), shard_size))
+
+
+def plan_shard(dataset: Dataset, domain: str, view: str, model: str, pretrained: str, store: str,
+               interventions: InterventionConfig = InterventionConfig(), shard_size: int = DEFAULT_SHARD_SIZE) -> ShardPlan:
+    """Where one (domain, view) goes and how it splits; needs no model."""
     if view not in (ORIGINAL, INTERVENED):
         raise ValueError(f"view must be {ORIGINAL!r} or {INTERVENED!r}, got {view!r}")
     weights_id = check_model(model, pretrained)
-    url = image_shard_url(store, model, weights_id, dataset, domain, view, interventions)
-    rows = dataset.rows(domains=[domain]).sort_values("sample_id").reset_index(drop=True)
-    result = {"domain": domain, "view": view, "url": url, "images": len(rows)}
-    if exists(url):
-        return {**result, "embedded": 0, "skipped": read_parquet(skipped_url(url)).num_rows}
-
-    loaded = load_model(model, pretrained, device)
-    if num_workers is None:
-        num_workers = 2 if loaded.device.startswith("cuda") else 0
-    parts_dir = url.replace(".parquet", ".parts")
-    part_urls, embedded = [], 0
-    with tqdm(total=len(rows), desc=f"embed {domain}/{view}", unit="img") as progress:
-        for number, start in enumerate(range(0, len(rows), part_size)):
-            part_url = join(parts_dir, f"part-{number:05d}.parquet")
-            part_urls.append(part_url)
-            part_rows = rows.iloc[start : start + part_size]
-            if exists(part_url):
-                progress.update(len(part_rows))
-                continue
-            kept, embeddings, failed = _embed_part(
-                loaded, part_rows, interventions if view == INTERVENED else None, batch_size, num_workers, progress
-            )
-            write_parquet(pa.Table.from_pandas(failed, schema=SKIPPED_SCHEMA, preserve_index=False), skipped_url(part_url))
-            write_parquet(embedding_table(kept, IMAGE_SCHEMA, embeddings, {}), part_url)
-            embedded += len(kept)
-
-    tables = [read_parquet(part_url) for part_url in part_urls]
     metadata = {
-        "model": model, "pretrained": pretrained, "weights_id": weights_id, "preprocess": repr(loaded.preprocess),
-        "dataset_fingerprint": dataset.fingerprint, "domain": domain, "view": view, "code_version": __version__,
+        "model": model, "pretrained": pretrained, "weights_id": weights_id, "dataset_fingerprint": dataset.fingerprint,
+        "domain": domain, "view": view, "code_version": __version__, "format": IMAGE_FORMAT, "normalized": False,
         "interventions": {"families": list(interventions.families), "seed": interventions.seed,
                           "params": {f: interventions.parameters(f) for f in interventions.families}}
         if view == INTERVENED else None,
-        "normalized": True,
     }
-    merged = pa.concat_tables(tables).replace_schema_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True)})
-    skipped = pa.concat_tables([read_parquet(skipped_url(part_url)) for part_url in part_urls])
-    write_parquet(skipped, skipped_url(url))
-    write_parquet(merged, url)
-    remove(parts_dir, recursive=True)
-    return {**result, "embedded": embedded, "skipped": skipped.num_rows}
+    return ShardPlan(
+        url=image_shard_url(store, model, weights_id, dataset, domain, view, interventions),
+        label=f"{domain}/{view}",
+        parts=split_rows(dataset.rows(domains=[domain]), shard_size),
+        metadata=metadata,
+    )
+
+
+@task(name="embed-image-part", task_run_name="embed {label}", tags=["gpu"], cache_policy=NO_CACHE, retries=1)
+def embed_image_part(
+    rows: pd.DataFrame,
+    shard_url: str,
+    metadata: dict,
+    label: str = "",
+    interventions: InterventionConfig = InterventionConfig(),
+    device: str = "auto",
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+    precision: str = "auto",
+) -> dict:
+    """Embed one part of a (domain, view): only these rows; skipped when the part or the shard exists."""
+    url = part_url(shard_url, rows)
+    result = {"url": url, "images": len(rows), "embedded": 0}
+    if exists(url) or exists(shard_url):
+        return result
+    loaded = load_model(metadata["model"], metadata["pretrained"], device)
+    kept, embeddings, failed = embed_rows(
+        loaded, rows, interventions if metadata["view"] == INTERVENED else None,
+        batch_size or default_batch_size(loaded.device),
+        default_loader_workers(loaded.device) if num_workers is None else num_workers, precision,
+    )
+    metadata = {**metadata, "preprocess": repr(loaded.preprocess)}
+    # the skipped rows first: a part's table existing means the part is complete
+    write_parquet(pa.Table.from_pandas(failed, schema=SKIPPED_SCHEMA, preserve_index=False), skipped_url(url))
+    write_parquet(embedding_table(kept, IMAGE_SCHEMA, embeddings, metadata), url)
+    return {**result, "embedded": len(kept)}
+
+
+@task(name="merge-image-shard", task_run_name="merge {label}", cache_policy=NO_CACHE, retries=2)
+def merge_image_shard(shard_url: str, parts: list[dict], label: str = "") -> dict:
+    """Concatenate a (domain, view)'s parts into its one table; tolerates another writer merging first."""
+    result = {"url": shard_url, "images": sum(p["images"] for p in parts), "embedded": sum(p["embedded"] for p in parts)}
+    part_urls = [p["url"] for p in parts]
+    cleanup = part_urls + [skipped_url(url) for url in part_urls]
+    if not exists(shard_url):
+        try:
+            skipped = pa.concat_tables([read_parquet(skipped_url(url)) for url in part_urls])
+            write_parquet(skipped, skipped_url(shard_url))
+            # streamed part by part (one row group each): memory stays one part, whatever the shard's size
+            with atomic_writer(shard_url) as handle:
+                first = read_parquet(part_urls[0])
+                with pq.ParquetWriter(handle, first.schema) as writer:
+                    writer.write_table(first)
+                    for url in part_urls[1:]:
+                        writer.write_table(read_parquet(url))
+        except FileNotFoundError:
+            if not exists(shard_url):  # not another writer's finished merge: parts are really missing
+                raise
+    remove_files(cleanup, folder=parts_folder(shard_url))
+    return {**result, "skipped": read_parquet(skipped_url(shard_url)).num_rows}
+
+
+def embed_image_shard(dataset: Dataset, domain: str, view: str, model: str, pretrained: str, store: str,
+                      interventions: InterventionConfig = InterventionConfig(), device: str = "auto",
+                      batch_size: int | None = None, num_workers: int | None = None,
+                      shard_size: int = DEFAULT_SHARD_SIZE, precision: str = "auto") -> dict:
+    """One (domain, view) in this process, part after part (the flow runs the parts as parallel tasks)."""
+    plan = plan_shard(dataset, domain, view, model, pretrained, store, interventions, shard_size)
+    if exists(plan.url):
+        return {"url": plan.url, "images": plan.images, "embedded": 0,
+                "skipped": read_parquet(skipped_url(plan.url)).num_rows}
+    parts = [embed_image_part.fn(rows, plan.url, plan.metadata, plan.label, interventions, device, batch_size,
+                                 num_workers, precision) for rows in plan.parts]
+    return merge_image_shard.fn(plan.url, parts, plan.label)
+

@@ -38,7 +38,8 @@ class EmbeddingIndex:
             frame, embeddings = read_embeddings(self.shard(domain, view), filters)
             frames.append(frame)
             arrays.append(embeddings)
-        return pd.concat(frames, ignore_index=True), np.concatenate(arrays)
+        # image embeddings are stored raw; the method works on unit vectors
+        return pd.concat(frames, ignore_index=True), l2_normalize(np.concatenate(arrays)).astype(np.float32)
 
     def class_embeddings(self, classes=None) -> np.ndarray:
         """One text embedding per class, in the given order: the prompt ensemble, i.e. the normalised mean

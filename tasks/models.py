@@ -78,14 +78,15 @@ class LoadedModel:
     preprocess: object
     tokenizer: object
 
-    def autocast(self):
-        # mixed precision on GPU only: CPU fp16/bf16 is slower and changes results
-        return torch.autocast("cuda", dtype=torch.float16) if self.device.startswith("cuda") else nullcontext()
+    def autocast(self, precision: str = "auto"):
+        dtype = autocast_dtype(self.device, precision)
+        return torch.autocast(self.device.split(":")[0], dtype=dtype) if dtype is not None else nullcontext()
 
     @torch.inference_mode()
-    def encode_images(self, pixels: torch.Tensor) -> np.ndarray:
-        with self.autocast():
-            features = self.model.encode_image(pixels.to(self.device, non_blocking=True), normalize=True)
+    def encode_images(self, pixels: torch.Tensor, precision: str = "auto") -> np.ndarray:
+        """The model's raw image embeddings (not normalised: that is the reader's choice), float32."""
+        with self.autocast(precision):
+            features = self.model.encode_image(pixels.to(self.device, non_blocking=True), normalize=False)
         return features.float().cpu().numpy()
 
     @torch.inference_mode()
@@ -97,6 +98,36 @@ class LoadedModel:
                 chunks.append(self.model.encode_text(tokens, normalize=True).float().cpu().numpy())
         width = self.model.text_projection.shape[-1] if hasattr(self.model, "text_projection") else 0
         return np.concatenate(chunks) if chunks else np.zeros((0, width), np.float32)
+
+
+def autocast_dtype(device: str, precision: str = "auto"):
+    """The autocast dtype for a device and RunConfig.precision; None runs in fp32.
+
+    auto: bf16 on a CUDA device that supports it, else fp16; fp32 elsewhere (CPU half
+    precision is slower and changes results)."""
+    if precision == "fp32" or (precision == "auto" and not device.startswith("cuda")):
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+def host_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_loader_workers(device: str, visible_gpus: int | None = None) -> int:
+    """DataLoader workers: none on CPU (the model uses every core); on a GPU, this GPU's share of
+    the host's cores less one for the process that feeds it, capped where more stop helping."""
+    if not device.startswith("cuda"):
+        return 0
+    gpus = max(1, visible_gpus if visible_gpus is not None else torch.cuda.device_count())
+    return max(1, min(16, host_cores() // gpus - 1))
+
+
+def default_batch_size(device: str) -> int:
+    """Images per batch when none is given: large enough to fill a GPU, small on CPU."""
+    return 256 if device.startswith("cuda") else 64
 
 
 def load_model(name: str, pretrained: str, device: str = "auto") -> LoadedModel:

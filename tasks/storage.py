@@ -1,10 +1,16 @@
-"""Storage on any fsspec URL: atomic writes (temp name + rename), Parquet via pyarrow, JSON."""
+"""Storage on any fsspec URL: atomic writes (temp name + rename), Parquet via pyarrow, JSON.
+
+No locking primitive is assumed (object stores have none): every writer writes under its own
+temporary name and renames it onto the final name, so concurrent writers of the same content
+are safe, and the last rename wins with identical bytes.
+"""
 from __future__ import annotations
 
 import hashlib
 import io
 import json
 import uuid
+from contextlib import contextmanager
 
 import fsspec
 import pyarrow as pa
@@ -25,19 +31,32 @@ def exists(url: str) -> bool:
     return fs.exists(path)
 
 
-def write_bytes(url: str, data: bytes) -> str:
-    """Write to a temporary sibling, then rename: readers never see a half-written file."""
+@contextmanager
+def atomic_writer(url: str):
+    """A handle on this writer's own temporary sibling of url, renamed onto url when the block
+    succeeds and removed when it fails: readers never see a half-written file."""
     fs, path = filesystem(url)
-    parent = path.rsplit("/", 1)[0]
-    fs.makedirs(parent, exist_ok=True)
     temporary = f"{path}.tmp-{uuid.uuid4().hex}"
     try:
-        with fs.open(temporary, "wb") as handle:
-            handle.write(data)
+        for attempt in range(3):  # another writer may remove an emptied parent folder between the two calls
+            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            try:
+                handle = fs.open(temporary, "wb")
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+        with handle:
+            yield handle
         fs.mv(temporary, path)
     finally:
         if fs.exists(temporary):
             fs.rm(temporary)
+
+
+def write_bytes(url: str, data: bytes) -> str:
+    with atomic_writer(url) as handle:
+        handle.write(data)
     return url
 
 
@@ -72,6 +91,24 @@ def remove(url: str, recursive: bool = False) -> None:
     fs, path = filesystem(url)
     if fs.exists(path):
         fs.rm(path, recursive=recursive)
+
+
+def remove_files(urls, folder: str | None = None) -> None:
+    """Remove files that may already be gone (another writer cleaned them), then `folder` if it is
+    empty; never a folder with content, which may hold another writer's work in progress."""
+    for url in urls:
+        fs, path = filesystem(url)
+        try:
+            fs.rm_file(path)
+        except FileNotFoundError:
+            pass
+    if folder is not None:
+        fs, path = filesystem(folder)
+        try:
+            if not fs.ls(path, detail=False):
+                fs.rmdir(path)
+        except (FileNotFoundError, OSError):
+            pass  # gone already, refilled by another writer, or folders are implicit (object stores)
 
 
 def stable_hash(value, length: int = 16) -> str:
