@@ -1,0 +1,114 @@
+"""Multinomial logistic regression in torch, with scikit-learn's objective, solved by full-batch L-BFGS.
+
+Objective (scikit-learn's `LogisticRegression(C)`, multinomial, intercept not penalised):
+
+    mean_i CE(x_i W + b, y_i) + ||W||^2 / (2 C n)
+
+Rows are visited in chunks, so memory beyond X itself is O(chunk x classes) on any device,
+and a projection A (d x k, orthonormal columns) enters as logits = X (A W) + b: the same
+model as a probe on X A, without ever materialising X A. The stopping rule is scipy's
+(which scikit-learn uses): the largest absolute gradient entry below `tol`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """auto: the GPU when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class LogisticFit:
+    weight: np.ndarray  # k x C (k = d, or the projection's width)
+    bias: np.ndarray  # C
+    objective: float
+    n_iter: int
+    converged: bool
+
+
+def _tensor(array, device, dtype=torch.float32) -> torch.Tensor:
+    # zero-copy on the CPU when the array is already contiguous float32
+    return torch.as_tensor(np.ascontiguousarray(array), device=device).to(dtype)
+
+
+def fit_logistic(
+    X: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    C: float,
+    *,
+    projection: np.ndarray | None = None,
+    max_iter: int = 1000,
+    tol: float = 1e-4,
+    history_size: int = 10,
+    chunk_rows: int = 32768,
+    device: str = "auto",
+    init: tuple[np.ndarray, np.ndarray] | None = None,
+) -> LogisticFit:
+    """Minimise the objective above over (W, b); y holds class indices 0..n_classes-1."""
+    if C <= 0:
+        raise ValueError(f"C must be > 0, got {C}")
+    torch_device = resolve_device(device)
+    n = len(X)
+    features = _tensor(X, torch_device)
+    targets = torch.as_tensor(np.asarray(y, dtype=np.int64), device=torch_device)
+    basis = None if projection is None else _tensor(projection, torch_device)
+    width = features.shape[1] if basis is None else basis.shape[1]
+    if init is None:
+        weight = torch.zeros(width, n_classes, device=torch_device)
+        bias = torch.zeros(n_classes, device=torch_device)
+    else:
+        weight, bias = _tensor(init[0], torch_device), _tensor(init[1], torch_device)
+    weight.requires_grad_(True)
+    bias.requires_grad_(True)
+    optimizer = torch.optim.LBFGS(
+        [weight, bias], lr=1.0, max_iter=max_iter, max_eval=2 * max_iter, tolerance_grad=tol,
+        tolerance_change=1e-9, history_size=history_size, line_search_fn="strong_wolfe",
+    )
+    penalty_scale = 1.0 / (2.0 * C * n)
+
+    def closure():
+        optimizer.zero_grad()
+        full = weight if basis is None else basis @ weight
+        total = torch.zeros((), dtype=torch.float64, device=torch_device)
+        for start in range(0, n, chunk_rows):
+            logits = torch.addmm(bias, features[start : start + chunk_rows], full)
+            loss = F.cross_entropy(logits, targets[start : start + chunk_rows], reduction="sum") / n
+            # keep the graph through `full` for the next chunk
+            loss.backward(retain_graph=basis is not None)
+            total += loss.detach()
+        penalty = penalty_scale * (weight * weight).sum()
+        penalty.backward()
+        return (total + penalty.detach()).float()
+
+    optimizer.step(closure)
+    state = optimizer.state[optimizer._params[0]]
+    objective = float(closure())
+    gradient = max(weight.grad.abs().max().item(), bias.grad.abs().max().item())
+    return LogisticFit(
+        weight=weight.detach().cpu().numpy(), bias=bias.detach().cpu().numpy(), objective=objective,
+        n_iter=int(state.get("n_iter", 0)), converged=gradient <= tol,
+    )
+
+
+def predict_classes(X, weight, bias, *, projection=None, chunk_rows: int = 32768, device: str = "auto") -> np.ndarray:
+    """argmax class index of X (A W) + b, chunk by chunk."""
+    torch_device = resolve_device(device)
+    with torch.no_grad():
+        full = _tensor(weight, torch_device)
+        if projection is not None:
+            full = _tensor(projection, torch_device) @ full
+        b = _tensor(bias, torch_device)
+        out = [
+            torch.addmm(b, _tensor(X[start : start + chunk_rows], torch_device), full).argmax(dim=1).cpu().numpy()
+            for start in range(0, len(X), chunk_rows)
+        ]
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
