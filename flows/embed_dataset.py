@@ -7,7 +7,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.datasets import Dataset, discover, resolve_dataset
 from tasks.embed import INTERVENED, ORIGINAL, embed_image_shard, embed_text, image_shard_url, text_url
-from tasks.fit import EmbeddingIndex
+from tasks.catalog import EmbeddingCatalog
 from tasks.interventions import InterventionConfig, load_text_pairs, prompt_bank_pairs
 from tasks.models import check_model
 from tasks.storage import exists
@@ -25,10 +25,10 @@ def text_pairs_for(data: Dataset, text_pairs: str | None):
     return load_text_pairs(text_pairs, data.classes) if text_pairs else prompt_bank_pairs(data.classes)
 
 
-def plan_index(data: Dataset, model, pretrained, store, interventions: InterventionConfig, pairs) -> EmbeddingIndex:
+def plan_index(data: Dataset, model, pretrained, store, interventions: InterventionConfig, pairs) -> EmbeddingCatalog:
     """Where every shard of this configuration lives, computed without loading the model."""
     weights_id = check_model(model, pretrained)
-    return EmbeddingIndex(
+    return EmbeddingCatalog(
         dataset_root=data.root,
         fingerprint=data.fingerprint,
         domains=data.domains,
@@ -39,7 +39,7 @@ def plan_index(data: Dataset, model, pretrained, store, interventions: Intervent
     )
 
 
-def cached_index(data: Dataset, model, pretrained, store, interventions, pairs) -> EmbeddingIndex:
+def cached_index(data: Dataset, model, pretrained, store, interventions, pairs) -> EmbeddingCatalog:
     """The index of an already embedded configuration; fails naming what is missing."""
     index = plan_index(data, model, pretrained, store, interventions, pairs)
     missing = [url for url in [*index.shards.values(), index.text_url] if not exists(url)]
@@ -65,7 +65,7 @@ def embed_dataset(
     device: str = "auto",
     batch_size: int = 64,
     num_workers: int | None = None,
-) -> EmbeddingIndex:
+) -> EmbeddingCatalog:
     data = discover_dataset(dataset, store, holdout, split_seed, class_policy)
     pairs = text_pairs_for(data, text_pairs)
     index = plan_index(data, model, pretrained, store, interventions, pairs)

@@ -6,7 +6,7 @@ from prefect import flow
 
 from flows.fit_projection import fit_projection
 from tasks.evaluate import evaluate_open_class_target, evaluate_target, split_base_novel
-from tasks.fit import EmbeddingIndex
+from tasks.catalog import EmbeddingCatalog
 from tasks.storage import join
 
 
@@ -16,8 +16,9 @@ def selection_rows(selection, protocol: str, target: str) -> pd.DataFrame:
 
 @flow(name="evaluate-domain-shift", flow_run_name="leave-one-domain-out")
 def evaluate_domain_shift(
-    index: EmbeddingIndex, run_url: str, targets: list[str] | None = None, lams: list[float] = (1.0,),
-    ks: list[int] | None = None, order: str = "largest", use_text: bool = True,
+    index: EmbeddingCatalog, run_url: str, targets: list[str] | None = None, lams: list[float] = (1.0,),
+    ks: list[int] | None = None, order: str = "largest", use_text: bool = True, probe: str = "torch",
+    probe_c: float = 0.316,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """For each target: fit on the other domains, select on their validation split, test on the target."""
     predictions, selections = [], []
@@ -26,14 +27,14 @@ def evaluate_domain_shift(
         selection = fit_projection(
             index, sources, join(run_url, "projections", f"domain_shift-{target}.npz"), lams, ks, order, use_text
         )
-        predictions.append(evaluate_target(index, sources, target, selection.projection))
+        predictions.append(evaluate_target(index, sources, target, selection.projection, probe_c, probe))
         selections.append(selection_rows(selection, "domain_shift", target))
     return pd.concat(predictions, ignore_index=True), pd.concat(selections, ignore_index=True)
 
 
 @flow(name="evaluate-open-class", flow_run_name="open-class (base -> base + novel)")
 def evaluate_open_class(
-    index: EmbeddingIndex, run_url: str, targets: list[str] | None = None, lams: list[float] = (1.0,),
+    index: EmbeddingCatalog, run_url: str, targets: list[str] | None = None, lams: list[float] = (1.0,),
     ks: list[int] | None = None, order: str = "largest", use_text: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Fit on the base classes of the sources; zero-shot the target over base + novel names."""

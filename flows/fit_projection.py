@@ -7,10 +7,11 @@ from operator import add
 from prefect import flow, unmapped
 
 from icm_core import Selection
-from tasks.fit import EmbeddingIndex, accumulate_image_moments, accumulate_text_moments, select_projection, store_projection
+from tasks.catalog import EmbeddingCatalog
+from tasks.fit import accumulate_image_moments, accumulate_text_moments, select_projection, store_projection
 
 
-def source_moments(index: EmbeddingIndex, sources, classes=None, use_text: bool = True):
+def source_moments(index: EmbeddingCatalog, sources, classes=None, use_text: bool = True):
     """Map: one moment task per source domain (train split); reduce: add them up, plus text pairs."""
     per_domain = accumulate_image_moments.map(unmapped(index), sources, unmapped(classes))
     moments = reduce(add, per_domain.result())
@@ -19,7 +20,7 @@ def source_moments(index: EmbeddingIndex, sources, classes=None, use_text: bool 
 
 @flow(name="fit-projection", flow_run_name="fit on {sources}")
 def fit_projection(
-    index: EmbeddingIndex,
+    index: EmbeddingCatalog,
     sources: list[str],
     projection_url: str,
     lams: list[float],

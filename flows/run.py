@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pandas as pd
 from prefect import flow, get_run_logger
@@ -59,13 +60,15 @@ def run(config: RunConfig = RunConfig()) -> str:
         config.text_pairs, config.holdout, config.split_seed, config.class_policy,
         config.device, config.batch_size, config.num_workers,
     )
+    index = replace(index, normalize=config.normalize)  # the catalog reads each domain once, from here on
     timings["embed_s"] = time.perf_counter() - started
 
     # 2-3. fit the invariant projection on the sources, predict on each held-out target
     grid = {"lams": config.lams, "ks": config.ks, "order": config.order, "use_text": config.use_text}
     predictions, selections = [], []
     if config.protocol in ("domain-shift", "both"):
-        domain_predictions, domain_selections = evaluate_domain_shift(index, run_url, config.targets, **grid)
+        domain_predictions, domain_selections = evaluate_domain_shift(
+            index, run_url, config.targets, **grid, probe=config.probe, probe_c=config.probe_c)
         predictions.append(domain_predictions)
         selections.append(domain_selections)
     timings["domain_shift_s"] = time.perf_counter() - started - sum(timings.values())

@@ -7,7 +7,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from icm_core import LinearProbe, harmonic_mean, zero_shot_predict
-from tasks.fit import EmbeddingIndex
+from tasks.catalog import EmbeddingCatalog
 
 METHODS = ("clip_zero_shot", "clip_linear_probe", "clip_icm_zero_shot", "clip_icm_linear_probe")
 PREDICTION_COLUMNS = ["protocol", "target", "method", "sample_id", "class", "label", "prediction", "correct"]
@@ -23,16 +23,17 @@ def _rows(protocol, target, method, frame, predictions) -> pd.DataFrame:
 
 
 @task(name="evaluate-domain-shift", task_run_name="evaluate target {target}", cache_policy=NO_CACHE)
-def evaluate_target(index: EmbeddingIndex, sources, target: str, projection, probe_C: float = 0.316) -> pd.DataFrame:
+def evaluate_target(index: EmbeddingCatalog, sources, target: str, projection, probe_C: float = 0.316,
+                    probe: str = "torch") -> pd.DataFrame:
     """The four methods on every image of the target, from the same cached embeddings."""
     train_rows, train_embeddings = index.load(sources, "train")
     target_rows, target_embeddings = index.load([target])
     classes = index.class_embeddings()
     predictions = {
         "clip_zero_shot": zero_shot_predict(target_embeddings, classes),
-        "clip_linear_probe": LinearProbe(C=probe_C).fit(train_embeddings, train_rows["label"]).predict(target_embeddings),
+        "clip_linear_probe": LinearProbe(C=probe_C, solver=probe).fit(train_embeddings, train_rows["label"]).predict(target_embeddings),
         "clip_icm_zero_shot": zero_shot_predict(target_embeddings, classes, projection),
-        "clip_icm_linear_probe": LinearProbe(projection, C=probe_C)
+        "clip_icm_linear_probe": LinearProbe(projection, C=probe_C, solver=probe)
         .fit(train_embeddings, train_rows["label"])
         .predict(target_embeddings),
     }
@@ -40,7 +41,7 @@ def evaluate_target(index: EmbeddingIndex, sources, target: str, projection, pro
 
 
 @task(name="evaluate-open-class", task_run_name="open-class target {target}", cache_policy=NO_CACHE)
-def evaluate_open_class_target(index: EmbeddingIndex, target: str, projection) -> pd.DataFrame:
+def evaluate_open_class_target(index: EmbeddingCatalog, target: str, projection) -> pd.DataFrame:
     """Zero-shot over base + novel class names on every target image, CLIP and CLIP-ICM."""
     target_rows, target_embeddings = index.load([target])
     classes = index.class_embeddings()
