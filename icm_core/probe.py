@@ -4,10 +4,11 @@ Objective (scikit-learn's `LogisticRegression(C)`, multinomial, intercept not pe
 
     mean_i CE(x_i W + b, y_i) + ||W||^2 / (2 C n)
 
-Rows are visited in chunks, so memory beyond X itself is O(chunk x classes) on any device,
-and a projection A (d x k, orthonormal columns) enters as logits = X (A W) + b: the same
-model as a probe on X A, without ever materialising X A. The stopping rule is scipy's
-(which scikit-learn uses): the largest absolute gradient entry below `tol`.
+Rows are visited in chunks, so memory beyond the features is O(chunk x classes) on any device.
+With a projection A (d x k, orthonormal columns) the features are X A, made chunk by chunk in
+float32 (n x k, never a float64 copy of X): each L-BFGS pass then costs k/d of a pass over X.
+The stopping rule is scipy's (which scikit-learn uses): the largest absolute gradient entry
+below `tol`.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class LogisticFit:
     bias: np.ndarray  # C
     objective: float
     n_iter: int
+    n_evaluations: int  # objective + gradient passes over X, line searches included
     converged: bool
 
 
@@ -59,9 +61,10 @@ def fit_logistic(
     torch_device = resolve_device(device)
     n = len(X)
     features = _tensor(X, torch_device)
+    if projection is not None:
+        features = project(features, _tensor(projection, torch_device), chunk_rows)
     targets = torch.as_tensor(np.asarray(y, dtype=np.int64), device=torch_device)
-    basis = None if projection is None else _tensor(projection, torch_device)
-    width = features.shape[1] if basis is None else basis.shape[1]
+    width = features.shape[1]
     if init is None:
         weight = torch.zeros(width, n_classes, device=torch_device)
         bias = torch.zeros(n_classes, device=torch_device)
@@ -77,13 +80,11 @@ def fit_logistic(
 
     def closure():
         optimizer.zero_grad()
-        full = weight if basis is None else basis @ weight
         total = torch.zeros((), dtype=torch.float64, device=torch_device)
         for start in range(0, n, chunk_rows):
-            logits = torch.addmm(bias, features[start : start + chunk_rows], full)
+            logits = torch.addmm(bias, features[start : start + chunk_rows], weight)
             loss = F.cross_entropy(logits, targets[start : start + chunk_rows], reduction="sum") / n
-            # keep the graph through `full` for the next chunk
-            loss.backward(retain_graph=basis is not None)
+            loss.backward()
             total += loss.detach()
         penalty = penalty_scale * (weight * weight).sum()
         penalty.backward()
@@ -95,8 +96,16 @@ def fit_logistic(
     gradient = max(weight.grad.abs().max().item(), bias.grad.abs().max().item())
     return LogisticFit(
         weight=weight.detach().cpu().numpy(), bias=bias.detach().cpu().numpy(), objective=objective,
-        n_iter=int(state.get("n_iter", 0)), converged=gradient <= tol,
+        n_iter=int(state.get("n_iter", 0)), n_evaluations=int(state.get("func_evals", 0)), converged=gradient <= tol,
     )
+
+
+def project(features: torch.Tensor, basis: torch.Tensor, chunk_rows: int) -> torch.Tensor:
+    """features @ basis, written chunk by chunk into one n x k tensor."""
+    out = torch.empty(len(features), basis.shape[1], dtype=features.dtype, device=features.device)
+    for start in range(0, len(features), chunk_rows):
+        torch.mm(features[start : start + chunk_rows], basis, out=out[start : start + chunk_rows])
+    return out
 
 
 def predict_classes(X, weight, bias, *, projection=None, chunk_rows: int = 32768, device: str = "auto") -> np.ndarray:
