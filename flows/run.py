@@ -60,7 +60,7 @@ def run(config: RunConfig = RunConfig()) -> str:
         config.text_pairs, config.holdout, config.split_seed, config.class_policy,
         config.device, config.batch_size, config.num_workers,
     )
-    index = replace(index, normalize=config.normalize)  # the catalog reads each domain once, from here on
+    index = replace(index, normalize=config.normalize)  # how the catalog reads: raw, or L2-normalised
     timings["embed_s"] = time.perf_counter() - started
 
     # 2-3. fit the invariant projection on the sources, predict on each held-out target

@@ -53,7 +53,6 @@ def fit_logistic(
     history_size: int = 10,
     chunk_rows: int = 32768,
     device: str = "auto",
-    init: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> LogisticFit:
     """Minimise the objective above over (W, b); y holds class indices 0..n_classes-1."""
     if C <= 0:
@@ -65,13 +64,8 @@ def fit_logistic(
         features = project(features, _tensor(projection, torch_device), chunk_rows)
     targets = torch.as_tensor(np.asarray(y, dtype=np.int64), device=torch_device)
     width = features.shape[1]
-    if init is None:
-        weight = torch.zeros(width, n_classes, device=torch_device)
-        bias = torch.zeros(n_classes, device=torch_device)
-    else:
-        weight, bias = _tensor(init[0], torch_device), _tensor(init[1], torch_device)
-    weight.requires_grad_(True)
-    bias.requires_grad_(True)
+    weight = torch.zeros(width, n_classes, device=torch_device, requires_grad=True)
+    bias = torch.zeros(n_classes, device=torch_device, requires_grad=True)
     optimizer = torch.optim.LBFGS(
         [weight, bias], lr=1.0, max_iter=max_iter, max_eval=2 * max_iter, tolerance_grad=tol,
         tolerance_change=1e-9, history_size=history_size, line_search_fn="strong_wolfe",
@@ -88,10 +82,10 @@ def fit_logistic(
             total += loss.detach()
         penalty = penalty_scale * (weight * weight).sum()
         penalty.backward()
-        return (total + penalty.detach()).float()
+        return total + penalty.detach()  # float64: L-BFGS compares successive objectives
 
     optimizer.step(closure)
-    state = optimizer.state[optimizer._params[0]]
+    state = optimizer.state[weight]
     objective = float(closure())
     gradient = max(weight.grad.abs().max().item(), bias.grad.abs().max().item())
     return LogisticFit(
