@@ -22,7 +22,8 @@ from tasks.class_names import match_classes
 from tasks.datasets import Dataset
 from tasks.embed import ORIGINAL
 from tasks.evaluate import METHODS, _rows, make_probe, zero_shot_scores
-from tasks.fit import EmbeddingIndex, load_projection
+from tasks.catalog import EmbeddingCatalog
+from tasks.fit import load_projection
 from tasks.storage import join
 from tasks.errors import InputError
 
@@ -51,7 +52,7 @@ def check_target_datasets(config: RunConfig, source: Dataset) -> None:
         match_classes(config.class_names, source.classes, target.classes, name)
 
 
-def embed_targets(config: RunConfig, task_runner) -> dict[str, EmbeddingIndex]:
+def embed_targets(config: RunConfig, task_runner) -> dict[str, EmbeddingCatalog]:
     """Each target's original images; no interventions or prompts (the source's prompts serve)."""
     embed = embed_dataset.with_options(task_runner=task_runner)
     return {
@@ -65,12 +66,12 @@ def embed_targets(config: RunConfig, task_runner) -> dict[str, EmbeddingIndex]:
 
 # the projection travels as its stored file, not as a subflow's result (which the Prefect UI cannot show)
 @task(name="fit-linear-probes", cache_policy=NO_CACHE)
-def fit_probes(index: EmbeddingIndex, projection_url: str, probe_c: float = 0.316,
-               preset: str = "default") -> dict[str, LinearProbe]:
+def fit_probes(index: EmbeddingCatalog, projection_url: str, probe_c: float = 0.316,
+               preset: str = "default", solver: str = "torch") -> dict[str, LinearProbe]:
     """CLIP and CLIP-ICM probes over every source class, on the source's train split; fitted once for all targets."""
     rows, embeddings = index.load(index.domains, "train")
     return {
-        method: make_probe(preset, projection, probe_c).fit(embeddings, rows["label"])
+        method: make_probe(preset, projection, probe_c, solver).fit(embeddings, rows["label"])
         for method, projection in (("clip_linear_probe", None), ("clip_icm_linear_probe", load_projection(projection_url)))
     }
 
@@ -82,7 +83,7 @@ def probe_scores_among(probe: LinearProbe, embeddings, labels) -> tuple[np.ndarr
 
 
 @task(name="evaluate-dataset-shift", task_run_name="evaluate target dataset {name}", cache_policy=NO_CACHE)
-def evaluate_target_dataset(source: EmbeddingIndex, target: EmbeddingIndex, name: str, class_map: dict[str, str],
+def evaluate_target_dataset(source: EmbeddingCatalog, target: EmbeddingCatalog, name: str, class_map: dict[str, str],
                             projection_url: str, probes: dict[str, LinearProbe], preset: str = "default") -> pd.DataFrame:
     """The four methods on every image of one target, each scoring the target's classes only."""
     rows, embeddings = target.load(target.domains)
@@ -102,16 +103,16 @@ def evaluate_target_dataset(source: EmbeddingIndex, target: EmbeddingIndex, name
 
 @flow(name="evaluate-dataset-shift", flow_run_name="dataset shift: source -> target datasets")
 def evaluate_dataset_shift(
-    index: EmbeddingIndex, run_url: str, targets: dict[str, EmbeddingIndex], class_names: str | None = None,
+    index: EmbeddingCatalog, run_url: str, targets: dict[str, EmbeddingCatalog], class_names: str | None = None,
     lams: list[float] = (1.0,), ks: list[int] | None = None, order: str = "largest", use_text: bool = True,
-    preset: str = "default", probe_c: float = 0.316,
+    preset: str = "default", probe: str = "torch", probe_c: float = 0.316,
 ) -> Evaluation:
     """Fit once on the source (every domain; (lambda, k) on its validation split), then test each
     target over its own classes."""
     projection_url = join(run_url, "projections", f"{PROTOCOL}.npz")
     fitted = fit_projection(index, list(index.domains), projection_url, lams, ks, order, use_text,
                             protocol="dataset-shift", target=", ".join(targets), preset=preset)
-    probes = fit_probes(index, projection_url, probe_c, preset)
+    probes = fit_probes(index, projection_url, probe_c, preset, probe)
     return collect(PROTOCOL, [
         (name, evaluate_target_dataset(index, target, name,
                                        match_classes(class_names, index.classes, target.classes, name),

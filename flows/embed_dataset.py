@@ -14,7 +14,7 @@ from tasks.embed import (
     DEFAULT_SHARD_SIZE, INTERVENED, ORIGINAL, embed_image_part, image_shard_url, merge_image_shard, plan_shard,
 )
 from tasks.embed_text import embed_text, text_url
-from tasks.fit import EmbeddingIndex
+from tasks.catalog import EmbeddingCatalog
 from tasks.gpu_images import assign_devices
 from tasks.interventions import InterventionConfig, load_text_pairs, prompt_bank_pairs
 from tasks.models import check_model
@@ -38,13 +38,13 @@ def text_inputs(data: Dataset, text_pairs: str | None = None, templates: str = "
     return prompts, pairs
 
 
-def plan_index(data: Dataset, model, pretrained, store, interventions: InterventionConfig, text, views=VIEWS) -> EmbeddingIndex:
+def plan_index(data: Dataset, model, pretrained, store, interventions: InterventionConfig, text, views=VIEWS) -> EmbeddingCatalog:
     """Where every shard of this configuration lives, computed without loading the model.
 
     text is (prompts, pairs) from text_inputs, or None for image shards only (a dataset-shift target).
     """
     weights_id = check_model(model, pretrained)
-    return EmbeddingIndex(
+    return EmbeddingCatalog(
         dataset_root=data.root,
         fingerprint=data.fingerprint,
         domains=data.domains,
@@ -55,7 +55,7 @@ def plan_index(data: Dataset, model, pretrained, store, interventions: Intervent
     )
 
 
-def cached_index(data: Dataset, model, pretrained, store, interventions, text) -> EmbeddingIndex:
+def cached_index(data: Dataset, model, pretrained, store, interventions, text) -> EmbeddingCatalog:
     """The index of an already embedded configuration; fails naming what is missing."""
     index = plan_index(data, model, pretrained, store, interventions, text)
     missing = [url for url in [*index.shards.values(), index.text_url] if url and not exists(url)]
@@ -87,7 +87,7 @@ def embed_dataset(
     class_names: str | None = None,
     views: tuple[str, ...] = VIEWS,
     with_text: bool = True,
-) -> EmbeddingIndex:
+) -> EmbeddingCatalog:
     """Every (domain, view) shard of `views`, and (with_text) the class prompts and caption pairs."""
     data = discover_dataset(dataset, store, holdout, split_seed, class_policy)
     text = text_inputs(data, text_pairs, templates, class_names) if with_text else None

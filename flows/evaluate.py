@@ -8,7 +8,7 @@ from prefect import flow
 
 from flows.fit_projection import fit_projection
 from tasks.evaluate import evaluate_open_class_target, evaluate_target, split_base_novel
-from tasks.fit import EmbeddingIndex
+from tasks.catalog import EmbeddingCatalog
 from tasks.storage import join
 
 
@@ -30,9 +30,9 @@ def collect(protocol: str, outcomes) -> Evaluation:
 
 @flow(name="evaluate-domain-shift", flow_run_name="leave-one-domain-out")
 def evaluate_domain_shift(
-    index: EmbeddingIndex, run_url: str, targets: list[str] | None = None, lams: list[float] = (1.0,),
+    index: EmbeddingCatalog, run_url: str, targets: list[str] | None = None, lams: list[float] = (1.0,),
     ks: list[int] | None = None, order: str = "largest", use_text: bool = True, selection: str = "training-domain",
-    test_split: str = "all", preset: str = "default", probe_c: float = 0.316,
+    test_split: str = "all", preset: str = "default", probe: str = "torch", probe_c: float = 0.316,
 ) -> Evaluation:
     """For each target: fit on the other domains, select (lambda, k) by the rule, test on the target."""
     outcomes = []
@@ -41,14 +41,14 @@ def evaluate_domain_shift(
         projection_url = join(run_url, "projections", f"domain_shift-{target}.npz")
         fitted = fit_projection(index, sources, projection_url, lams, ks, order, use_text, protocol="domain-shift",
                                 target=target, selection=selection, preset=preset)
-        predictions = evaluate_target(index, sources, target, projection_url, probe_c, test_split, preset)
+        predictions = evaluate_target(index, sources, target, projection_url, probe_c, test_split, preset, probe)
         outcomes.append((target, predictions, fitted))
     return collect("domain_shift", outcomes)
 
 
 @flow(name="evaluate-open-class", flow_run_name="open-class (base -> base + novel)")
 def evaluate_open_class(
-    index: EmbeddingIndex, run_url: str, targets: list[str] | None = None, lams: list[float] = (1.0,),
+    index: EmbeddingCatalog, run_url: str, targets: list[str] | None = None, lams: list[float] = (1.0,),
     ks: list[int] | None = None, order: str = "largest", use_text: bool = True, selection: str = "training-domain",
     test_split: str = "all", preset: str = "default",
 ) -> Evaluation:

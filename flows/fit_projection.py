@@ -12,19 +12,20 @@ from operator import add
 import pandas as pd
 from prefect import flow, unmapped
 
-from tasks.fit import EmbeddingIndex, accumulate_image_moments, accumulate_text_moments, store_projection
+from tasks.catalog import EmbeddingCatalog
+from tasks.fit import accumulate_image_moments, accumulate_text_moments, store_projection
 from tasks.diagnostics import diagnose_projection
 from tasks.selection import select_by_rule
 
 
-def domain_moments(index: EmbeddingIndex, sources, classes=None, use_text: bool = True):
+def domain_moments(index: EmbeddingCatalog, sources, classes=None, use_text: bool = True):
     """Map: one cached moment task per source domain (train split); and the text pairs' moments, if used."""
     per_domain = accumulate_image_moments.map(unmapped(index), sources, unmapped(classes))
     text = accumulate_text_moments.submit(index, classes) if use_text else None
     return dict(zip(sources, per_domain.result())), (text.result() if text is not None else None)
 
 
-def source_moments(index: EmbeddingIndex, sources, classes=None, use_text: bool = True):
+def source_moments(index: EmbeddingCatalog, sources, classes=None, use_text: bool = True):
     """The sum over the sources (reduce), plus text pairs."""
     per_domain, text = domain_moments(index, sources, classes, use_text)
     moments = reduce(add, per_domain.values())
@@ -40,7 +41,7 @@ def spectrum_rows(selection) -> pd.DataFrame:
 
 @flow(name="fit-projection", flow_run_name="fit {protocol}, hold out {target}")
 def fit_projection(
-    index: EmbeddingIndex,
+    index: EmbeddingCatalog,
     sources: list[str],
     projection_url: str,
     lams: list[float],

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pandas as pd
 from prefect import flow
@@ -74,7 +75,9 @@ def run(config: RunConfig = RunConfig()) -> str:
     )
     targets = {}
     if config.protocol == "dataset-shift":
-        targets = embed_targets(config, make_task_runner(config.task_runner, config.max_workers))
+        targets = {name: replace(target, normalize=config.normalize)
+                   for name, target in embed_targets(config, make_task_runner(config.task_runner, config.max_workers)).items()}
+    index = replace(index, normalize=config.normalize)  # how the catalog reads: raw, or L2-normalised
     timings["embed_s"] = time.perf_counter() - started
 
     # 2-3. fit the invariant projection on the sources, predict on each held-out target
@@ -83,7 +86,8 @@ def run(config: RunConfig = RunConfig()) -> str:
     # quote: the index is the embed subflow's result; tasks and subflows must not record it as an input
     evaluations = []
     if config.protocol in ("domain-shift", "both"):
-        evaluations.append(evaluate_domain_shift(quote(index), run_url, config.targets, probe_c=config.probe_c, **grid))
+        evaluations.append(evaluate_domain_shift(quote(index), run_url, config.targets, probe=config.probe,
+                                                 probe_c=config.probe_c, **grid))
         timings["domain_shift_s"] = time.perf_counter() - started - sum(timings.values())
     if config.protocol in ("open-class", "both"):
         evaluations.append(evaluate_open_class(quote(index), run_url, config.targets, **grid))
@@ -91,7 +95,7 @@ def run(config: RunConfig = RunConfig()) -> str:
     if config.protocol == "dataset-shift":
         evaluations.append(evaluate_dataset_shift(
             quote(index), run_url, quote(targets), config.class_names, config.lams, config.ks, config.order,
-            config.use_text, config.preset, config.probe_c))
+            config.use_text, config.preset, config.probe, config.probe_c))
         timings["dataset_shift_s"] = time.perf_counter() - started - sum(timings.values())
 
     # 4. reports: tables, plots and run.json on the store; the run report (headline first) in the UI

@@ -1,6 +1,8 @@
 """Flow: re-evaluate a lambda x k grid from cached embeddings alone; no model is loaded."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pandas as pd
 import pyarrow as pa
 from prefect import flow, task
@@ -12,26 +14,28 @@ from flows.preflight import preflight
 from flows.embed_dataset import cached_index, discover_dataset, text_inputs
 from flows.fit_projection import source_moments
 from icm_core import LinearProbe, accuracy, zero_shot_predict
-from tasks.fit import EmbeddingIndex, select_projection
+from tasks.catalog import EmbeddingCatalog
+from tasks.fit import select_projection
 from tasks.reports import artifact_key, publish_sweep_artifact
 from tasks.storage import join, write_parquet
 
 
 @task(name="sweep-target", task_run_name="sweep target {target}", cache_policy=NO_CACHE)
-def sweep_target(index: EmbeddingIndex, moments, target: str, lams, ks, order: str, use_text: bool) -> pd.DataFrame:
-    sources = [domain for domain in index.domains if domain != target]
-    selection = select_projection.fn(moments, index, sources, None, lams, ks, order, use_text)
-    train_rows, train = index.load(sources, "train")
-    target_rows, test = index.load([target])
-    classes = index.class_embeddings()
+def sweep_target(catalog: EmbeddingCatalog, moments, target: str, lams, ks, order: str, use_text: bool,
+                 probe: str = "torch", probe_c: float = 0.316) -> pd.DataFrame:
+    sources = [domain for domain in catalog.domains if domain != target]
+    selection = select_projection.fn(moments, catalog, sources, None, lams, ks, order, use_text)
+    train_rows, train = catalog.load(sources, "train")
+    target_rows, test = catalog.load([target])
+    classes = catalog.class_embeddings()
     rows = []
     for row in selection.grid:
         projection = selection.projections[(row["lam"], row["n_components"])]
-        probe = LinearProbe(projection).fit(train, train_rows["label"])
+        linear_probe = LinearProbe(projection, C=probe_c, solver=probe).fit(train, train_rows["label"])
         rows.append({
             **row, "target": target,
             "target_zero_shot_accuracy": accuracy(target_rows["label"], zero_shot_predict(test, classes, projection)),
-            "target_linear_probe_accuracy": accuracy(target_rows["label"], probe.predict(test)),
+            "target_linear_probe_accuracy": accuracy(target_rows["label"], linear_probe.predict(test)),
             "retained_intervention": projection.retained_intervention_,
         })
     return pd.DataFrame(rows)
@@ -43,13 +47,15 @@ def sweep(config: RunConfig = RunConfig()) -> str:
     label_run(config)
     preflight(config, cached=True)
     data = discover_dataset(config.dataset, config.store_url, config.holdout, config.split_seed, config.class_policy)
-    index = cached_index(data, config.model, config.pretrained, config.store_url, config.intervention_config(),
-                         text_inputs(data, config.text_pairs, config.templates, config.class_names))
+    catalog = cached_index(data, config.model, config.pretrained, config.store_url, config.intervention_config(),
+                           text_inputs(data, config.text_pairs, config.templates, config.class_names))
+    catalog = replace(catalog, normalize=config.normalize)
     frames = []
-    for target in config.targets or index.domains:
-        sources = [domain for domain in index.domains if domain != target]
-        moments = source_moments(index, sources, use_text=config.use_text)
-        frames.append(sweep_target(index, moments, target, config.lams, config.ks, config.order, config.use_text))
+    for target in config.targets or catalog.domains:
+        sources = [domain for domain in catalog.domains if domain != target]
+        moments = source_moments(catalog, sources, use_text=config.use_text)
+        frames.append(sweep_target(catalog, moments, target, config.lams, config.ks, config.order, config.use_text,
+                                   config.probe, config.probe_c))
     table = pd.concat(frames, ignore_index=True)
     run_url = join(config.store_url, "runs", config.name)
     write_parquet(pa.Table.from_pandas(table, preserve_index=False), join(run_url, "sweep.parquet"))

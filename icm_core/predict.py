@@ -5,7 +5,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from icm_core.metrics import score_matrix
-from icm_core.validation import check_labels, check_matrix
+from icm_core.probe import decision_scores, fit_logistic
+from icm_core.validation import check_labels, check_matrix, check_matrix_float32
 
 # CLIP's learned logit scale is ~100; argmax does not depend on it, softmax does.
 CLIP_LOGIT_SCALE = 100.0
@@ -34,37 +35,66 @@ def zero_shot_predict(image_embeddings, class_embeddings, projection=None) -> np
     return zero_shot_logits(image_embeddings, class_embeddings, projection).argmax(axis=1)
 
 
-class LinearProbe:
-    """Logistic regression on (optionally projected) embeddings; C and max_iter as the authors."""
+SOLVERS = ("torch", "sklearn")
 
-    def __init__(self, projection=None, C: float = 0.316, max_iter: int = 1000):
+
+class LinearProbe:
+    """Logistic regression on (optionally projected) embeddings; C and max_iter as the authors.
+
+    solver="torch" (default) minimises scikit-learn's objective with full-batch L-BFGS in
+    float32 on `device` (auto: the GPU when there is one), never copying X: a projection
+    enters the logits as X (A W). solver="sklearn" is the authors' LogisticRegression.
+    """
+
+    def __init__(self, projection=None, C: float = 0.316, max_iter: int = 1000, solver: str = "torch",
+                 device: str = "auto"):
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
         self.projection = projection
         self.C = C
         self.max_iter = max_iter
+        self.solver = solver
+        self.device = device
 
     def _features(self, X) -> np.ndarray:
         X = check_matrix(X, "X")
         return X if self.projection is None else self.projection.transform(X)
 
+    def _basis(self):
+        return None if self.projection is None else self.projection.components_
+
     def fit(self, X, y) -> "LinearProbe":
-        features = self._features(X)
-        y = check_labels(y, "y", len(features))
-        if len(np.unique(y)) < 2:
+        if self.solver == "sklearn":
+            features = self._features(X)
+            y = check_labels(y, "y", len(features))
+        else:
+            features = check_matrix_float32(X, "X", width=None if self.projection is None else self.projection.n_features_in_)
+            y = check_labels(y, "y", len(features))
+        self.classes_, indices = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
             raise ValueError("y must contain at least 2 classes to fit a linear probe")
-        self.model_ = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(features, y)
-        self.classes_ = self.model_.classes_
+        if self.solver == "sklearn":
+            self.model_ = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=0).fit(features, y)
+            return self
+        self.model_ = fit_logistic(features, indices, len(self.classes_), self.C, projection=self._basis(),
+                                   max_iter=self.max_iter, device=self.device)
         return self
 
     def predict(self, X) -> np.ndarray:
         if not hasattr(self, "model_"):
             raise ValueError("this LinearProbe is not fitted yet: call fit(X, y) first")
-        return self.model_.predict(self._features(X))
+        if self.solver == "sklearn":
+            return self.model_.predict(self._features(X))
+        return self.classes_[self.decision_function(X).argmax(axis=1)]
 
     def decision_function(self, X) -> np.ndarray:
         """n x classes_ scores (columns in `classes_` order), for top-k metrics."""
         if not hasattr(self, "model_"):
             raise ValueError("this LinearProbe is not fitted yet: call fit(X, y) first")
-        return score_matrix(self.model_.decision_function(self._features(X)))
+        if self.solver == "sklearn":
+            return score_matrix(self.model_.decision_function(self._features(X)))
+        X = check_matrix_float32(X, "X", width=None if self.projection is None else self.projection.n_features_in_)
+        return decision_scores(X, self.model_.weight, self.model_.bias, projection=self._basis(), device=self.device)
 
 
 def accuracy(y_true, y_pred) -> float:

@@ -19,6 +19,22 @@ def check_matrix(X, name: str, *, width: int | None = None, min_rows: int = 1) -
     return X
 
 
+def check_matrix_float32(X, name: str, *, width: int | None = None, min_rows: int = 1) -> np.ndarray:
+    """As check_matrix, but float32 and without a copy when X already is (probes on large X)."""
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (rows x features), got {X.ndim}-D shape {X.shape}")
+    if len(X) < min_rows:
+        raise ValueError(f"{name} needs at least {min_rows} rows, got {len(X)}")
+    if width is not None and X.shape[1] != width:
+        raise ValueError(f"{name} has {X.shape[1]} columns; expected {width} (the fitted dimension)")
+    # one float per row instead of an n x d boolean mask; a NaN or inf anywhere makes its row sum non-finite
+    finite = np.isfinite(X.sum(axis=1, dtype=np.float64))
+    if not finite.all():
+        raise ValueError(f"{name} contains NaN or inf in {int((~finite).sum())} row(s); drop or repair them before fitting")
+    return X
+
+
 def check_pair(Z, Z_intervened, *, width: int | None = None, min_rows: int = 1):
     Z = check_matrix(Z, "Z", width=width, min_rows=min_rows)
     Z_intervened = check_matrix(Z_intervened, "Z_intervened", width=width, min_rows=min_rows)

@@ -10,13 +10,13 @@ from prefect.cache_policies import NO_CACHE
 
 from icm_core import Selection, eigengap, movement_kept, movement_kept_by_family, positive_eigenvalues, variance_kept
 from tasks.embed import INTERVENED, ORIGINAL
-from tasks.fit import EmbeddingIndex
+from tasks.catalog import EmbeddingCatalog
 from tasks.selection import total_moments
 from tasks.storage import join, write_bytes
 
 
 @task(name="diagnose-projection", cache_policy=NO_CACHE)
-def diagnose_projection(index: EmbeddingIndex, selection: Selection, per_domain: dict, text, sources, classes) -> dict:
+def diagnose_projection(index: EmbeddingCatalog, selection: Selection, per_domain: dict, text, sources, classes) -> dict:
     """What the chosen projection keeps: intervention movement on the sources' held-out validation
     pairs (all, and per intervention family), data variance, and how clear the cut at k is."""
     projection = selection.projection

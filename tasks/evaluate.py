@@ -16,7 +16,8 @@ from icm_core import (
     top_k_labels,
     zero_shot_logits,
 )
-from tasks.fit import EmbeddingIndex, load_projection
+from tasks.catalog import EmbeddingCatalog
+from tasks.fit import load_projection
 from tasks.errors import InputError
 
 METHODS = ("clip_zero_shot", "clip_linear_probe", "clip_icm_zero_shot", "clip_icm_linear_probe")
@@ -33,8 +34,8 @@ def zero_shot_scores(preset: str, images, classes, projection=None) -> np.ndarra
     return logits(images, classes, projection)
 
 
-def make_probe(preset: str, projection, probe_c: float):
-    return ReleasedLinearProbe(projection) if preset == "released" else LinearProbe(projection, C=probe_c)
+def make_probe(preset: str, projection, probe_c: float, solver: str = "torch"):
+    return ReleasedLinearProbe(projection) if preset == "released" else LinearProbe(projection, C=probe_c, solver=solver)
 
 
 def _rows(protocol, target, method, frame, scores, labels=None) -> pd.DataFrame:
@@ -54,7 +55,7 @@ def _rows(protocol, target, method, frame, scores, labels=None) -> pd.DataFrame:
     })[PREDICTION_COLUMNS]
 
 
-def load_target(index: EmbeddingIndex, target: str, test_split: str):
+def load_target(index: EmbeddingCatalog, target: str, test_split: str):
     if test_split not in TEST_SPLITS:
         raise ValueError(f"config field 'test_split': {test_split!r} is not one of {list(TEST_SPLITS)}")
     rows, embeddings = index.load([target], TEST_SPLITS[test_split])
@@ -65,15 +66,15 @@ def load_target(index: EmbeddingIndex, target: str, test_split: str):
 
 @task(name="evaluate-domain-shift", task_run_name="evaluate target {target}", cache_policy=NO_CACHE)
 def evaluate_target(
-    index: EmbeddingIndex, sources, target: str, projection_url: str, probe_c: float = 0.316,
-    test_split: str = "all", preset: str = "default",
+    index: EmbeddingCatalog, sources, target: str, projection_url: str, probe_c: float = 0.316,
+    test_split: str = "all", preset: str = "default", probe: str = "torch",
 ) -> pd.DataFrame:
     """The four methods on the target's test split, from the same cached embeddings."""
     projection = load_projection(projection_url)
     train_rows, train_embeddings = index.load(sources, "train")
     target_rows, target_embeddings = load_target(index, target, test_split)
     classes = index.class_embeddings()
-    probes = {method: make_probe(preset, fitted, probe_c).fit(train_embeddings, train_rows["label"])
+    probes = {method: make_probe(preset, fitted, probe_c, probe).fit(train_embeddings, train_rows["label"])
               for method, fitted in (("clip_linear_probe", None), ("clip_icm_linear_probe", projection))}
     scores = {  # method: (scores, the label of each score column)
         "clip_zero_shot": (zero_shot_scores(preset, target_embeddings, classes), None),
@@ -86,7 +87,7 @@ def evaluate_target(
 
 @task(name="evaluate-open-class", task_run_name="open-class target {target}", cache_policy=NO_CACHE)
 def evaluate_open_class_target(
-    index: EmbeddingIndex, target: str, projection_url: str, test_split: str = "all", preset: str = "default",
+    index: EmbeddingCatalog, target: str, projection_url: str, test_split: str = "all", preset: str = "default",
 ) -> pd.DataFrame:
     """Zero-shot over base + novel class names on the target's test split, CLIP and CLIP-ICM."""
     projection = load_projection(projection_url)

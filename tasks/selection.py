@@ -8,7 +8,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from icm_core import Selection, ValidationFold, released_zero_shot_predict, select_over_folds, zero_shot_predict
-from tasks.fit import EmbeddingIndex, default_ks
+from tasks.catalog import EmbeddingCatalog
+from tasks.fit import default_ks
 from tasks.errors import InputError
 
 ZERO_SHOT = {"default": zero_shot_predict, "released": released_zero_shot_predict}
@@ -20,7 +21,7 @@ def total_moments(per_domain: dict, domains, text=None):
     return moments + text if text is not None else moments
 
 
-def _fold(index: EmbeddingIndex, moments, domains, split, classes, class_names, name) -> ValidationFold:
+def _fold(index: EmbeddingCatalog, moments, domains, split, classes, class_names, name) -> ValidationFold:
     rows, embeddings = index.load(domains, split, classes)
     if len(rows) == 0:
         raise InputError(f"domain(s) {list(domains)} have no {split} images to select (lambda, k) on; "
@@ -53,7 +54,7 @@ def validation_folds(index, moments, per_domain, text, sources, target, classes,
 
 @task(name="select-projection", task_run_name="select (lambda, k) by {rule}", cache_policy=NO_CACHE)
 def select_by_rule(
-    index: EmbeddingIndex, per_domain: dict, text, sources, target: str, classes, lams, ks, order: str,
+    index: EmbeddingCatalog, per_domain: dict, text, sources, target: str, classes, lams, ks, order: str,
     use_text: bool, rule: str = "training-domain", preset: str = "default",
 ) -> Selection:
     """The (lambda, k) with the best mean zero-shot accuracy over the rule's folds, refit on every source."""

@@ -18,7 +18,7 @@ from tasks.class_names import (
 from tasks.datasets import IMAGEFOLDER_DOMAIN, discover
 from tasks.embed import embedding_metadata, embedding_table, read_embeddings
 from tasks.embed_text import TEXT_SCHEMA, embed_text
-from tasks.fit import EmbeddingIndex
+from tasks.catalog import EmbeddingCatalog
 from tasks.interventions import prompt_bank_pairs
 from tasks.models import load_model
 from tasks.prompts import class_prompts, load_templates
@@ -165,7 +165,7 @@ def test_class_embedding_is_the_normalised_mean_of_normalised_templates(memory_r
                           "text": ["t1", "t2", "t3", "p", "q"]})
     raw = np.array([[3.0, 0.0], [0.0, 1.0], [0.0, -5.0], [1.0, 1.0], [2.0, 0.0]])
     url = write_parquet(embedding_table(frame, TEXT_SCHEMA, raw, {"normalized": False}), join(memory_root, "text.parquet"))
-    index = EmbeddingIndex("root", "fp", ("all",), ("a", "b"), {}, url)
+    index = EmbeddingCatalog("root", "fp", ("all",), ("a", "b"), {}, url)
     # mean of unit vectors [1, 0] and [0, 1], normalised; the raw mean [1.5, 0.5] would point elsewhere
     np.testing.assert_allclose(index.class_embeddings(), [[0.5 ** 0.5, 0.5 ** 0.5], [0.0, -1.0]], atol=1e-7)
     np.testing.assert_allclose(index.class_embeddings(["b"]), [[0.0, -1.0]], atol=1e-7)

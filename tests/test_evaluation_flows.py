@@ -15,7 +15,8 @@ from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from icm_core import movement_kept
 from tasks.embed import read_embeddings
 from tasks.evaluate import evaluate_open_class_target, evaluate_target
-from tasks.fit import EmbeddingIndex, load_projection
+from tasks.catalog import EmbeddingCatalog
+from tasks.fit import load_projection
 from tasks.reports import accuracy_plot_png
 from tasks.storage import join, read_json, read_parquet, write_parquet
 from tasks.embed import IMAGE_SCHEMA, embedding_table
@@ -40,16 +41,16 @@ def table(run, name):
     return read_parquet(join(run, name)).to_pandas()
 
 
-def load_index(run) -> EmbeddingIndex:
+def load_index(run) -> EmbeddingCatalog:
     record = read_json(join(run, "run.json"))
-    return EmbeddingIndex(
+    return EmbeddingCatalog(
         dataset_root=record["dataset"]["root"], fingerprint=record["dataset"]["fingerprint"],
         domains=tuple(record["dataset"]["domains"]), classes=tuple(record["dataset"]["classes"]),
         shards=record["embeddings"]["shards"], text_url=record["embeddings"]["text"],
     )
 
 
-def with_corrupted_domain(index, tmp_path, domain) -> EmbeddingIndex:
+def with_corrupted_domain(index, tmp_path, domain) -> EmbeddingCatalog:
     """A copy whose `domain` has shuffled labels and random embeddings (both views)."""
     shards, rng = dict(index.shards), np.random.default_rng(0)
     for key, url in index.shards.items():
@@ -59,7 +60,7 @@ def with_corrupted_domain(index, tmp_path, domain) -> EmbeddingIndex:
             rows["class"] = rows["label"].map(dict(enumerate(CLASSES)))
             shards[key] = str(tmp_path / key.replace("/", "-")) + ".parquet"
             write_parquet(embedding_table(rows, IMAGE_SCHEMA, rng.normal(size=embeddings.shape), {}), shards[key])
-    return EmbeddingIndex(index.dataset_root, index.fingerprint, index.domains, index.classes, shards, index.text_url)
+    return EmbeddingCatalog(index.dataset_root, index.fingerprint, index.domains, index.classes, shards, index.text_url)
 
 
 def test_summary_has_top5_and_balanced_accuracy_and_the_rule(workspace):

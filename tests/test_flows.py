@@ -1,7 +1,9 @@
 import os
+import pickle
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 
 import fsspec
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 import yaml
 from conftest import TINY_MODEL, make_image_folder
 
+import tasks.catalog
 import tasks.models
 from flows.cli import main
 from flows.config import RunConfig
@@ -19,7 +22,8 @@ from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from icm_core import InterventionMoments, harmonic_mean
 from tasks.embed import embedding_table, read_embeddings, IMAGE_SCHEMA
 from tasks.evaluate import METHODS, split_base_novel
-from tasks.fit import EmbeddingIndex, load_projection
+from tasks.catalog import EmbeddingCatalog
+from tasks.fit import load_projection
 from tasks.history import resolve_run
 from tasks.storage import join, read_bytes, read_json, read_parquet, write_parquet
 
@@ -87,16 +91,16 @@ def test_second_run_embeds_nothing_and_reproduces_reports(workspace):
         assert read_bytes(join(first, name)) == read_bytes(join(second, name))
 
 
-def load_index(workspace) -> EmbeddingIndex:
+def load_index(workspace) -> EmbeddingCatalog:
     record = read_json(join(workspace["run"], "run.json"))
-    return EmbeddingIndex(
+    return EmbeddingCatalog(
         dataset_root=record["dataset"]["root"], fingerprint=record["dataset"]["fingerprint"],
         domains=tuple(record["dataset"]["domains"]), classes=tuple(record["dataset"]["classes"]),
         shards=record["embeddings"]["shards"], text_url=record["embeddings"]["text"],
     )
 
 
-def corrupted_copy(index, tmp_path, domains, rows_to_corrupt) -> EmbeddingIndex:
+def corrupted_copy(index, tmp_path, domains, rows_to_corrupt) -> EmbeddingCatalog:
     """A copy of the index whose chosen rows in `domains` have shuffled labels and random embeddings."""
     shards = dict(index.shards)
     rng = np.random.default_rng(0)
@@ -111,7 +115,7 @@ def corrupted_copy(index, tmp_path, domains, rows_to_corrupt) -> EmbeddingIndex:
         embeddings[chosen] = rng.normal(size=embeddings[chosen].shape)
         shards[key] = str(tmp_path / key.replace("/", "-")) + ".parquet"
         write_parquet(embedding_table(rows, IMAGE_SCHEMA, embeddings, {}), shards[key])
-    return EmbeddingIndex(index.dataset_root, index.fingerprint, index.domains, index.classes, shards, index.text_url)
+    return EmbeddingCatalog(index.dataset_root, index.fingerprint, index.domains, index.classes, shards, index.text_url)
 
 
 def fits_agree(evaluate, index, corrupted, target, protocol, tmp_path):
@@ -153,14 +157,44 @@ def test_open_class_split_harmonic_mean_and_no_novel_classes_in_fitting(workspac
     fits_agree(evaluate_open_class, index, corrupted, "art", "open_class", tmp_path)
 
 
-def test_each_domains_moments_are_accumulated_once_across_folds(workspace, tmp_path, monkeypatch):
+def test_each_domain_is_read_once_and_its_moments_accumulated_once_across_folds(workspace, tmp_path, monkeypatch):
     index = load_index(workspace)
     fresh = corrupted_copy(index, tmp_path, list(index.domains), lambda rows: rows["label"] < 0)  # new URLs, same data
-    calls = []
-    real_update = InterventionMoments.update
-    monkeypatch.setattr(InterventionMoments, "update", lambda self, *a: calls.append(1) or real_update(self, *a))
+    accumulated, reads = [], []
+    real_update, real_read = InterventionMoments.update, tasks.catalog.read_domain
+    monkeypatch.setattr(InterventionMoments, "update", lambda self, Z, *a: accumulated.append(len(Z)) or real_update(self, Z, *a))
+    monkeypatch.setattr(tasks.catalog, "read_domain", lambda url, *a: reads.append(url) or real_read(url, *a))
     evaluate_domain_shift(fresh, str(tmp_path / "run"), None, [1.0])
-    assert len(calls) == len(index.domains)  # 3 folds x 2 sources each, yet one pass per domain
+    # 3 folds x 2 sources each, yet each domain's originals and interventions are read once, summed once
+    assert sorted(reads) == sorted(fresh.shards.values())
+    assert sum(accumulated) == sum(len(fresh.load([domain], "train")[1]) for domain in fresh.domains)
+
+
+def test_catalog_serves_normalised_arrays_split_by_split_and_is_keyed_by_its_shards(workspace):
+    catalog = load_index(workspace)
+    key = catalog.cache_key
+    rows, embeddings = catalog.load(["art"])
+    assert embeddings.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1, rtol=1e-5)
+    train_rows, train = catalog.load(["art"], "train")
+    assert np.shares_memory(train, embeddings)  # a split of one domain is a view, not a copy
+    file_rows, file_embeddings = read_embeddings(catalog.shard("art", "original"))
+    by_id = dict(zip(file_rows["sample_id"], file_embeddings / np.linalg.norm(file_embeddings, axis=1, keepdims=True)))
+    np.testing.assert_allclose(train, np.stack([by_id[s] for s in train_rows["sample_id"]]), atol=1e-6)
+    assert sorted(train_rows["sample_id"]) == sorted(file_rows.loc[file_rows["split"] == "train", "sample_id"])
+    assert (train_rows["label"].to_numpy() == file_rows.set_index("sample_id").loc[train_rows["sample_id"], "label"]).all()
+    both, stacked = catalog.load(["art", "photo"], "val", classes=["cat"])
+    assert set(both["class"]) == {"cat"} and set(both["split"]) == {"val"} and len(both) == len(stacked)
+    # the description, not the arrays held, is the catalog's identity for Prefect and for pickles
+    assert catalog.cache_key == key and len(pickle.dumps(catalog)) < 5000
+    assert catalog.cache_key != replace(catalog, normalize=False).cache_key
+    raw = replace(catalog, normalize=False).load(["art"])[1]
+    np.testing.assert_allclose(raw, np.stack([dict(zip(file_rows["sample_id"], file_embeddings))[s] for s in rows["sample_id"]]))
+    # class embeddings: normalised mean of normalised templates, in the order asked
+    text_rows, text = read_embeddings(catalog.text_url, {"role": ["class_prompt"]})
+    dog = text[(text_rows["class"] == "dog").to_numpy()].astype(float)
+    dog = (dog / np.linalg.norm(dog, axis=1, keepdims=True)).mean(axis=0)
+    np.testing.assert_allclose(catalog.class_embeddings(["dog", "bird"])[0], dog / np.linalg.norm(dog), atol=1e-6)
 
 
 def test_sweep_reads_cache_only_and_marks_the_selection(workspace, monkeypatch):

@@ -206,8 +206,9 @@ def test_linear_probe_uses_authors_defaults_and_projection():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 6))
     y = (X[:, 0] > 0).astype(int)
-    probe = LinearProbe().fit(X, y)
+    probe = LinearProbe(solver="sklearn").fit(X, y)
     assert (probe.model_.C, probe.model_.max_iter) == (0.316, 1000)
     assert accuracy(y, probe.predict(X)) > 0.9
+    assert (LinearProbe().C, LinearProbe().max_iter, LinearProbe().solver) == (0.316, 1000, "torch")
     with pytest.raises(ValueError, match="not fitted"):
         LinearProbe().predict(X)

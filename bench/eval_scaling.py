@@ -1,0 +1,315 @@
+"""Leave-one-domain-out evaluation from a DomainNet-shaped embedding cache: wall time, peak RSS, time per stage.
+
+Builds (once per scale) a synthetic cache with DomainNet's six domains at their real image
+counts times --scale, 345 classes and 512-d embeddings from `icm_core.synthetic.SyntheticSCM`
+(a known invariant subspace; interventions move style only), written through the project's
+own writers (`tasks.embed.embedding_table`, `tasks.storage.write_parquet`). Then, each in its
+own process so that peak RSS is its own, it runs the domain-shift protocol as
+`flows.evaluate.evaluate_domain_shift` does (each domain's moments once, as Prefect's cache
+gives them; selection on the sources' validation split; `tasks.evaluate.evaluate_target`) with:
+
+  - the code in this checkout, torch probe and scikit-learn probe;
+  - optionally an older checkout (--baseline PATH, e.g. `git worktree add /tmp/old main`), which
+    has the scikit-learn probe only.
+
+Time is attributed to stages by wrapping the functions the pipeline calls (exclusive time:
+a read inside the moments counts as read). Prints a table and writes it to
+bench/results/eval_scaling.md. CLIP zero-shot predictions of every configuration are compared
+sample by sample with the first one's.
+
+    python bench/eval_scaling.py --scale 0.25 --baseline /tmp/old
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+DOMAINNET = {"clipart": 48_129, "infograph": 51_605, "painting": 72_266, "quickdraw": 172_500, "real": 172_947,
+             "sketch": 69_128}
+# how often style names the true class in each domain: sources disagree, so the spurious shortcut does not transfer
+AGREEMENT = {"clipart": 0.6, "infograph": 0.3, "painting": 0.7, "quickdraw": 0.1, "real": 0.8, "sketch": 0.5}
+LAMS = [0.1, 1.0, 10.0, 100.0]  # RunConfig's default grid; ks default to d/8, d/4, d/2, 3d/4
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM; ru_maxrss would also count the parent it was forked from)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def clocks() -> tuple[float, float]:
+    """(wall, CPU of every thread of this process): on a shared machine CPU seconds drift less than wall."""
+    return time.perf_counter(), time.process_time()
+
+
+# ---------------------------------------------------------------- cache
+
+
+def build_cache(root: Path, scale: float, n_classes: int, dim: int, holdout: float = 0.2) -> dict:
+    """Write the synthetic cache under root (skipped when root/catalog.json exists); returns its description."""
+    described = root / "catalog.json"
+    if described.exists():
+        return json.loads(described.read_text())
+    import numpy as np
+    import pandas as pd
+
+    from icm_core.synthetic import SyntheticSCM
+    from tasks.embed import IMAGE_SCHEMA, TEXT_SCHEMA, embedding_table
+    from tasks.storage import write_parquet
+
+    scm = SyntheticSCM(dim=dim, n_invariant=dim // 4, n_classes=n_classes, class_separation=1.0, style_scale=1.0,
+                       spurious_strength=1.0, seed=0)
+    classes = [f"class{index:03d}" for index in range(n_classes)]
+    shards, train_rows = {}, {}
+    for number, (domain, full_count) in enumerate(DOMAINNET.items()):
+        n = max(2 * n_classes, round(full_count * scale))
+        environment = scm.sample(n, AGREEMENT[domain], seed=number)
+        rng = np.random.default_rng(100 + number)
+        frame = pd.DataFrame({
+            "sample_id": [f"{domain}/{classes[label]}/{i:06d}.jpg" for i, label in enumerate(environment.labels)],
+            "domain": domain, "class": [classes[label] for label in environment.labels],
+            "label": environment.labels.astype("int32"),
+            "split": np.where(rng.random(n) < holdout, "val", "train"),
+        })
+        frame["path"] = "synthetic://" + frame["sample_id"]
+        train_rows[domain] = int((frame["split"] == "train").sum())
+        for view, Z in (("original", environment.Z), ("intervened", environment.Z_intervened)):
+            Z = Z / np.linalg.norm(Z, axis=1, keepdims=True)  # as the writers of today's main store them
+            url = str(root / domain / f"{view}.parquet")
+            write_parquet(embedding_table(frame.assign(view=view), IMAGE_SCHEMA, Z, {"normalized": True}), url)
+            shards[f"{domain}/{view}"] = url
+        del environment
+    # text: 4 templates per class around its text embedding; caption pairs differ by style only
+    rng = np.random.default_rng(7)
+    class_text = scm.class_embeddings
+    rows, vectors = [], []
+    for label, name in enumerate(classes):
+        for template in range(4):
+            rows.append({"class": name, "label": label, "role": "class_prompt", "pair_id": -1, "text": f"t{template} {name}"})
+            vectors.append(class_text[label] + 0.05 * np.linalg.norm(class_text[label]) * rng.normal(size=dim) / np.sqrt(dim))
+    style = np.hstack([np.zeros((2 * n_classes, scm.n_invariant)), rng.normal(size=(2 * n_classes, dim - scm.n_invariant))])
+    style = style @ scm.mixing.T
+    for pair_id in range(n_classes):
+        label = pair_id % n_classes
+        for role, offset in (("pair_a", 0), ("pair_b", n_classes)):
+            rows.append({"class": classes[label], "label": label, "role": role, "pair_id": pair_id, "text": role})
+            vectors.append(class_text[label] + style[pair_id + offset])
+    vectors = np.asarray(vectors)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    text_url = str(root / "text.parquet")
+    write_parquet(embedding_table(pd.DataFrame(rows), TEXT_SCHEMA, vectors, {"normalized": True}), text_url)
+    description = {"dataset_root": "synthetic://domainnet", "fingerprint": f"synthetic-{scale}", "domains": list(DOMAINNET),
+                   "classes": classes, "shards": shards, "text_url": text_url, "train_rows": train_rows,
+                   "images": sum(max(2 * n_classes, round(c * scale)) for c in DOMAINNET.values())}
+    described.write_text(json.dumps(description))
+    return description
+
+
+# ---------------------------------------------------------------- one configuration, in its own process
+
+
+class StageClock:
+    """Exclusive (wall, CPU) seconds per stage: entering a nested stage pauses the one around it."""
+
+    def __init__(self):
+        self.seconds = defaultdict(lambda: [0.0, 0.0])
+        self.stack = []
+
+    def _charge(self, name, began, now):
+        self.seconds[name][0] += now[0] - began[0]
+        self.seconds[name][1] += now[1] - began[1]
+
+    @contextlib.contextmanager
+    def stage(self, name):
+        now = clocks()
+        if self.stack:
+            self._charge(self.stack[-1][0], self.stack[-1][1], now)
+        self.stack.append([name, now])
+        try:
+            yield
+        finally:
+            name, began = self.stack.pop()
+            now = clocks()
+            self._charge(name, began, now)
+            if self.stack:
+                self.stack[-1][1] = now
+
+    def wrap(self, owner, attribute, name):
+        original = getattr(owner, attribute)
+
+        def timed(*args, **kwargs):
+            with self.stage(name(*args, **kwargs) if callable(name) else name):
+                return original(*args, **kwargs)
+
+        setattr(owner, attribute, timed)
+
+
+def run_one(description: dict, solver: str, out: str) -> dict:
+    import numpy as np
+    import pandas as pd
+
+    import tasks.evaluate
+    import tasks.fit
+    from icm_core import LinearProbe
+    from tasks.catalog import EmbeddingCatalog
+from tasks.fit import accumulate_image_moments, accumulate_text_moments, select_projection
+
+    baseline_rss = peak_rss_mb()
+    clock = StageClock()
+    clock.wrap(EmbeddingCatalog, "load", "read")
+    clock.wrap(EmbeddingCatalog, "class_embeddings", "read")
+    clock.wrap(tasks.evaluate, "zero_shot_predict", "zero-shot")
+    probe_class = LinearProbe
+
+    class TimedProbe(probe_class):
+        def fit(self, X, y):
+            with clock.stage("probe CLIP" if self.projection is None else "probe CLIP-ICM"):
+                return super().fit(X, y)
+
+        def predict(self, X):
+            with clock.stage("probe CLIP" if self.projection is None else "probe CLIP-ICM"):
+                return super().predict(X)
+
+    tasks.evaluate.LinearProbe = TimedProbe
+    fields = {key: description[key] for key in ("dataset_root", "fingerprint", "shards", "text_url")}
+    index = EmbeddingCatalog(domains=tuple(description["domains"]), classes=tuple(description["classes"]), **fields)
+    extra = {"probe": solver} if "probe" in inspect.signature(tasks.evaluate.evaluate_target.fn).parameters else {}
+    if solver != "sklearn" and not extra:
+        raise SystemExit("this checkout has no torch probe")
+
+    started = clocks()
+    per_domain, predictions, folds = {}, [], []
+    with clock.stage("moments"):
+        text = accumulate_text_moments.fn(index)
+    for target in index.domains:
+        fold_started = time.perf_counter()
+        sources = [domain for domain in index.domains if domain != target]
+        with clock.stage("moments"):
+            for domain in sources:  # what Prefect's cache does across folds: each domain's sums once
+                if domain not in per_domain:
+                    per_domain[domain] = accumulate_image_moments.fn(index, domain)
+            moments = sum((per_domain[domain] for domain in sources[1:]), per_domain[sources[0]]) + text
+        with clock.stage("selection"):
+            selection = select_projection.fn(moments, index, sources, None, LAMS, None, "largest", True)
+        with clock.stage("evaluate (other)"):
+            frame = tasks.evaluate.evaluate_target.fn(index, sources, target, selection.projection, 0.316, **extra)
+        predictions.append(frame[["target", "method", "sample_id", "prediction", "correct"]])
+        folds.append(time.perf_counter() - fold_started)
+    wall, cpu = (now - then for now, then in zip(clocks(), started))
+    predictions = pd.concat(predictions, ignore_index=True)
+    predictions.to_parquet(out)
+    accuracy = predictions.groupby(["method", "target"])["correct"].mean().groupby("method").mean()
+    return {
+        "wall_s": wall, "cpu_s": cpu, "fold_s": folds, "stages": dict(clock.seconds), "peak_rss_mb": peak_rss_mb(),
+        "baseline_rss_mb": baseline_rss, "accuracy": accuracy.to_dict(),
+    }
+
+
+# ---------------------------------------------------------------- driver
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scale", type=float, default=0.25, help="share of DomainNet's per-domain image counts")
+    parser.add_argument("--classes", type=int, default=345)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--cache", default=None, help="where the synthetic cache goes (default: /tmp/eval-scaling-SCALE)")
+    parser.add_argument("--baseline", default=None, help="checkout of older code to compare with (scikit-learn probe)")
+    parser.add_argument("--solvers", nargs="+", default=["torch", "sklearn"], help="probes of this checkout to time")
+    parser.add_argument("--one", nargs=3, metavar=("CODE", "SOLVER", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    cache = Path(args.cache or f"/tmp/eval-scaling-{args.scale:g}")
+
+    if args.one:
+        code, solver, out = args.one
+        sys.path.insert(0, code)
+        os.chdir(code)
+        description = json.loads((cache / "catalog.json").read_text())
+        print(json.dumps(run_one(description, solver, out)))
+        return
+
+    sys.path.insert(0, str(HERE.parent))
+    started = time.perf_counter()
+    description = build_cache(cache, args.scale, args.classes, args.dim)
+    print(f"cache: {description['images']:,} images in {cache} ({time.perf_counter() - started:.0f} s)", flush=True)
+
+    configurations = [(f"this checkout, {solver} probe", str(HERE.parent), solver) for solver in args.solvers]
+    if args.baseline:
+        configurations.insert(0, (f"baseline {args.baseline}, sklearn probe", str(Path(args.baseline).resolve()), "sklearn"))
+    results = []
+    for number, (label, code, solver) in enumerate(configurations):
+        out = str(cache / f"predictions-{number}.parquet")
+        command = [sys.executable, __file__, "--scale", str(args.scale), "--cache", str(cache), "--one", code, solver, out]
+        completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": code})
+        if completed.returncode:
+            raise SystemExit(f"{label} failed:\n{completed.stderr[-4000:]}")
+        result = json.loads(completed.stdout.strip().splitlines()[-1])
+        results.append({"label": label, "out": out, **result})
+        print(f"{label}: {result['wall_s']:.1f} s wall, {result['cpu_s']:.1f} s CPU, peak RSS {result['peak_rss_mb']:.0f} MB",
+              flush=True)
+    (cache / "results.json").write_text(json.dumps(results))
+    print(report(results, description, args, cache))
+
+
+def report(results, description, args, cache) -> str:
+    import pandas as pd
+
+    train = description["train_rows"]
+    largest_train_mb = max(sum(train.values()) - train[target] for target in train) * args.dim * 4 / 2**20
+    stages = ["read", "moments", "selection", "zero-shot", "probe CLIP", "probe CLIP-ICM", "evaluate (other)"]
+    reference = pd.read_parquet(results[0]["out"]).query("method == 'clip_zero_shot'").set_index(["target", "sample_id"])
+    lines = [
+        f"# eval_scaling: DomainNet-shaped leave-one-domain-out from cache, scale {args.scale:g}",
+        "",
+        f"{description['images']:,} images, {args.classes} classes, d={args.dim}, 6 domains; lambda grid {LAMS} x 4 k; "
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}.",
+        f"Largest fold's training set, float32: {largest_train_mb:.0f} MB.",
+        "",
+        "Seconds are wall / CPU (all threads of the process); peak RSS is the process's own (VmHWM).",
+        "",
+        "| configuration | total (s) | " + " | ".join(f"{s} (s)" for s in stages)
+        + " | peak RSS (MB) | RSS after imports (MB) | CLIP LP acc | CLIP-ICM LP acc | CLIP ZS acc | ZS predictions differing |",
+        "|---|" + "---:|" * (len(stages) + 7),
+    ]
+    for result in results:
+        zero_shot = pd.read_parquet(result["out"]).query("method == 'clip_zero_shot'").set_index(["target", "sample_id"])
+        differing = int((zero_shot["prediction"] != reference.loc[zero_shot.index, "prediction"]).sum())
+        accuracy = result["accuracy"]
+        lines.append(
+            f"| {result['label']} | {result['wall_s']:.1f} / {result['cpu_s']:.1f} | "
+            + " | ".join("{:.1f} / {:.1f}".format(*result["stages"].get(s, (0, 0))) for s in stages)
+            + f" | {result['peak_rss_mb']:.0f} | {result['baseline_rss_mb']:.0f} | {accuracy['clip_linear_probe']:.4f} | "
+            f"{accuracy['clip_icm_linear_probe']:.4f} | {accuracy['clip_zero_shot']:.4f} | {differing} / {len(zero_shot)} |"
+        )
+    if len(results) > 1:
+        first = results[0]
+        lines += ["", "Ratios to the first row:"]
+        lines += [f"- {r['label']}: {r['wall_s'] / first['wall_s']:.2f}x wall, {r['cpu_s'] / first['cpu_s']:.2f}x CPU, "
+                  f"{r['peak_rss_mb'] / first['peak_rss_mb']:.2f}x peak RSS, "
+                  f"{(r['peak_rss_mb'] - r['baseline_rss_mb']) / (first['peak_rss_mb'] - first['baseline_rss_mb']):.2f}x "
+                  "peak RSS above the RSS after imports"
+                  for r in results[1:]]
+    lines += ["", f"Command: python bench/eval_scaling.py --scale {args.scale:g}"
+              + (f" --baseline {args.baseline}" if args.baseline else "") + f" (cache in {cache})"]
+    text = "\n".join(lines)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "eval_scaling.md").write_text(text + "\n")
+    return text
+
+
+if __name__ == "__main__":
+    main()

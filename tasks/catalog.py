@@ -1,0 +1,212 @@
+"""The embedding catalog of one run: where each (domain, view) shard and the text table are, and their
+contents, each read once and held as float32 arrays with the metadata columns beside them.
+
+Every consumer (the moments of each fold, the selection, the evaluation, the sweep) takes arrays
+from the same catalog, so a leave-one-domain-out run reads each domain's originals once instead
+of once per fold. Rows of a domain are held ordered by split (stable, train before val), so one
+domain's split is a slice of its array: a view, not a copy. Intervened views are read on demand
+and not held: the moments, cached per domain by Prefect, are their only reader.
+
+Embeddings at rest are the model's raw output; with `normalize` (the default) image embeddings
+and text-pair embeddings are L2-normalised as they are read. Class embeddings are always the
+L2-normalised mean of the L2-normalised template embeddings (a prompt ensemble).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from tasks.embed import INTERVENED, ORIGINAL
+from tasks.storage import filesystem, stable_hash
+
+IMAGE_COLUMNS = ("sample_id", "class", "label", "split", "view")  # view: the intervention family of a row
+TEXT_COLUMNS = ("class", "role", "pair_id")
+
+
+def read_table(url: str, columns) -> pa.Table:
+    fs, path = filesystem(url)
+    try:
+        return pq.read_table(path, filesystem=fs, columns=list(columns))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{url} does not exist") from None
+
+
+def embedding_array(column: pa.ChunkedArray, order: np.ndarray | None = None) -> np.ndarray:
+    """A fixed_size_list<float32>[d] column as one writable n x d float32 array, rows in `order`.
+
+    Chunks are copied straight to their place, so the peak is the Arrow buffers plus one array.
+    """
+    width = column.type.list_size
+    out = np.empty((len(column), width), np.float32)
+    destination = np.arange(len(column)) if order is None else np.argsort(order, kind="stable")
+    start = 0
+    for chunk in column.chunks:
+        values = chunk.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+        out[destination[start : start + len(values)]] = values
+        start += len(values)
+    return out
+
+
+def normalize_rows(X: np.ndarray) -> np.ndarray:
+    """L2-normalise the rows of a float32 array in place (a zero row stays zero)."""
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    np.divide(X, np.maximum(norms, np.finfo(np.float32).tiny), out=X)
+    return X
+
+
+@dataclass
+class DomainEmbeddings:
+    """One (domain, view): metadata columns and embeddings, rows ordered by split."""
+
+    domain: str
+    columns: dict[str, np.ndarray]  # IMAGE_COLUMNS -> n-long arrays
+    embeddings: np.ndarray  # n x d float32
+    splits: dict[str, slice]  # split name -> its rows
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+    def rows(self, split: str | None = None) -> slice:
+        if split is None:
+            return slice(0, len(self))
+        return self.splits.get(split, slice(0, 0))
+
+
+def read_domain(url: str, domain: str, normalize: bool) -> DomainEmbeddings:
+    table = read_table(url, (*IMAGE_COLUMNS, "embedding"))
+    order = pc.sort_indices(table, [("split", "ascending")]).to_numpy()  # stable: file order within a split
+    columns = {name: table.column(name).to_numpy()[order] for name in IMAGE_COLUMNS}
+    embeddings = embedding_array(table.column("embedding"), order)
+    del table
+    if normalize:
+        normalize_rows(embeddings)
+    names, starts, counts = np.unique(columns["split"], return_index=True, return_counts=True)
+    splits = {name: slice(start, start + count) for name, start, count in zip(names, starts, counts)}
+    return DomainEmbeddings(domain, columns, embeddings, splits)
+
+
+@dataclass
+class EmbeddingCatalog:
+    """One dataset's embeddings for one model: shard URLs, and their contents once read.
+
+    `shards["<domain>/<view>"]` is one Parquet URL per (domain, view); `text_url` holds the
+    class prompts and caption pairs. Only these fields describe the catalog (they are what
+    Prefect records and what `cache_key` hashes); the arrays read so far live beside them.
+    """
+
+    dataset_root: str
+    fingerprint: str
+    domains: tuple[str, ...]
+    classes: tuple[str, ...]
+    shards: dict[str, str]  # "domain/view" -> url
+    text_url: str | None  # None for a dataset-shift target: its prompts come from the source's table
+    embedded: int = 0  # images and prompts embedded by this call (0 when all came from cache)
+    normalize: bool = True  # L2-normalise image and text-pair embeddings as they are read
+
+    def __post_init__(self):
+        self._reset()
+
+    def _reset(self):
+        # not dataclass fields: never hashed, serialised or compared
+        self._held: dict[str, DomainEmbeddings] = {}
+        self._text: tuple[dict, np.ndarray] | None = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self):
+        """Pickles (to Dask/Ray workers, Prefect's hashing) carry the description, never the arrays."""
+        state = dict(self.__dict__)
+        for name in ("_held", "_text", "_lock"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._reset()
+
+    @property
+    def cache_key(self) -> str:
+        """What decides every array the catalog serves: the shards (content-addressed URLs) and the normalisation."""
+        return stable_hash({"shards": self.shards, "text": self.text_url, "normalize": self.normalize})
+
+    def shard(self, domain: str, view: str) -> str:
+        try:
+            return self.shards[f"{domain}/{view}"]
+        except KeyError:
+            raise KeyError(f"no {view!r} embeddings of domain {domain!r}; the catalog has {sorted(self.shards)}") from None
+
+    def images(self, domain: str, view: str = ORIGINAL) -> DomainEmbeddings:
+        """One (domain, view); originals are read once and held, intervened views read on each call."""
+        if view != ORIGINAL:
+            return read_domain(self.shard(domain, view), domain, self.normalize)
+        with self._lock:
+            if domain not in self._held:
+                self._held[domain] = read_domain(self.shard(domain, view), domain, self.normalize)
+            return self._held[domain]
+
+    def load(self, domains, split=None, classes=None, view=ORIGINAL) -> tuple[pd.DataFrame, np.ndarray]:
+        """(rows, n x d float32 embeddings) of the given domains' view, optionally one split and some classes.
+
+        One domain without a class filter gives a view of the held array; several domains, one copy.
+        """
+        frames, arrays = [], []
+        for domain in domains:
+            held = self.images(domain, view)
+            rows = held.rows(split)
+            columns = {name: values[rows] for name, values in held.columns.items()}
+            embeddings = held.embeddings[rows]
+            if classes is not None:
+                keep = np.isin(columns["class"], list(classes))
+                columns = {name: values[keep] for name, values in columns.items()}
+                embeddings = embeddings[keep]
+            frames.append(pd.DataFrame({"sample_id": columns["sample_id"], "domain": domain, "class": columns["class"],
+                                        "label": columns["label"], "split": columns["split"],
+                                        "view": columns["view"]}))
+            arrays.append(embeddings)
+        if len(arrays) == 1:
+            return frames[0], arrays[0]
+        return pd.concat(frames, ignore_index=True), np.concatenate(arrays)
+
+    def _text_table(self) -> tuple[dict, np.ndarray]:
+        with self._lock:
+            if self._text is None:
+                table = read_table(self.text_url, (*TEXT_COLUMNS, "embedding"))
+                self._text = ({name: table.column(name).to_numpy(zero_copy_only=False) for name in TEXT_COLUMNS},
+                              embedding_array(table.column("embedding")))
+            return self._text
+
+    def class_embeddings(self, classes=None) -> np.ndarray:
+        """Per class, in the order asked: the normalised mean of its normalised template embeddings."""
+        columns, embeddings = self._text_table()
+        prompts = columns["role"] == "class_prompt"
+        names, group = np.unique(columns["class"][prompts], return_inverse=True)
+        templates = embeddings[prompts].astype(np.float64)
+        templates /= np.maximum(np.linalg.norm(templates, axis=1, keepdims=True), np.finfo(float).tiny)
+        means = np.zeros((len(names), templates.shape[1]))
+        np.add.at(means, group, templates)
+        wanted = list(classes if classes is not None else self.classes)
+        missing = sorted(set(wanted) - set(names))
+        if missing:
+            raise KeyError(f"{self.text_url} has no class prompts for {missing}; re-embed the text with these classes")
+        means = means[np.searchsorted(names, wanted)]
+        return means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), np.finfo(float).tiny)
+
+    def text_pairs(self, classes=None) -> tuple[np.ndarray, np.ndarray]:
+        """Caption pairs (pair_a, pair_b), row-aligned by pair_id, optionally of some classes only."""
+        columns, embeddings = self._text_table()
+        wanted = np.ones(len(embeddings), bool) if classes is None else np.isin(columns["class"], list(classes))
+        sides = []
+        for role in ("pair_a", "pair_b"):
+            rows = np.flatnonzero(wanted & (columns["role"] == role))
+            rows = rows[np.argsort(columns["pair_id"][rows], kind="stable")]
+            side = embeddings[rows]
+            sides.append(normalize_rows(side) if self.normalize else side)
+        return sides[0], sides[1]
+
+
+__all__ = ["EmbeddingCatalog", "DomainEmbeddings", "INTERVENED", "ORIGINAL"]
