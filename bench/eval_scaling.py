@@ -159,14 +159,17 @@ class StageClock:
 
 
 def run_one(description: dict, solver: str, out: str) -> dict:
-    import numpy as np
     import pandas as pd
 
     import tasks.evaluate
     import tasks.fit
     from icm_core import LinearProbe
-    from tasks.catalog import EmbeddingCatalog
-from tasks.fit import accumulate_image_moments, accumulate_text_moments, select_projection
+    from tasks.fit import accumulate_image_moments, accumulate_text_moments, select_projection
+
+    try:
+        from tasks.catalog import EmbeddingCatalog
+    except ImportError:  # code from before the catalog
+        from tasks.fit import EmbeddingIndex as EmbeddingCatalog
 
     baseline_rss = peak_rss_mb()
     clock = StageClock()

@@ -9,7 +9,7 @@ from prefect import flow
 from prefect.utilities.annotations import quote
 
 from flows.config import RunConfig
-from flows.dataset_shift import check_target_datasets, embed_targets, evaluate_dataset_shift
+from flows.dataset_shift import embed_targets, evaluate_dataset_shift
 from flows.labels import label_run
 from flows.preflight import preflight
 from flows.embed_dataset import discover_dataset, embed_dataset

@@ -4,24 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def check_matrix(X, name: str, *, width: int | None = None, min_rows: int = 1) -> np.ndarray:
-    """A finite 2-D float64 array, or a ValueError that names the argument."""
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (rows x features), got {X.ndim}-D shape {X.shape}")
-    if len(X) < min_rows:
-        raise ValueError(f"{name} needs at least {min_rows} rows, got {len(X)}")
-    if width is not None and X.shape[1] != width:
-        raise ValueError(f"{name} has {X.shape[1]} columns; expected {width} (the fitted dimension)")
-    if not np.isfinite(X).all():
-        bad = int((~np.isfinite(X)).any(axis=1).sum())
-        raise ValueError(f"{name} contains NaN or inf in {bad} row(s); drop or repair them before fitting")
-    return X
-
-
-def check_matrix_float32(X, name: str, *, width: int | None = None, min_rows: int = 1) -> np.ndarray:
-    """As check_matrix, but float32 and without a copy when X already is (probes on large X)."""
-    X = np.asarray(X, dtype=np.float32)
+def check_matrix(X, name: str, *, width: int | None = None, min_rows: int = 1, dtype=np.float64) -> np.ndarray:
+    """A finite 2-D array of `dtype` (no copy when X already is one), or a ValueError that names the argument."""
+    X = np.asarray(X, dtype=dtype)
     if X.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (rows x features), got {X.ndim}-D shape {X.shape}")
     if len(X) < min_rows:
@@ -33,6 +18,11 @@ def check_matrix_float32(X, name: str, *, width: int | None = None, min_rows: in
     if not finite.all():
         raise ValueError(f"{name} contains NaN or inf in {int((~finite).sum())} row(s); drop or repair them before fitting")
     return X
+
+
+def check_matrix_float32(X, name: str, *, width: int | None = None, min_rows: int = 1) -> np.ndarray:
+    """check_matrix in float32: probes on large X never make a float64 copy."""
+    return check_matrix(X, name, width=width, min_rows=min_rows, dtype=np.float32)
 
 
 def check_pair(Z, Z_intervened, *, width: int | None = None, min_rows: int = 1):

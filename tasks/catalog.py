@@ -14,7 +14,7 @@ L2-normalised mean of the L2-normalised template embeddings (a prompt ensemble).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd

@@ -1,7 +1,6 @@
 """Diagnostics of each fitted projection (what it keeps, how clear the cut at k is) and the eigen-spectrum plot."""
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pandas as pd
@@ -13,6 +12,7 @@ from tasks.embed import INTERVENED, ORIGINAL
 from tasks.catalog import EmbeddingCatalog
 from tasks.selection import total_moments
 from tasks.storage import join, write_bytes
+from tasks.figures import figure_png, pyplot
 
 
 @task(name="diagnose-projection", cache_policy=NO_CACHE)
@@ -44,10 +44,7 @@ def diagnose_projection(index: EmbeddingCatalog, selection: Selection, per_domai
 
 def spectrum_plot_png(spectra: pd.DataFrame, title: str) -> bytes:
     """One panel per protocol: M's eigenvalues by rank for each target, the chosen k marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     protocols = sorted(spectra["protocol"].unique())
     figure, axes = plt.subplots(1, len(protocols), figsize=(6 * len(protocols), 4), squeeze=False)
@@ -62,10 +59,7 @@ def spectrum_plot_png(spectra: pd.DataFrame, title: str) -> bytes:
         axis.legend(fontsize=8)
     figure.suptitle(title)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    plt.close(figure)
-    return buffer.getvalue()
+    return figure_png(figure)
 
 
 @task(name="write-spectrum-plot", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)

@@ -7,7 +7,6 @@ seeds). Everything here except `read_trials` and `write_leaderboard` is pure.
 """
 from __future__ import annotations
 
-import io
 import os
 
 import numpy as np
@@ -19,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.evaluate import METHODS
 from tasks.storage import join, read_json, read_parquet, write_bytes, write_parquet
 from tasks.errors import InputError
+from tasks.figures import figure_png, pyplot
 
 GROUP = ["model", "pretrained", "dataset", "protocol", "method"]
 # each CLIP-ICM method and the CLIP baseline it is compared with
@@ -140,10 +140,7 @@ def leaderboard_latex(board: pd.DataFrame, title: str) -> str:
 
 def gain_plot_png(board: pd.DataFrame, title: str) -> bytes:
     """CLIP-ICM − CLIP (percentage points) per dataset, one bar per model and CLIP-ICM method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     gains = board[board["method"].isin(list(BASELINES))]
     protocols = sorted(gains["protocol"].unique())
@@ -161,10 +158,7 @@ def gain_plot_png(board: pd.DataFrame, title: str) -> bytes:
         axis.legend(fontsize=7)
     figure.suptitle(title)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    plt.close(figure)
-    return buffer.getvalue()
+    return figure_png(figure)
 
 
 @task(name="write-leaderboard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)

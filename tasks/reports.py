@@ -6,7 +6,6 @@ the selection grid and the run.json record. So the UI and the terminal never dis
 """
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pandas as pd
@@ -19,6 +18,7 @@ from prefect.utilities.slugify import slugify
 from tasks.models import RANDOM_WEIGHTS
 from tasks.errors import InputError
 from tasks.storage import filesystem, join, read_json, read_parquet, write_bytes, write_json, write_parquet
+from tasks.figures import figure_png, pyplot
 
 DECIMALS = 3  # every accuracy and difference in every report
 MISSING = "—"  # a cell with no value (a method or class group a target lacks), never "nan"
@@ -237,10 +237,7 @@ def accuracy_figure(summary: pd.DataFrame, record: dict):
     """Accuracy per target (domain shift) and base/novel/HM (open class), CLIP vs CLIP-ICM.
 
     Each CLIP/CLIP-ICM pair shares a hue (light: CLIP, dark: CLIP-ICM); the dashed line is chance."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     paired = plt.get_cmap("Paired").colors  # (light, dark) pairs: blue, green, ...
     colours = {"zero-shot": paired[0:2], "linear probe": paired[2:4]}
@@ -281,13 +278,7 @@ def accuracy_figure(summary: pd.DataFrame, record: dict):
 
 
 def accuracy_plot_png(summary: pd.DataFrame, record: dict) -> bytes:
-    import matplotlib.pyplot as plt
-
-    figure = accuracy_figure(summary, record)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    plt.close(figure)
-    return buffer.getvalue()
+    return figure_png(accuracy_figure(summary, record))
 
 
 @task(name="write-plot", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)

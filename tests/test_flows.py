@@ -1,14 +1,11 @@
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 from dataclasses import replace
 
-import fsspec
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 import yaml
 from conftest import TINY_MODEL, make_image_folder
