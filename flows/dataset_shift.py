@@ -30,9 +30,8 @@ from tasks.errors import InputError
 PROTOCOL = "dataset_shift"
 
 
-def check_target_datasets(config: RunConfig, source: Dataset) -> None:
-    """The dataset-shift options, and every target dataset listed and matched to the source's classes:
-    all before anything is embedded."""
+def check_shift_options(config: RunConfig) -> None:
+    """The options dataset-shift takes and those it refuses: before any file is read."""
     if not config.target_datasets:
         raise InputError("config field 'target_datasets': --protocol dataset-shift needs at least one NAME=URL "
                          "(e.g. --target-datasets imagenet-v2=/data/imagenetv2)")
@@ -47,8 +46,12 @@ def check_target_datasets(config: RunConfig, source: Dataset) -> None:
     if config.test_split != "all":
         raise InputError(f"config field 'test_split': dataset-shift tests every image of each target dataset; "
                          f"{config.test_split!r} applies to domain-shift")
+
+
+def check_target_datasets(config: RunConfig, source: Dataset) -> None:
+    """Every target dataset listed and its classes matched to the source's: before anything is embedded."""
     for name, url in config.target_datasets.items():
-        target = discover_dataset(url, config.store_url, config.holdout, config.split_seed, config.class_policy)
+        target = discover_dataset.fn(url, config.store_url, config.holdout, config.split_seed, config.class_policy)
         match_classes(config.class_names, source.classes, target.classes, name)
 
 

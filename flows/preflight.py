@@ -19,7 +19,7 @@ import open_clip
 import torch
 
 from flows.config import RunConfig, field_label
-from flows.dataset_shift import check_target_datasets
+from flows.dataset_shift import check_shift_options, check_target_datasets
 from flows.embed_dataset import cached_index, discover_dataset, text_inputs
 from tasks.class_names import class_display_names
 from tasks.interventions import load_text_pairs
@@ -48,6 +48,8 @@ def preflight(config: RunConfig, *, cached: bool = False) -> RunConfig:
     key = (config.model_dump_json(), cached)
     if key in _PASSED:
         return config
+    if config.protocol == "dataset-shift":
+        check_shift_options(config)
     check_device(config.device)
     check_store(config.store_url)
     width = check_weights(config.model, config.pretrained)
@@ -226,7 +228,7 @@ def check_files(config: RunConfig, data: Dataset) -> None:
                                     "as NAME=URL of a ROOT/<class>/<image> folder")
     if config.protocol == "dataset-shift":
         check_target_datasets(config, data)
-    for field, check in (("class_names", lambda: class_display_names(config.class_names, data.classes, config.dataset)),
+    for field, check in (("class_names", lambda: class_display_names(config.class_names, data.classes, f"dataset {data.root!r}")),
                          ("templates", lambda: load_templates(config.templates))):
         try:
             check()

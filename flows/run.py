@@ -59,8 +59,8 @@ def chosen_diagnostics(selections: pd.DataFrame) -> list[dict]:
 
 @flow(name="clip-icm-run", flow_run_name="run {config.dataset} {config.model}")
 def run(config: RunConfig = RunConfig()) -> str:
-    label_run(config)
     preflight(config)
+    label_run(config)
     timings, started = {}, time.perf_counter()
 
     data = discover_dataset(config.dataset, config.store_url, config.holdout, config.split_seed, config.class_policy)

@@ -44,8 +44,8 @@ def sweep_target(catalog: EmbeddingCatalog, moments, target: str, lams, ks, orde
 @flow(name="clip-icm-sweep", flow_run_name="sweep {config.dataset} {config.model}")
 def sweep(config: RunConfig = RunConfig()) -> str:
     """Leave-one-domain-out: val accuracy (the selection rule) and target accuracy for every (lambda, k)."""
-    label_run(config)
     preflight(config, cached=True)
+    label_run(config)
     data = discover_dataset(config.dataset, config.store_url, config.holdout, config.split_seed, config.class_policy)
     catalog = cached_index(data, config.model, config.pretrained, config.store_url, config.intervention_config(),
                            text_inputs(data, config.text_pairs, config.templates, config.class_names))

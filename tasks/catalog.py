@@ -77,6 +77,12 @@ class DomainEmbeddings:
             return slice(0, len(self))
         return self.splits.get(split, slice(0, 0))
 
+    def only(self, split: str) -> "DomainEmbeddings":
+        """A copy holding one split's rows only."""
+        rows = self.rows(split)
+        return DomainEmbeddings(self.domain, {name: values[rows].copy() for name, values in self.columns.items()},
+                                self.embeddings[rows].copy(), {split: slice(0, rows.stop - rows.start)})
+
 
 def read_domain(url: str, domain: str, normalize: bool) -> DomainEmbeddings:
     table = read_table(url, (*IMAGE_COLUMNS, "embedding"))
@@ -115,13 +121,14 @@ class EmbeddingCatalog:
     def _reset(self):
         # not dataclass fields: never hashed, serialised or compared
         self._held: dict[str, DomainEmbeddings] = {}
+        self._held_intervened_val: dict[str, DomainEmbeddings] = {}
         self._text: tuple[dict, np.ndarray] | None = None
         self._lock = threading.Lock()
 
     def __getstate__(self):
         """Pickles (to Dask/Ray workers, Prefect's hashing) carry the description, never the arrays."""
         state = dict(self.__dict__)
-        for name in ("_held", "_text", "_lock"):
+        for name in ("_held", "_held_intervened_val", "_text", "_lock"):
             state.pop(name, None)
         return state
 
@@ -140,10 +147,18 @@ class EmbeddingCatalog:
         except KeyError:
             raise KeyError(f"no {view!r} embeddings of domain {domain!r}; the catalog has {sorted(self.shards)}") from None
 
-    def images(self, domain: str, view: str = ORIGINAL) -> DomainEmbeddings:
-        """One (domain, view); originals are read once and held, intervened views read on each call."""
+    def images(self, domain: str, view: str = ORIGINAL, split: str | None = None) -> DomainEmbeddings:
+        """One (domain, view); originals are read once and held. An intervened view is read when asked
+        for (the moments, cached per domain, are its main reader); its small validation split is held
+        for the projections' diagnostics, so no fold reads it again."""
         if view != ORIGINAL:
-            return read_domain(self.shard(domain, view), domain, self.normalize)
+            with self._lock:
+                if split == "val" and domain in self._held_intervened_val:
+                    return self._held_intervened_val[domain]
+            held = read_domain(self.shard(domain, view), domain, self.normalize)
+            with self._lock:
+                self._held_intervened_val[domain] = held.only("val")
+            return self._held_intervened_val[domain] if split == "val" else held
         with self._lock:
             if domain not in self._held:
                 self._held[domain] = read_domain(self.shard(domain, view), domain, self.normalize)
@@ -156,7 +171,7 @@ class EmbeddingCatalog:
         """
         frames, arrays = [], []
         for domain in domains:
-            held = self.images(domain, view)
+            held = self.images(domain, view, split)
             rows = held.rows(split)
             columns = {name: values[rows] for name, values in held.columns.items()}
             embeddings = held.embeddings[rows]

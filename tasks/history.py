@@ -55,10 +55,14 @@ def mark_latest(entry_url: str) -> str:
 
 def resolve_run(url: str) -> str:
     """A history entry as given, or a config folder's latest entry."""
-    if exists(join(url, RUN_RECORD)):
-        return url
-    if exists(join(url, LATEST)):
-        return join(url, read_bytes(join(url, LATEST)).decode().strip())
+    try:
+        if exists(join(url, RUN_RECORD)):
+            return url
+        if exists(join(url, LATEST)):
+            return join(url, read_bytes(join(url, LATEST)).decode().strip())
+    except (ValueError, ImportError, OSError) as error:  # an unknown scheme, a store we cannot read
+        raise InputError(f"cannot open {url} ({type(error).__name__}: {error}); "
+                         "pass STORE/runs/NAME or one of its entries STORE/runs/NAME/<entry>") from error
     raise InputError(
         f"{url} is neither a run (no {RUN_RECORD}) nor a config folder (no {LATEST}); "
         "pass STORE/runs/NAME or one of its entries STORE/runs/NAME/<entry>"

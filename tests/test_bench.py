@@ -167,7 +167,7 @@ def test_reproduce_says_identical_then_names_the_changed_domain(workspace, capsy
 
 @pytest.mark.parametrize("models, message", [
     (["ICM-Tiny"], "'ICM-Tiny' is not NAME:PRETRAINED"),
-    (["ICM-Tiny:/no/such/checkpoint.pt"], "config field 'model/pretrained'"),
+    (["ICM-Tiny:/no/such/checkpoint.pt"], "config field 'pretrained'"),
 ])
 def test_bad_bench_fails_before_any_work(workspace, tmp_path, capsys, models, message):
     store = tmp_path / "store"

@@ -122,7 +122,7 @@ def test_one_domain_dataset_needs_dataset_shift(shift, capsys):
     assert main(["run", "--dataset", shift["source"], "--model", TINY_MODEL, "--pretrained", "none",
                  "--store", str(store)]) == 2
     err = capsys.readouterr().err
-    assert "config field 'protocol'" in err and "has one domain ['all']" in err and "--protocol dataset-shift" in err
+    assert "config field 'dataset'" in err and "has one domain ('all')" in err and "--protocol dataset-shift" in err
     assert not os.path.exists(store / "embeddings")
 
 

@@ -8,19 +8,12 @@ import pytest
 from conftest import TINY_MODEL, make_image_folder
 from prefect import get_client
 from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName, TaskRunFilterStartTime
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.cli import main
 from tasks.storage import join, read_bytes, read_parquet
 
 SHARD_SIZE = 5
 PER_CLASS, CLASSES = 3, ("bird", "cat", "dog", "fish")
-
-
-@pytest.fixture(scope="module")
-def prefect_api():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture(scope="module")
