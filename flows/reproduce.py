@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
+from prefect.utilities.annotations import quote
 
 from flows.config import RunConfig
 from flows.run import run
@@ -32,6 +33,7 @@ def reproduce(run_dir: str, store: str | None = None) -> str:
     changes = accuracy_changes(_table(old_url, "summary.parquet"), _table(new_url, "summary.parquet"),
                                _table(old_url, "predictions.parquet"), _table(new_url, "predictions.parquet"))
     line = verdict(changes, what_changed(old, new))
-    write_reproduction(changes, reproduce_markdown(changes, line, old_url, new_url), new_url)
+    # quoted: the new entry is the run subflow's result, which a task input must not reference
+    write_reproduction(changes, reproduce_markdown(changes, line, old_url, new_url), quote(new_url))
     get_run_logger().info("reproduction of %s: %s (report in %s)", old_url, line, new_url)
     return new_url

@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from tqdm.auto import tqdm
 
 from tasks import __version__
 from tasks.datasets import Dataset
@@ -158,7 +159,7 @@ def pil_batches(loaded, rows: pd.DataFrame, interventions, batch_size, num_worke
     )
 
 
-def embed_rows(loaded, rows: pd.DataFrame, interventions, batch_size, num_workers, precision="auto"):
+def embed_rows(loaded, rows: pd.DataFrame, interventions, batch_size, num_workers, precision="auto", label=""):
     """(kept rows with their view, raw embeddings, skipped rows with a reason) of some images."""
     if loaded.device.startswith("cuda"):
         from tasks.gpu_images import gpu_batches  # CUDA only: JPEGs decoded on the GPU
@@ -167,12 +168,14 @@ def embed_rows(loaded, rows: pd.DataFrame, interventions, batch_size, num_worker
     else:
         batches = pil_batches(loaded, rows, interventions, batch_size, num_workers)
     indices, views, chunks, errors = [], [], [], []
-    for batch in batches:
-        errors += batch["errors"]
-        if batch["pixels"] is not None:
-            chunks.append(loaded.encode_images(batch["pixels"], precision))
-            indices += batch["index"]
-            views += batch["view"]
+    with tqdm(total=len(rows), desc=f"embed {label}".strip(), unit="img") as progress:
+        for batch in batches:
+            errors += batch["errors"]
+            if batch["pixels"] is not None:
+                chunks.append(loaded.encode_images(batch["pixels"], precision))
+                indices += batch["index"]
+                views += batch["view"]
+            progress.update(len(batch["index"]) + len(batch["errors"]))
     kept = rows.iloc[indices][PART_COLUMNS].assign(view=views)
     errors.sort()  # in row order: a batch on the GPU path lists unreadable files before undecodable ones
     failed = rows.iloc[[index for index, _ in errors]].assign(reason=[reason for _, reason in errors])
@@ -244,7 +247,7 @@ def embed_image_part(
     kept, embeddings, failed = embed_rows(
         loaded, rows, interventions if metadata["view"] == INTERVENED else None,
         batch_size or default_batch_size(loaded.device),
-        default_loader_workers(loaded.device) if num_workers is None else num_workers, precision,
+        default_loader_workers(loaded.device) if num_workers is None else num_workers, precision, label,
     )
     metadata = {**metadata, "preprocess": repr(loaded.preprocess)}
     # the skipped rows first: a part's table existing means the part is complete

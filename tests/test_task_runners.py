@@ -11,6 +11,7 @@ from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName, Tas
 
 from flows.cli import main
 from tasks.storage import join, read_bytes, read_parquet
+from tasks.history import resolve_run
 
 SHARD_SIZE = 5
 PER_CLASS, CLASSES = 3, ("bird", "cat", "dog", "fish")
@@ -30,7 +31,7 @@ def run_with(runner: str, dataset: str, base) -> str:
             "--protocol", "domain-shift", "--lams", "0.1", "10", "--ks", "4", "8", "--shard-size", str(SHARD_SIZE), "--task-runner", runner,
             "--max-workers", "2", "--run-name", runner]
     assert main(args) == 0
-    return join(store, "runs", runner)
+    return resolve_run(join(store, "runs", runner))
 
 
 @pytest.fixture(scope="module")
