@@ -61,6 +61,7 @@ def preflight(config: RunConfig, *, cached: bool = False) -> RunConfig:
     check_files(config, data)
     check_text_pairs(config, data)
     if cached:
+        check_sweep_options(config)
         check_cached(config, data)
     _PASSED.add(key)
     return config
@@ -247,6 +248,18 @@ def check_text_pairs(config: RunConfig, data: Dataset) -> None:
         fail("text_pairs", error)
     if pairs.empty:
         fail("text_pairs", f"file {config.text_pairs!r} holds no pairs; add rows class,text_a,text_b or drop --text-pairs")
+
+
+def check_sweep_options(config: RunConfig) -> None:
+    """The sweep scores every (lambda, k) leave-one-domain-out with the default recipe: refuse what it would ignore."""
+    if config.protocol == "dataset-shift":
+        fail("protocol", "the sweep holds out each domain of --dataset in turn; dataset-shift is not swept, "
+                         "run `clip-icm run --protocol dataset-shift` per grid point instead")
+    if config.preset != "default":
+        fail("preset", f"the sweep uses the default recipe; drop --preset {config.preset} (or run it with `clip-icm run`)")
+    if config.selection != "training-domain":
+        fail("selection", "the sweep marks the training-domain rule's pick; drop --selection "
+                          f"{config.selection} (or run it with `clip-icm run`)")
 
 
 def check_cached(config: RunConfig, data: Dataset) -> None:

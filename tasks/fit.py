@@ -9,6 +9,7 @@ from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CacheKeyFnPoli
 
 from icm_core import InterventionMoments, InvariantProjection, select_hyperparameters
 from tasks.catalog import INTERVENED, ORIGINAL, EmbeddingCatalog
+from tasks.errors import InputError
 from tasks.storage import read_bytes, write_bytes
 
 
@@ -68,7 +69,7 @@ def select_projection(moments, catalog: EmbeddingCatalog, sources, classes, lams
     """Choose (lambda, k) by zero-shot accuracy on the sources' validation split; never the target."""
     val_rows, val_embeddings = catalog.load(sources, "val", classes)
     if len(val_rows) == 0:
-        raise ValueError(f"source domains {list(sources)} have no validation images; lower the holdout or add data")
+        raise InputError(f"source domains {list(sources)} have no validation images; raise --holdout or add data")
     class_names = list(classes if classes is not None else catalog.classes)
     return select_hyperparameters(
         moments,

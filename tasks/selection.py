@@ -24,8 +24,9 @@ def total_moments(per_domain: dict, domains, text=None):
 def _fold(index: EmbeddingCatalog, moments, domains, split, classes, class_names, name) -> ValidationFold:
     rows, embeddings = index.load(domains, split, classes)
     if len(rows) == 0:
+        fix = "raise --holdout" if split == "val" else "lower --holdout"
         raise InputError(f"domain(s) {list(domains)} have no {split} images to select (lambda, k) on; "
-                         "lower the holdout, add data, or choose another --selection rule")
+                         f"{fix}, add data, or choose another --selection rule")
     labels = rows["class"].map({name: i for i, name in enumerate(class_names)}).to_numpy()
     return ValidationFold(moments, embeddings, labels, name)
 

@@ -488,3 +488,13 @@ def test_cli_gives_the_temporary_server_time_to_start(chosen, expected):
         with patient_prefect_server():
             assert PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value() == expected
         assert PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value() == chosen
+
+
+@pytest.mark.parametrize("extra, field", [
+    (["--preset", "released"], "preset"),
+    (["--selection", "oracle"], "selection"),
+])
+def test_the_sweep_refuses_what_it_would_ignore(extra, field, files, capsys):
+    assert main(command(files, extra, "sweep")) == 2
+    err = capsys.readouterr().err
+    assert f"config field {field!r}" in err and "clip-icm run" in err and err.count("\n") == 1
