@@ -3,14 +3,19 @@
 Builds (once per scale) a synthetic cache with DomainNet's six domains at their real image
 counts times --scale, 345 classes and 512-d embeddings from `icm_core.synthetic.SyntheticSCM`
 (a known invariant subspace; interventions move style only), written through the project's
-own writers (`tasks.embed.embedding_table`, `tasks.storage.write_parquet`). Then, each in its
-own process so that peak RSS is its own, it runs the domain-shift protocol as
-`flows.evaluate.evaluate_domain_shift` does (each domain's moments once, as Prefect's cache
-gives them; selection on the sources' validation split; `tasks.evaluate.evaluate_target`) with:
+own writers (`tasks.embed.embedding_table`, `tasks.storage.write_parquet`) twice: RAW with
+`"normalized": false`, as today's writers store them, and L2-normalised with `"normalized": true`,
+as the writers of code from before raw embeddings stored them; each checkout reads the copy its
+own writers would have written. Then, each in its own process so that peak RSS is its own, it
+runs the domain-shift protocol as `flows.evaluate.evaluate_domain_shift` does (each domain's
+moments once, as Prefect's cache gives them; selection on the sources' validation split with
+`tasks.fit.select_projection`; the projection stored to a file; `tasks.evaluate.evaluate_target`
+on every target image) with:
 
   - the code in this checkout, torch probe and scikit-learn probe;
-  - optionally an older checkout (--baseline PATH, e.g. `git worktree add /tmp/old main`), which
-    has the scikit-learn probe only.
+  - optionally an older checkout (--baseline PATH, e.g. `git -C . archive 667e57b | tar -x -C /tmp/old`),
+    which has the scikit-learn probe only and the API from before issue 10 (`EmbeddingIndex`,
+    `evaluate_target(index, sources, target, projection, probe_C)`, `zero_shot_predict`).
 
 Time is attributed to stages by wrapping the functions the pipeline calls (exclusive time:
 a read inside the moments counts as read). Prints a table and writes it to
@@ -28,8 +33,10 @@ import json
 import os
 import platform
 import resource
+import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -41,6 +48,7 @@ DOMAINNET = {"clipart": 48_129, "infograph": 51_605, "painting": 72_266, "quickd
 # how often style names the true class in each domain: sources disagree, so the spurious shortcut does not transfer
 AGREEMENT = {"clipart": 0.6, "infograph": 0.3, "painting": 0.7, "quickdraw": 0.1, "real": 0.8, "sketch": 0.5}
 LAMS = [0.1, 1.0, 10.0, 100.0]  # RunConfig's default grid; ks default to d/8, d/4, d/2, 3d/4
+PROBE_C = 0.316  # RunConfig's default probe_c
 
 
 def peak_rss_mb() -> float:
@@ -49,6 +57,17 @@ def peak_rss_mb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> str:
+    return " / ".join(f"{load:.2f}" for load in os.getloadavg())
 
 
 def clocks() -> tuple[float, float]:
@@ -60,21 +79,32 @@ def clocks() -> tuple[float, float]:
 
 
 def build_cache(root: Path, scale: float, n_classes: int, dim: int, holdout: float = 0.2) -> dict:
-    """Write the synthetic cache under root (skipped when root/catalog.json exists); returns its description."""
-    described = root / "catalog.json"
-    if described.exists():
-        return json.loads(described.read_text())
+    """Write the synthetic cache under root (skipped when root/catalog.json describes one of today's
+    format); returns its description: raw `shards`/`text_url`, and `normalized_shards`/`normalized_text_url`."""
     import numpy as np
     import pandas as pd
 
     from icm_core.synthetic import SyntheticSCM
-    from tasks.embed import IMAGE_SCHEMA, TEXT_SCHEMA, embedding_table
+    from tasks.embed import IMAGE_FORMAT, IMAGE_SCHEMA, embedding_table
+    from tasks.embed_text import TEXT_SCHEMA
     from tasks.storage import write_parquet
+
+    described = root / "catalog.json"
+    if described.exists() and json.loads(described.read_text()).get("format") == IMAGE_FORMAT:
+        return json.loads(described.read_text())
+
+    def write_both(name, frame, schema, raw, metadata):
+        """One table raw (today's writers), one L2-normalised (before raw embeddings); returns both URLs."""
+        urls = str(root / f"{name}.parquet"), str(root / "normalized" / f"{name}.parquet")
+        write_parquet(embedding_table(frame, schema, raw, {**metadata, "normalized": False}), urls[0])
+        normalized = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+        write_parquet(embedding_table(frame, schema, normalized, {"normalized": True}), urls[1])
+        return urls
 
     scm = SyntheticSCM(dim=dim, n_invariant=dim // 4, n_classes=n_classes, class_separation=1.0, style_scale=1.0,
                        spurious_strength=1.0, seed=0)
     classes = [f"class{index:03d}" for index in range(n_classes)]
-    shards, train_rows = {}, {}
+    shards, normalized_shards, train_rows = {}, {}, {}
     for number, (domain, full_count) in enumerate(DOMAINNET.items()):
         n = max(2 * n_classes, round(full_count * scale))
         environment = scm.sample(n, AGREEMENT[domain], seed=number)
@@ -88,10 +118,9 @@ def build_cache(root: Path, scale: float, n_classes: int, dim: int, holdout: flo
         frame["path"] = "synthetic://" + frame["sample_id"]
         train_rows[domain] = int((frame["split"] == "train").sum())
         for view, Z in (("original", environment.Z), ("intervened", environment.Z_intervened)):
-            Z = Z / np.linalg.norm(Z, axis=1, keepdims=True)  # as the writers of today's main store them
-            url = str(root / domain / f"{view}.parquet")
-            write_parquet(embedding_table(frame.assign(view=view), IMAGE_SCHEMA, Z, {"normalized": True}), url)
-            shards[f"{domain}/{view}"] = url
+            key = f"{domain}/{view}"
+            shards[key], normalized_shards[key] = write_both(
+                key, frame.assign(view=view), IMAGE_SCHEMA, Z, {"format": IMAGE_FORMAT, "domain": domain, "view": view})
         del environment
     # text: 4 templates per class around its text embedding; caption pairs differ by style only
     rng = np.random.default_rng(7)
@@ -108,12 +137,11 @@ def build_cache(root: Path, scale: float, n_classes: int, dim: int, holdout: flo
         for role, offset in (("pair_a", 0), ("pair_b", n_classes)):
             rows.append({"class": classes[label], "label": label, "role": role, "pair_id": pair_id, "text": role})
             vectors.append(class_text[label] + style[pair_id + offset])
-    vectors = np.asarray(vectors)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    text_url = str(root / "text.parquet")
-    write_parquet(embedding_table(pd.DataFrame(rows), TEXT_SCHEMA, vectors, {"normalized": True}), text_url)
+    text_url, normalized_text_url = write_both("text", pd.DataFrame(rows), TEXT_SCHEMA, np.asarray(vectors),
+                                               {"classes": classes})
     description = {"dataset_root": "synthetic://domainnet", "fingerprint": f"synthetic-{scale}", "domains": list(DOMAINNET),
-                   "classes": classes, "shards": shards, "text_url": text_url, "train_rows": train_rows,
+                   "classes": classes, "shards": shards, "text_url": text_url, "normalized_shards": normalized_shards,
+                   "normalized_text_url": normalized_text_url, "format": IMAGE_FORMAT, "train_rows": train_rows,
                    "images": sum(max(2 * n_classes, round(c * scale)) for c in DOMAINNET.values())}
     described.write_text(json.dumps(description))
     return description
@@ -162,37 +190,46 @@ def run_one(description: dict, solver: str, out: str) -> dict:
     import pandas as pd
 
     import tasks.evaluate
-    import tasks.fit
-    from icm_core import LinearProbe
-    from tasks.fit import accumulate_image_moments, accumulate_text_moments, select_projection
+    from tasks.fit import accumulate_image_moments, accumulate_text_moments, select_projection, store_projection
 
-    try:
-        from tasks.catalog import EmbeddingCatalog
-    except ImportError:  # code from before the catalog
-        from tasks.fit import EmbeddingIndex as EmbeddingCatalog
+    evaluate_target = tasks.evaluate.evaluate_target.fn
+    today = "projection_url" in inspect.signature(evaluate_target).parameters
+    if today:  # raw embeddings at rest, read through the catalog; the projection goes through a file
+        from tasks.catalog import EmbeddingCatalog as Catalog
+        zero_shot, shards, text_url = "zero_shot_scores", description["shards"], description["text_url"]
+    else:  # code from before issue 10: normalised embeddings at rest, an EmbeddingIndex, scikit-learn probe only
+        from tasks.fit import EmbeddingIndex as Catalog
+        zero_shot, shards, text_url = "zero_shot_predict", description["normalized_shards"], description["normalized_text_url"]
+        if solver != "sklearn":
+            raise SystemExit("this checkout has no torch probe")
 
     baseline_rss = peak_rss_mb()
     clock = StageClock()
-    clock.wrap(EmbeddingCatalog, "load", "read")
-    clock.wrap(EmbeddingCatalog, "class_embeddings", "read")
-    clock.wrap(tasks.evaluate, "zero_shot_predict", "zero-shot")
-    probe_class = LinearProbe
+    clock.wrap(Catalog, "load", "read")
+    clock.wrap(Catalog, "class_embeddings", "read")
+    clock.wrap(tasks.evaluate, zero_shot, "zero-shot")
 
-    class TimedProbe(probe_class):
+    class TimedProbe(tasks.evaluate.LinearProbe):  # the probe both APIs build from tasks.evaluate's namespace
+        def stage(self):
+            return clock.stage("probe CLIP" if self.projection is None else "probe CLIP-ICM")
+
         def fit(self, X, y):
-            with clock.stage("probe CLIP" if self.projection is None else "probe CLIP-ICM"):
+            with self.stage():
                 return super().fit(X, y)
 
         def predict(self, X):
-            with clock.stage("probe CLIP" if self.projection is None else "probe CLIP-ICM"):
+            with self.stage():
                 return super().predict(X)
 
+        def decision_function(self, X):
+            with self.stage():
+                return super().decision_function(X)
+
     tasks.evaluate.LinearProbe = TimedProbe
-    fields = {key: description[key] for key in ("dataset_root", "fingerprint", "shards", "text_url")}
-    index = EmbeddingCatalog(domains=tuple(description["domains"]), classes=tuple(description["classes"]), **fields)
-    extra = {"probe": solver} if "probe" in inspect.signature(tasks.evaluate.evaluate_target.fn).parameters else {}
-    if solver != "sklearn" and not extra:
-        raise SystemExit("this checkout has no torch probe")
+    index = Catalog(dataset_root=description["dataset_root"], fingerprint=description["fingerprint"],
+                    domains=tuple(description["domains"]), classes=tuple(description["classes"]), shards=shards,
+                    text_url=text_url)
+    projections = tempfile.TemporaryDirectory()
 
     started = clocks()
     per_domain, predictions, folds = {}, [], []
@@ -207,9 +244,14 @@ def run_one(description: dict, solver: str, out: str) -> dict:
                     per_domain[domain] = accumulate_image_moments.fn(index, domain)
             moments = sum((per_domain[domain] for domain in sources[1:]), per_domain[sources[0]]) + text
         with clock.stage("selection"):
-            selection = select_projection.fn(moments, index, sources, None, LAMS, None, "largest", True)
+            projection = select_projection.fn(moments, index, sources, None, LAMS, None, "largest", True).projection
+            if today:
+                projection = store_projection.fn(projection, f"{projections.name}/{target}.npz")
         with clock.stage("evaluate (other)"):
-            frame = tasks.evaluate.evaluate_target.fn(index, sources, target, selection.projection, 0.316, **extra)
+            if today:
+                frame = evaluate_target(index, sources, target, projection, PROBE_C, "all", "default", solver)
+            else:
+                frame = evaluate_target(index, sources, target, projection, PROBE_C)
         predictions.append(frame[["target", "method", "sample_id", "prediction", "correct"]])
         folds.append(time.perf_counter() - fold_started)
     wall, cpu = (now - then for now, then in zip(clocks(), started))
@@ -246,6 +288,7 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(HERE.parent))
+    args.load_at_start = load_average()
     started = time.perf_counter()
     description = build_cache(cache, args.scale, args.classes, args.dim)
     print(f"cache: {description['images']:,} images in {cache} ({time.perf_counter() - started:.0f} s)", flush=True)
@@ -265,6 +308,7 @@ def main() -> None:
         print(f"{label}: {result['wall_s']:.1f} s wall, {result['cpu_s']:.1f} s CPU, peak RSS {result['peak_rss_mb']:.0f} MB",
               flush=True)
     (cache / "results.json").write_text(json.dumps(results))
+    args.load_at_end = load_average()
     print(report(results, description, args, cache))
 
 
@@ -279,7 +323,8 @@ def report(results, description, args, cache) -> str:
         f"# eval_scaling: DomainNet-shaped leave-one-domain-out from cache, scale {args.scale:g}",
         "",
         f"{description['images']:,} images, {args.classes} classes, d={args.dim}, 6 domains; lambda grid {LAMS} x 4 k; "
-        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}.",
+        f"{cpu_model()} ({platform.machine()}), {os.cpu_count()} cores shared with other work, Python {platform.python_version()}; "
+        f"load average (1 / 5 / 15 min) {args.load_at_start} at the start, {args.load_at_end} at the end.",
         f"Largest fold's training set, float32: {largest_train_mb:.0f} MB.",
         "",
         "Seconds are wall / CPU (all threads of the process); peak RSS is the process's own (VmHWM).",
@@ -306,8 +351,7 @@ def report(results, description, args, cache) -> str:
                   f"{(r['peak_rss_mb'] - r['baseline_rss_mb']) / (first['peak_rss_mb'] - first['baseline_rss_mb']):.2f}x "
                   "peak RSS above the RSS after imports"
                   for r in results[1:]]
-    lines += ["", f"Command: python bench/eval_scaling.py --scale {args.scale:g}"
-              + (f" --baseline {args.baseline}" if args.baseline else "") + f" (cache in {cache})"]
+    lines += ["", f"Command: python bench/eval_scaling.py {shlex.join(sys.argv[1:])} (cache in {cache})"]
     text = "\n".join(lines)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "eval_scaling.md").write_text(text + "\n")
