@@ -18,13 +18,16 @@ def l2_normalize(X) -> np.ndarray:
     return X / np.maximum(norms, np.finfo(float).tiny)
 
 
-def zero_shot_logits(image_embeddings, class_embeddings, projection=None, scale: float = CLIP_LOGIT_SCALE) -> np.ndarray:
+def zero_shot_logits(image_embeddings, class_embeddings, projection=None, scale: float = CLIP_LOGIT_SCALE, *,
+                     normalize_images: bool = True) -> np.ndarray:
     """Logits of each image against each class text embedding.
 
     Both sides are L2-normalised, then (when a fitted projection is given) projected
     into the invariant subspace, as in the paper, then compared by dot product.
+    normalize_images=False leaves the images raw, as the authors' released code does.
     """
-    images = l2_normalize(check_matrix(image_embeddings, "image_embeddings"))
+    images = check_matrix(image_embeddings, "image_embeddings")
+    images = l2_normalize(images) if normalize_images else images
     classes = l2_normalize(check_matrix(class_embeddings, "class_embeddings", width=images.shape[1]))
     if projection is not None:
         images, classes = projection.transform(images), projection.transform(classes)

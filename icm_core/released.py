@@ -14,18 +14,15 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from icm_core.metrics import score_matrix
-from icm_core.predict import CLIP_LOGIT_SCALE, l2_normalize
+from icm_core.predict import zero_shot_logits
 from icm_core.validation import check_labels, check_matrix
 
 RELEASED_PROBE = {"C": 0.316, "max_iter": 1000, "random_state": 0}
 
 
 def released_zero_shot_logits(image_embeddings, class_embeddings, projection=None) -> np.ndarray:
-    images = check_matrix(image_embeddings, "image_embeddings")
-    classes = l2_normalize(check_matrix(class_embeddings, "class_embeddings", width=images.shape[1]))
-    if projection is not None:
-        images, classes = projection.transform(images), projection.transform(classes)
-    return CLIP_LOGIT_SCALE * images @ classes.T
+    """Raw images, L2-normalised class texts, both projected with no re-normalisation; 100 * img @ txt.T."""
+    return zero_shot_logits(image_embeddings, class_embeddings, projection, normalize_images=False)
 
 
 def released_zero_shot_predict(image_embeddings, class_embeddings, projection=None) -> np.ndarray:
