@@ -13,29 +13,24 @@ output (schema metadata `"normalized": false`); readers normalise.
 """
 from __future__ import annotations
 
-import io
 import json
-import re
 from dataclasses import dataclass
 
-import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
-from PIL import Image
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
 from tasks import __version__
 from tasks.datasets import Dataset
-from tasks.interventions import InterventionConfig
+from tasks.image_batches import pil_batches
+from tasks.interventions import INTERVENED, ORIGINAL, InterventionConfig
 from tasks.models import check_model, default_batch_size, default_loader_workers, load_model
 from tasks.storage import atomic_writer, exists, join, read_parquet, remove_files, stable_hash, write_parquet
 
-ORIGINAL, INTERVENED = "original", "intervened"
 METADATA_KEY = b"clip_icm"
 # bumped whenever the meaning of a stored image embedding changes (raw-v2: not normalised)
 IMAGE_FORMAT = "raw-v2"
@@ -99,64 +94,6 @@ def read_embeddings(url: str, filters=None) -> tuple[pd.DataFrame, np.ndarray]:
 
 def embedding_metadata(url: str) -> dict:
     return json.loads(read_parquet(url).schema.metadata[METADATA_KEY])
-
-
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
-
-
-def failure_reason(error: Exception) -> str:
-    """Stable text for a skipped image: the error's type and message without memory addresses
-    (PIL names its buffer `<_io.BytesIO object at 0x7f..>`), so identical runs write identical files."""
-    return f"{type(error).__name__}: {_ADDRESS.sub('', str(error))}"
-
-
-class ImageRows(torch.utils.data.Dataset):
-    """Decodes images from any fsspec URL; an unreadable file becomes an error record, not a crash."""
-
-    def __init__(self, rows: pd.DataFrame, preprocess, interventions: InterventionConfig | None):
-        self.paths = rows["path"].tolist()
-        self.sample_ids = rows["sample_id"].tolist()
-        self.preprocess = preprocess
-        self.interventions = interventions
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, index):
-        try:
-            with fsspec.open(self.paths[index], "rb") as handle:
-                image = Image.open(io.BytesIO(handle.read()))
-                image.load()
-            image = image.convert("RGB")
-        except Exception as error:  # any decoder failure: record it and keep going
-            return {"index": index, "error": failure_reason(error)}
-        view = ORIGINAL
-        if self.interventions is not None:
-            view, image = self.interventions.apply(image, self.sample_ids[index])
-        return {"index": index, "pixels": self.preprocess(image), "view": view}
-
-
-def collate(items):
-    good = [item for item in items if "pixels" in item]
-    return {
-        "index": [item["index"] for item in good],
-        "view": [item["view"] for item in good],
-        "pixels": torch.stack([item["pixels"] for item in good]) if good else None,
-        "errors": [(item["index"], item["error"]) for item in items if "error" in item],
-    }
-
-
-def pil_batches(loaded, rows: pd.DataFrame, interventions, batch_size, num_workers):
-    """Batches decoded, intervened and preprocessed with PIL in DataLoader workers."""
-    cuda = loaded.device.startswith("cuda")
-    return torch.utils.data.DataLoader(
-        ImageRows(rows, loaded.preprocess, interventions),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=collate,
-        pin_memory=cuda,
-        prefetch_factor=4 if num_workers and cuda else None,
-    )
 
 
 def embed_rows(loaded, rows: pd.DataFrame, interventions, batch_size, num_workers, precision="auto", label=""):

@@ -11,7 +11,7 @@ from PIL import Image
 
 from tasks import gpu_images
 from tasks.datasets import discover
-from tasks.embed import pil_batches
+from tasks.image_batches import pil_batches
 from tasks.gpu_images import TensorPreprocess, assign_devices, decode_batch, tensor_batches, tensor_intervention
 from tasks.interventions import FAMILIES, InterventionConfig
 from tasks.storage import write_bytes
