@@ -9,7 +9,8 @@ as the writers of code from before raw embeddings stored them; each checkout rea
 own writers would have written. Then, each in its own process so that peak RSS is its own, it
 runs the domain-shift protocol as `flows.evaluate.evaluate_domain_shift` does (each domain's
 moments once, as Prefect's cache gives them; selection on the sources' validation split with
-`tasks.fit.select_projection`; the projection stored to a file; `tasks.evaluate.evaluate_target`
+the run's `tasks.selection.select_by_rule` (`tasks.fit.select_projection` in code from before it); the
+projection stored to a file; `tasks.evaluate.evaluate_target`
 on every target image) with:
 
   - the code in this checkout, torch probe and scikit-learn probe;
@@ -190,15 +191,25 @@ def run_one(description: dict, solver: str, out: str) -> dict:
     import pandas as pd
 
     import tasks.evaluate
-    from tasks.fit import accumulate_image_moments, accumulate_text_moments, select_projection, store_projection
+    from tasks.fit import accumulate_image_moments, accumulate_text_moments, store_projection
 
     evaluate_target = tasks.evaluate.evaluate_target.fn
     today = "projection_url" in inspect.signature(evaluate_target).parameters
     if today:  # raw embeddings at rest, read through the catalog; the projection goes through a file
         from tasks.catalog import EmbeddingCatalog as Catalog
+        from tasks.selection import select_by_rule
+
+        def select(moments, index, sources, target):
+            return select_by_rule.fn(index, per_domain, text, sources, target, None, LAMS, None, "largest", True)
+
         zero_shot, shards, text_url = "zero_shot_scores", description["shards"], description["text_url"]
     else:  # code from before issue 10: normalised embeddings at rest, an EmbeddingIndex, scikit-learn probe only
         from tasks.fit import EmbeddingIndex as Catalog
+        from tasks.fit import select_projection
+
+        def select(moments, index, sources, target):
+            return select_projection.fn(moments, index, sources, None, LAMS, None, "largest", True)
+
         zero_shot, shards, text_url = "zero_shot_predict", description["normalized_shards"], description["normalized_text_url"]
         if solver != "sklearn":
             raise SystemExit("this checkout has no torch probe")
@@ -244,7 +255,7 @@ def run_one(description: dict, solver: str, out: str) -> dict:
                     per_domain[domain] = accumulate_image_moments.fn(index, domain)
             moments = sum((per_domain[domain] for domain in sources[1:]), per_domain[sources[0]]) + text
         with clock.stage("selection"):
-            projection = select_projection.fn(moments, index, sources, None, LAMS, None, "largest", True).projection
+            projection = select(moments, index, sources, target).projection
             if today:
                 projection = store_projection.fn(projection, f"{projections.name}/{target}.npz")
         with clock.stage("evaluate (other)"):

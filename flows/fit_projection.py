@@ -6,8 +6,6 @@ UI's Task Runs tab then lists no task runs). Tasks that need the projection read
 """
 from __future__ import annotations
 
-from functools import reduce
-from operator import add
 
 import pandas as pd
 from prefect import flow, unmapped
@@ -23,13 +21,6 @@ def domain_moments(index: EmbeddingCatalog, sources, classes=None, use_text: boo
     per_domain = accumulate_image_moments.map(unmapped(index), sources, unmapped(classes))
     text = accumulate_text_moments.submit(index, classes) if use_text else None
     return dict(zip(sources, per_domain.result())), (text.result() if text is not None else None)
-
-
-def source_moments(index: EmbeddingCatalog, sources, classes=None, use_text: bool = True):
-    """The sum over the sources (reduce), plus text pairs."""
-    per_domain, text = domain_moments(index, sources, classes, use_text)
-    moments = reduce(add, per_domain.values())
-    return moments + text if text is not None else moments
 
 
 def spectrum_rows(selection) -> pd.DataFrame:

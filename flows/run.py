@@ -67,7 +67,8 @@ def run(config: RunConfig = RunConfig()) -> str:
     run_url = new_entry(config.store_url, config.name, data.fingerprint)  # history: never overwrite a run
 
     # 1. interventional data: embed originals, image interventions, class prompts and text pairs
-    index = embed_dataset.with_options(task_runner=make_task_runner(config.task_runner, config.max_workers))(
+    task_runner = make_task_runner(config.task_runner, config.max_workers)
+    index = embed_dataset.with_options(task_runner=task_runner)(
         config.dataset, config.model, config.pretrained, config.store_url, config.intervention_config(),
         config.text_pairs, config.holdout, config.split_seed, config.class_policy,
         config.device, config.batch_size, config.num_workers, config.shard_size, config.precision,
@@ -76,7 +77,7 @@ def run(config: RunConfig = RunConfig()) -> str:
     targets = {}
     if config.protocol == "dataset-shift":
         targets = {name: replace(target, normalize=config.normalize)
-                   for name, target in embed_targets(config, make_task_runner(config.task_runner, config.max_workers)).items()}
+                   for name, target in embed_targets(config, task_runner).items()}
     index = replace(index, normalize=config.normalize)  # how the catalog reads: raw, or L2-normalised
     timings["embed_s"] = time.perf_counter() - started
 

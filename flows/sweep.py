@@ -12,19 +12,20 @@ from flows.config import RunConfig
 from flows.labels import label_run
 from flows.preflight import preflight
 from flows.embed_dataset import cached_index, discover_dataset, text_inputs
-from flows.fit_projection import source_moments
+from flows.fit_projection import domain_moments
 from icm_core import LinearProbe, accuracy, zero_shot_predict
 from tasks.catalog import EmbeddingCatalog
-from tasks.fit import select_projection
 from tasks.reports import artifact_key, publish_sweep_artifact
+from tasks.selection import select_by_rule
 from tasks.storage import join, write_parquet
 
 
 @task(name="sweep-target", task_run_name="sweep target {target}", cache_policy=NO_CACHE)
-def sweep_target(catalog: EmbeddingCatalog, moments, target: str, lams, ks, order: str, use_text: bool,
+def sweep_target(catalog: EmbeddingCatalog, per_domain: dict, text, target: str, lams, ks, order: str, use_text: bool,
                  probe: str = "torch", probe_c: float = 0.316) -> pd.DataFrame:
     sources = [domain for domain in catalog.domains if domain != target]
-    selection = select_projection.fn(moments, catalog, sources, None, lams, ks, order, use_text)
+    # the run's own training-domain selection, so the sweep marks the pick the run makes
+    selection = select_by_rule.fn(catalog, per_domain, text, sources, target, None, lams, ks, order, use_text)
     train_rows, train = catalog.load(sources, "train")
     target_rows, test = catalog.load([target])
     classes = catalog.class_embeddings()
@@ -53,9 +54,9 @@ def sweep(config: RunConfig = RunConfig()) -> str:
     frames = []
     for target in config.targets or catalog.domains:
         sources = [domain for domain in catalog.domains if domain != target]
-        moments = source_moments(catalog, sources, use_text=config.use_text)
-        frames.append(sweep_target(catalog, moments, target, config.lams, config.ks, config.order, config.use_text,
-                                   config.probe, config.probe_c))
+        per_domain, text = domain_moments(catalog, sources, use_text=config.use_text)
+        frames.append(sweep_target(catalog, per_domain, text, target, config.lams, config.ks, config.order,
+                                   config.use_text, config.probe, config.probe_c))
     table = pd.concat(frames, ignore_index=True)
     run_url = join(config.store_url, "runs", config.name)
     write_parquet(pa.Table.from_pandas(table, preserve_index=False), join(run_url, "sweep.parquet"))

@@ -7,9 +7,8 @@ import pyarrow.compute as pc
 from prefect import task
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
 
-from icm_core import InterventionMoments, InvariantProjection, select_hyperparameters
+from icm_core import InterventionMoments, InvariantProjection
 from tasks.catalog import INTERVENED, ORIGINAL, EmbeddingCatalog
-from tasks.errors import InputError
 from tasks.storage import read_bytes, write_bytes
 
 
@@ -62,25 +61,6 @@ def accumulate_text_moments(catalog: EmbeddingCatalog, classes=None) -> Interven
 
 def default_ks(dim: int) -> list[int]:
     return sorted({max(1, round(fraction * dim)) for fraction in (0.125, 0.25, 0.5, 0.75)})
-
-
-@task(name="select-and-fit", cache_policy=NO_CACHE)
-def select_projection(moments, catalog: EmbeddingCatalog, sources, classes, lams, ks, order, use_text):
-    """Choose (lambda, k) by zero-shot accuracy on the sources' validation split; never the target."""
-    val_rows, val_embeddings = catalog.load(sources, "val", classes)
-    if len(val_rows) == 0:
-        raise InputError(f"source domains {list(sources)} have no validation images; raise --holdout or add data")
-    class_names = list(classes if classes is not None else catalog.classes)
-    return select_hyperparameters(
-        moments,
-        val_embeddings,
-        val_rows["class"].map({name: i for i, name in enumerate(class_names)}).to_numpy(),
-        catalog.class_embeddings(class_names),
-        lams,
-        ks or default_ks(moments.dim),
-        order,
-        use_text=use_text,
-    )
 
 
 @task(name="store-projection", cache_policy=NO_CACHE, retries=2)

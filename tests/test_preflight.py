@@ -339,8 +339,9 @@ def test_bad_device_fails_naming_device(device, count, expected, files, capsys, 
 def test_existing_gpu_passes(files, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    preflight(RunConfig(dataset=files["data"], model=TINY_MODEL, pretrained="none", store=str(tmp_path / "s"),
-                        device="cuda:1"))
+    config = RunConfig(dataset=files["data"], model=TINY_MODEL, pretrained="none", store=str(tmp_path / "s"),
+                       device="cuda:1")
+    assert preflight(config) is config
 
 
 @pytest.mark.parametrize("store, expected", [
