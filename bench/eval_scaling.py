@@ -10,6 +10,7 @@ own writers would have written. Then, each in its own process so that peak RSS i
 runs the domain-shift protocol as `flows.evaluate.evaluate_domain_shift` does (each domain's
 moments once, as Prefect's cache gives them; selection on the sources' validation split with
 the run's `tasks.selection.select_by_rule` (`tasks.fit.select_projection` in code from before it); the
+chosen projection's diagnostics (`tasks.diagnostics.diagnose_projection`, where the code has them); the
 projection stored to a file; `tasks.evaluate.evaluate_target`
 on every target image) with:
 
@@ -197,7 +198,10 @@ def run_one(description: dict, solver: str, out: str) -> dict:
     today = "projection_url" in inspect.signature(evaluate_target).parameters
     if today:  # raw embeddings at rest, read through the catalog; the projection goes through a file
         from tasks.catalog import EmbeddingCatalog as Catalog
+        from tasks.diagnostics import diagnose_projection
         from tasks.selection import select_by_rule
+
+        diagnose = diagnose_projection.fn
 
         def select(moments, index, sources, target):
             return select_by_rule.fn(index, per_domain, text, sources, target, None, LAMS, None, "largest", True)
@@ -255,8 +259,12 @@ def run_one(description: dict, solver: str, out: str) -> dict:
                     per_domain[domain] = accumulate_image_moments.fn(index, domain)
             moments = sum((per_domain[domain] for domain in sources[1:]), per_domain[sources[0]]) + text
         with clock.stage("selection"):
-            projection = select(moments, index, sources, target).projection
-            if today:
+            selection = select(moments, index, sources, target)
+        projection = selection.projection
+        if today:  # code from before issue 10 had no diagnostics
+            with clock.stage("diagnostics"):
+                diagnose(index, selection, per_domain, text, sources, None)
+            with clock.stage("selection"):
                 projection = store_projection.fn(projection, f"{projections.name}/{target}.npz")
         with clock.stage("evaluate (other)"):
             if today:
@@ -328,7 +336,7 @@ def report(results, description, args, cache) -> str:
 
     train = description["train_rows"]
     largest_train_mb = max(sum(train.values()) - train[target] for target in train) * args.dim * 4 / 2**20
-    stages = ["read", "moments", "selection", "zero-shot", "probe CLIP", "probe CLIP-ICM", "evaluate (other)"]
+    stages = ["read", "moments", "selection", "diagnostics", "zero-shot", "probe CLIP", "probe CLIP-ICM", "evaluate (other)"]
     reference = pd.read_parquet(results[0]["out"]).query("method == 'clip_zero_shot'").set_index(["target", "sample_id"])
     lines = [
         f"# eval_scaling: DomainNet-shaped leave-one-domain-out from cache, scale {args.scale:g}",

@@ -21,9 +21,10 @@ from icm_core import LinearProbe
 from tasks.class_names import match_classes
 from tasks.datasets import Dataset
 from tasks.embed import ORIGINAL
-from tasks.evaluate import METHODS, _rows, make_probe, zero_shot_scores
+from tasks.evaluate import make_probe, method_rows, zero_shot_scorers
 from tasks.catalog import EmbeddingCatalog
 from tasks.fit import load_projection
+from tasks.memory import release_freed_memory
 from tasks.storage import join
 from tasks.errors import InputError
 
@@ -72,17 +73,19 @@ def embed_targets(config: RunConfig, task_runner) -> dict[str, EmbeddingCatalog]
 def fit_probes(index: EmbeddingCatalog, projection_url: str, probe_c: float = 0.316,
                preset: str = "default", solver: str = "torch") -> dict[str, LinearProbe]:
     """CLIP and CLIP-ICM probes over every source class, on the source's train split; fitted once for all targets."""
-    rows, embeddings = index.load(index.domains, "train")
-    return {
-        method: make_probe(preset, projection, probe_c, solver).fit(embeddings, rows["label"])
-        for method, projection in (("clip_linear_probe", None), ("clip_icm_linear_probe", load_projection(projection_url)))
-    }
+    rows, blocks = index.blocks(index.domains, "train")
+    clip_probe = make_probe(preset, None, probe_c, solver).fit(blocks, rows["label"])
+    icm_probe = make_probe(preset, load_projection(projection_url), probe_c, solver, start_from=clip_probe)
+    icm_probe.fit(blocks, rows["label"])
+    release_freed_memory()  # the probes' passes: many chunk-sized buffers, freed
+    return {"clip_linear_probe": clip_probe, "clip_icm_linear_probe": icm_probe}
 
 
-def probe_scores_among(probe: LinearProbe, embeddings, labels) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, their labels) of the probe's classes among `labels` only: a target is scored over its classes."""
+def probe_scorer_among(probe: LinearProbe, labels):
+    """(scores of a chunk of rows, their labels) over the probe's classes among `labels` only: a target is
+    scored over its classes."""
     keep = np.isin(probe.classes_, labels)
-    return probe.decision_function(embeddings)[:, keep], probe.classes_[keep]
+    return (lambda part: probe.decision_function(part)[:, keep]), probe.classes_[keep]
 
 
 @task(name="evaluate-dataset-shift", task_run_name="evaluate target dataset {name}", cache_policy=NO_CACHE)
@@ -95,13 +98,10 @@ def evaluate_target_dataset(source: EmbeddingCatalog, target: EmbeddingCatalog, 
     rows["label"] = rows["class"].map(label).astype("int32")
     labels = np.array(sorted(label[class_map[folder]] for folder in target.classes))
     class_embeddings = source.class_embeddings([source.classes[i] for i in labels])
-    scored = {  # method -> (n x classes scores, the label of each column)
-        "clip_zero_shot": (zero_shot_scores(preset, embeddings, class_embeddings), labels),
-        "clip_icm_zero_shot": (zero_shot_scores(preset, embeddings, class_embeddings, load_projection(projection_url)),
-                               labels),
-        **{method: probe_scores_among(probe, embeddings, labels) for method, probe in probes.items()},
-    }
-    return pd.concat([_rows(PROTOCOL, name, method, rows, *scored[method]) for method in METHODS], ignore_index=True)
+    return method_rows(PROTOCOL, name, rows, embeddings, {
+        **zero_shot_scorers(preset, class_embeddings, load_projection(projection_url), labels),
+        **{method: probe_scorer_among(probe, labels) for method, probe in probes.items()},
+    })
 
 
 @flow(name="evaluate-dataset-shift", flow_run_name="dataset shift: source -> target datasets")

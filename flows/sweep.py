@@ -26,13 +26,16 @@ def sweep_target(catalog: EmbeddingCatalog, per_domain: dict, text, target: str,
     sources = [domain for domain in catalog.domains if domain != target]
     # the run's own training-domain selection, so the sweep marks the pick the run makes
     selection = select_by_rule.fn(catalog, per_domain, text, sources, target, None, lams, ks, order, use_text)
-    train_rows, train = catalog.load(sources, "train")
+    train_rows, train = catalog.blocks(sources, "train")
     target_rows, test = catalog.load([target])
     classes = catalog.class_embeddings()
+    # every cell's torch probe starts where the run's CLIP-ICM probe does: at the CLIP probe's solution
+    clip_probe = LinearProbe(C=probe_c, solver=probe).fit(train, train_rows["label"]) if probe == "torch" else None
     rows = []
     for row in selection.grid:
         projection = selection.projections[(row["lam"], row["n_components"])]
-        linear_probe = LinearProbe(projection, C=probe_c, solver=probe).fit(train, train_rows["label"])
+        linear_probe = LinearProbe(projection, C=probe_c, solver=probe, start_from=clip_probe).fit(
+            train, train_rows["label"])
         rows.append({
             **row, "target": target,
             "target_zero_shot_accuracy": accuracy(target_rows["label"], zero_shot_predict(test, classes, projection)),

@@ -1,5 +1,14 @@
 """CLIP-ICM math: moments, the invariant projection, predictors, selection. No I/O, no Prefect."""
-from icm_core.diagnostics import eigengap, movement_kept, movement_kept_by_family, positive_eigenvalues, variance_kept
+from icm_core.diagnostics import (
+    eigengap,
+    kept_share,
+    kept_share_by_family,
+    movement_kept,
+    movement_kept_by_family,
+    pair_movement,
+    positive_eigenvalues,
+    variance_kept,
+)
 from icm_core.metrics import balanced_accuracy, top_k_accuracy, top_k_correct, top_k_labels
 from icm_core.moments import InterventionMoments
 from icm_core.predict import (
@@ -30,9 +39,12 @@ __all__ = [
     "eigengap",
     "harmonic_mean",
     "icm_matrix",
+    "kept_share",
+    "kept_share_by_family",
     "l2_normalize",
     "movement_kept",
     "movement_kept_by_family",
+    "pair_movement",
     "per_class_accuracy",
     "positive_eigenvalues",
     "released_zero_shot_logits",

@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from icm_core.chunks import map_row_chunks
 from icm_core.metrics import score_matrix
-from icm_core.probe import decision_scores, fit_logistic
+from icm_core.probe import decision_scores, fit_logistic, row_blocks
 from icm_core.validation import check_labels, check_matrix, check_matrix_float32
 
 # CLIP's learned logit scale is ~100; argmax does not depend on it, softmax does.
@@ -35,7 +36,8 @@ def zero_shot_logits(image_embeddings, class_embeddings, projection=None, scale:
 
 
 def zero_shot_predict(image_embeddings, class_embeddings, projection=None) -> np.ndarray:
-    return zero_shot_logits(image_embeddings, class_embeddings, projection).argmax(axis=1)
+    return map_row_chunks(lambda part: zero_shot_logits(part, class_embeddings, projection).argmax(axis=1),
+                          image_embeddings)
 
 
 SOLVERS = ("torch", "sklearn")
@@ -46,11 +48,14 @@ class LinearProbe:
 
     solver="torch" (default) minimises scikit-learn's objective with full-batch L-BFGS in
     float32 on `device` (auto: the GPU when there is one), never copying X: a projection
-    enters the logits as X (A W). solver="sklearn" is the authors' LogisticRegression.
+    enters the logits as X (A W), and X may be a list of row blocks (a catalog's per-domain
+    arrays), read in place. `start_from`, a fitted torch probe of the same classes (on the same
+    rows), warm-starts L-BFGS at its solution carried into this probe's features: the same
+    optimum in fewer passes. solver="sklearn" is the authors' LogisticRegression, from zero.
     """
 
     def __init__(self, projection=None, C: float = 0.316, max_iter: int = 1000, solver: str = "torch",
-                 device: str = "auto"):
+                 device: str = "auto", start_from: "LinearProbe | None" = None):
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
         self.projection = projection
@@ -58,6 +63,7 @@ class LinearProbe:
         self.max_iter = max_iter
         self.solver = solver
         self.device = device
+        self.start_from = start_from
 
     def _features(self, X) -> np.ndarray:
         X = check_matrix(X, "X")
@@ -66,29 +72,42 @@ class LinearProbe:
     def _basis(self):
         return None if self.projection is None else self.projection.components_
 
+    def _width(self):
+        return None if self.projection is None else self.projection.n_features_in_
+
+    def _initial(self):
+        """start_from's (W, b) in this probe's features, when it is a fitted torch probe of the same classes."""
+        other = self.start_from
+        if (other is None or getattr(other, "solver", None) != "torch" or not hasattr(other, "model_")
+                or not np.array_equal(other.classes_, self.classes_)):
+            return None
+        weight = other.model_.weight if other.projection is None else other._basis() @ other.model_.weight
+        return (weight if self.projection is None else self._basis().T @ weight), other.model_.bias
+
     def fit(self, X, y) -> "LinearProbe":
+        blocks = [block for block in row_blocks(X) if len(block)] or row_blocks(X)[:1]
         if self.solver == "sklearn":
-            features = self._features(X)
+            features = self._features(blocks[0] if len(blocks) == 1 else np.concatenate(blocks))
             y = check_labels(y, "y", len(features))
         else:
-            features = check_matrix_float32(X, "X", width=None if self.projection is None else self.projection.n_features_in_)
-            y = check_labels(y, "y", len(features))
+            blocks = [check_matrix_float32(block, "X", width=self._width()) for block in blocks]
+            y = check_labels(y, "y", sum(map(len, blocks)))
         self.classes_, indices = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError("y must contain at least 2 classes to fit a linear probe")
         if self.solver == "sklearn":
             self.model_ = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=0).fit(features, y)
             return self
-        self.model_ = fit_logistic(features, indices, len(self.classes_), self.C, projection=self._basis(),
-                                   max_iter=self.max_iter, device=self.device)
+        self.model_ = fit_logistic(blocks, indices, len(self.classes_), self.C, projection=self._basis(),
+                                   init=self._initial(), max_iter=self.max_iter, device=self.device)
         return self
 
     def predict(self, X) -> np.ndarray:
         if not hasattr(self, "model_"):
             raise ValueError("this LinearProbe is not fitted yet: call fit(X, y) first")
         if self.solver == "sklearn":
-            return self.model_.predict(self._features(X))
-        return self.classes_[self.decision_function(X).argmax(axis=1)]
+            return map_row_chunks(lambda part: self.model_.predict(self._features(part)), X)
+        return map_row_chunks(lambda part: self.classes_[self.decision_function(part).argmax(axis=1)], X)
 
     def decision_function(self, X) -> np.ndarray:
         """n x classes_ scores (columns in `classes_` order), for top-k metrics."""
@@ -96,7 +115,7 @@ class LinearProbe:
             raise ValueError("this LinearProbe is not fitted yet: call fit(X, y) first")
         if self.solver == "sklearn":
             return score_matrix(self.model_.decision_function(self._features(X)))
-        X = check_matrix_float32(X, "X", width=None if self.projection is None else self.projection.n_features_in_)
+        X = check_matrix_float32(X, "X", width=self._width())
         return decision_scores(X, self.model_.weight, self.model_.bias, projection=self._basis(), device=self.device)
 
 

@@ -4,9 +4,14 @@ Objective (scikit-learn's `LogisticRegression(C)`, multinomial, intercept not pe
 
     mean_i CE(x_i W + b, y_i) + ||W||^2 / (2 C n)
 
-Rows are visited in chunks, so memory beyond the features is O(chunk x classes) on any device.
-With a projection A (d x k, orthonormal columns) the features are X A, made chunk by chunk in
-float32 (n x k, never a float64 copy of X): each L-BFGS pass then costs k/d of a pass over X.
+X is an n x d array or a list of row blocks of one (a catalog's per-domain arrays), read in
+place: no stacked copy. Rows are visited in chunks, so memory beyond the features is
+O(chunk x classes) on any device. With a projection A (d x k, orthonormal columns) and
+k <= d/2 the features are X A, made chunk by chunk in float32 (n x k, never a float64 copy of
+X): each L-BFGS pass then costs k/d of a pass over X. For larger k the logits are X (A W):
+each pass reads X itself, at about the same cost, and nothing n x k is held. The gradient is
+written out (softmax minus one-hot, in place) rather than taped, so a pass holds one
+chunk x classes buffer.
 The stopping rule is scipy's (which scikit-learn uses): the largest absolute gradient entry
 below `tol`.
 """
@@ -16,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -36,53 +40,93 @@ class LogisticFit:
     converged: bool
 
 
+def chunk_rows_for(device: torch.device) -> int:
+    """Rows per pass chunk: a chunk x classes buffer of a few MB on the CPU; larger on a GPU, fewer launches."""
+    return 65536 if device.type == "cuda" else 8192
+
+
+def row_blocks(X) -> list:
+    """An n x d array, or a list of row blocks of one (2-D arrays), as a list of blocks."""
+    is_blocks = isinstance(X, (list, tuple)) and len(X) > 0 and all(getattr(b, "ndim", 0) == 2 for b in X)
+    return list(X) if is_blocks else [X]
+
+
 def _tensor(array, device, dtype=torch.float32) -> torch.Tensor:
     # zero-copy on the CPU when the array is already contiguous float32
     return torch.as_tensor(np.ascontiguousarray(array), device=device).to(dtype)
 
 
+def _chunks(blocks, chunk_rows: int):
+    for block in blocks:
+        for start in range(0, len(block), chunk_rows):
+            yield block[start : start + chunk_rows]
+
+
 def fit_logistic(
-    X: np.ndarray,
+    X,
     y: np.ndarray,
     n_classes: int,
     C: float,
     *,
     projection: np.ndarray | None = None,
+    init: tuple[np.ndarray, np.ndarray] | None = None,
     max_iter: int = 1000,
     tol: float = 1e-4,
     history_size: int = 10,
-    chunk_rows: int = 32768,
+    chunk_rows: int | None = None,
     device: str = "auto",
 ) -> LogisticFit:
-    """Minimise the objective above over (W, b); y holds class indices 0..n_classes-1."""
+    """Minimise the objective above over (W, b); y holds class indices 0..n_classes-1.
+
+    `init` = (W, b) starts L-BFGS there instead of at zero (a warm start: the same optimum,
+    fewer passes when it is close).
+    """
     if C <= 0:
         raise ValueError(f"C must be > 0, got {C}")
     torch_device = resolve_device(device)
-    n = len(X)
-    features = _tensor(X, torch_device)
-    if projection is not None:
-        features = project(features, _tensor(projection, torch_device), chunk_rows)
-    targets = torch.as_tensor(np.asarray(y, dtype=np.int64), device=torch_device)
-    width = features.shape[1]
-    weight = torch.zeros(width, n_classes, device=torch_device, requires_grad=True)
-    bias = torch.zeros(n_classes, device=torch_device, requires_grad=True)
+    chunk_rows = chunk_rows or chunk_rows_for(torch_device)
+    blocks = [_tensor(block, torch_device) for block in row_blocks(X)]
+    basis = None if projection is None else _tensor(projection, torch_device)
+    if basis is not None and materialise(basis):
+        blocks, basis = [project(blocks, basis, chunk_rows)], None
+    features = list(_chunks(blocks, chunk_rows))
+    n = sum(len(chunk) for chunk in features)
+    targets = torch.as_tensor(np.asarray(y, dtype=np.int64), device=torch_device).split([len(c) for c in features])
+    width = features[0].shape[1] if basis is None else basis.shape[1]
+    if init is None:
+        weight = torch.zeros(width, n_classes, device=torch_device)
+        bias = torch.zeros(n_classes, device=torch_device)
+    else:
+        weight, bias = (_tensor(value, torch_device).clone() for value in init)
+        if weight.shape != (width, n_classes) or bias.shape != (n_classes,):
+            raise ValueError(f"init must be a {width} x {n_classes} weight and a {n_classes} bias, "
+                             f"got {tuple(weight.shape)} and {tuple(bias.shape)}")
+    weight.requires_grad_(True)
+    bias.requires_grad_(True)
     optimizer = torch.optim.LBFGS(
         [weight, bias], lr=1.0, max_iter=max_iter, max_eval=2 * max_iter, tolerance_grad=tol,
         tolerance_change=1e-9, history_size=history_size, line_search_fn="strong_wolfe",
     )
     penalty_scale = 1.0 / (2.0 * C * n)
 
+    @torch.no_grad()
     def closure():
-        optimizer.zero_grad()
         total = torch.zeros((), dtype=torch.float64, device=torch_device)
-        for start in range(0, n, chunk_rows):
-            logits = torch.addmm(bias, features[start : start + chunk_rows], weight)
-            loss = F.cross_entropy(logits, targets[start : start + chunk_rows], reduction="sum") / n
-            loss.backward()
-            total += loss.detach()
-        penalty = penalty_scale * (weight * weight).sum()
-        penalty.backward()
-        return total + penalty.detach()  # float64: L-BFGS compares successive objectives
+        full = weight if basis is None else basis @ weight  # the weights on the features the chunks hold
+        full_grad = torch.zeros_like(full)
+        bias_grad = torch.zeros_like(bias)
+        for chunk, labels in zip(features, targets):
+            logits = torch.addmm(bias, chunk, full)
+            log_norm = torch.logsumexp(logits, dim=1)
+            total += (log_norm - logits.gather(1, labels[:, None]).squeeze(1)).sum(dtype=torch.float64)
+            residual = logits.sub_(log_norm[:, None]).exp_()  # softmax, in place
+            residual[torch.arange(len(labels), device=torch_device), labels] -= 1.0  # minus one-hot
+            full_grad.addmm_(chunk.T, residual)
+            bias_grad += residual.sum(dim=0)
+        weight_grad = full_grad if basis is None else basis.T @ full_grad
+        weight.grad = weight_grad.div_(n).add_(weight, alpha=2.0 * penalty_scale)
+        bias.grad = bias_grad.div_(n)
+        return total / n + penalty_scale * (weight.double() ** 2).sum()  # float64: L-BFGS compares objectives
 
     optimizer.step(closure)
     state = optimizer.state[weight]
@@ -94,17 +138,28 @@ def fit_logistic(
     )
 
 
-def project(features: torch.Tensor, basis: torch.Tensor, chunk_rows: int) -> torch.Tensor:
-    """features @ basis, written chunk by chunk into one n x k tensor."""
-    out = torch.empty(len(features), basis.shape[1], dtype=features.dtype, device=features.device)
-    for start in range(0, len(features), chunk_rows):
-        torch.mm(features[start : start + chunk_rows], basis, out=out[start : start + chunk_rows])
+def materialise(basis: torch.Tensor) -> bool:
+    """Whether the probe holds X A (n x k) or passes through X (A W): a pass over X A costs k/d of one
+    over X, so for k <= d/2 holding it at least halves each pass; above that the saving is small and
+    the n x k copy is not."""
+    dim, k = basis.shape
+    return 2 * k <= dim
+
+
+def project(blocks, basis: torch.Tensor, chunk_rows: int) -> torch.Tensor:
+    """The row blocks stacked and multiplied by basis, chunk by chunk, into one n x k tensor."""
+    out = torch.empty(sum(len(block) for block in blocks), basis.shape[1], dtype=basis.dtype, device=basis.device)
+    start = 0
+    for chunk in _chunks(blocks, chunk_rows):
+        torch.mm(chunk, basis, out=out[start : start + len(chunk)])
+        start += len(chunk)
     return out
 
 
-def decision_scores(X, weight, bias, *, projection=None, chunk_rows: int = 32768, device: str = "auto") -> np.ndarray:
+def decision_scores(X, weight, bias, *, projection=None, chunk_rows: int | None = None, device: str = "auto") -> np.ndarray:
     """n x classes scores X (A W) + b, float32, chunk by chunk."""
     torch_device = resolve_device(device)
+    chunk_rows = chunk_rows or chunk_rows_for(torch_device)
     with torch.no_grad():
         full = _tensor(weight, torch_device)
         if projection is not None:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from icm_core.chunks import map_row_chunks
 from icm_core.metrics import score_matrix
 from icm_core.predict import zero_shot_logits
+from icm_core.probe import row_blocks
 from icm_core.validation import check_labels, check_matrix
 
 RELEASED_PROBE = {"C": 0.316, "max_iter": 1000, "random_state": 0}
@@ -26,7 +28,8 @@ def released_zero_shot_logits(image_embeddings, class_embeddings, projection=Non
 
 
 def released_zero_shot_predict(image_embeddings, class_embeddings, projection=None) -> np.ndarray:
-    return released_zero_shot_logits(image_embeddings, class_embeddings, projection).argmax(axis=1)
+    return map_row_chunks(lambda part: released_zero_shot_logits(part, class_embeddings, projection).argmax(axis=1),
+                          image_embeddings)
 
 
 class ReleasedLinearProbe:
@@ -40,7 +43,8 @@ class ReleasedLinearProbe:
         return X if self.projection is None else self.projection.transform(X)
 
     def fit(self, X, y) -> "ReleasedLinearProbe":
-        features = self._features(X)
+        blocks = row_blocks(X)  # a list of row blocks is stacked: scikit-learn takes one array
+        features = self._features(blocks[0] if len(blocks) == 1 else np.concatenate(blocks))
         y = check_labels(y, "y", len(features))
         if len(np.unique(y)) < 2:
             raise ValueError("y must contain at least 2 classes to fit a linear probe")

@@ -95,7 +95,8 @@ def select_over_folds(
 
     scores = np.zeros((len(folds), len(lams) * len(ks)))
     for f, fold in enumerate(folds):
-        embeddings = check_matrix(fold.embeddings, f"embeddings of fold {fold.name!r}", width=moments.dim)
+        # float32 embeddings stay float32: the zero-shot rule makes its float64 copies a chunk at a time
+        embeddings = check_matrix(fold.embeddings, f"embeddings of fold {fold.name!r}", width=moments.dim, dtype=None)
         labels = check_labels(fold.labels, f"labels of fold {fold.name!r}", len(embeddings))
         fitted = projections if fold.moments is moments else _fit_grid(fold.moments, lams, ks, order, sources)[0]
         for cell, key in enumerate(fitted):

@@ -5,8 +5,10 @@ import numpy as np
 
 
 def check_matrix(X, name: str, *, width: int | None = None, min_rows: int = 1, dtype=np.float64) -> np.ndarray:
-    """A finite 2-D array of `dtype` (no copy when X already is one), or a ValueError that names the argument."""
-    X = np.asarray(X, dtype=dtype)
+    """A finite 2-D array of `dtype` (no copy when X already is one; dtype=None: X's own float dtype, float64
+    for anything else), or a ValueError that names the argument."""
+    X = np.asarray(X)
+    X = np.asarray(X, dtype=dtype or (X.dtype if np.issubdtype(X.dtype, np.floating) else np.float64))
     if X.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (rows x features), got {X.ndim}-D shape {X.shape}")
     if len(X) < min_rows:

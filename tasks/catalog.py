@@ -13,6 +13,7 @@ L2-normalised mean of the L2-normalised template embeddings (a prompt ensemble).
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 
@@ -23,34 +24,59 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.embed import INTERVENED, ORIGINAL
+from tasks.memory import release_freed_memory
 from tasks.storage import filesystem, stable_hash
 
 IMAGE_COLUMNS = ("sample_id", "class", "label", "split", "view")  # view: the intervention family of a row
+FEW_VALUES = ("class", "split", "view")  # string columns with a handful of distinct values
 TEXT_COLUMNS = ("class", "role", "pair_id")
 
 
-def read_table(url: str, columns) -> pa.Table:
+@contextlib.contextmanager
+def parquet_file(url: str):
     fs, path = filesystem(url)
     try:
-        return pq.read_table(path, filesystem=fs, columns=list(columns))
+        handle = fs.open(path, "rb")
     except FileNotFoundError:
         raise FileNotFoundError(f"{url} does not exist") from None
+    with handle:
+        yield pq.ParquetFile(handle)
 
 
-def embedding_array(column: pa.ChunkedArray, order: np.ndarray | None = None) -> np.ndarray:
-    """A fixed_size_list<float32>[d] column as one writable n x d float32 array, rows in `order`.
+def read_table(url: str, columns) -> pa.Table:
+    with parquet_file(url) as source:
+        return source.read(columns=list(columns), use_threads=False)
 
-    Chunks are copied straight to their place, so the peak is the Arrow buffers plus one array.
-    """
-    width = column.type.list_size
-    out = np.empty((len(column), width), np.float32)
-    destination = np.arange(len(column)) if order is None else np.argsort(order, kind="stable")
+
+def _place(out: np.ndarray, chunks, destination: np.ndarray) -> np.ndarray:
+    """Copy fixed_size_list<float32>[d] chunks, file row after file row, to rows `destination` of out."""
     start = 0
-    for chunk in column.chunks:
-        values = chunk.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+    for chunk in chunks:
+        values = chunk.flatten().to_numpy(zero_copy_only=False).reshape(-1, out.shape[1])
         out[destination[start : start + len(values)]] = values
         start += len(values)
     return out
+
+
+def embedding_array(column: pa.ChunkedArray) -> np.ndarray:
+    """A fixed_size_list<float32>[d] column as one writable n x d float32 array."""
+    return _place(np.empty((len(column), column.type.list_size), np.float32), column.chunks, np.arange(len(column)))
+
+
+def streamed_embeddings(source: pq.ParquetFile, order: np.ndarray, batch_rows: int = 1024) -> np.ndarray:
+    """The embedding column as one n x d float32 array, rows in `order`, decoded a batch at a time
+    straight to its place: the peak is the array plus one batch (a whole-table read of a large row
+    group holds several times the array in decoding buffers)."""
+    out = np.empty((len(order), source.schema_arrow.field("embedding").type.list_size), np.float32)
+    batches = source.iter_batches(batch_size=batch_rows, columns=["embedding"], use_threads=False)
+    return _place(out, (batch.column(0) for batch in batches), np.argsort(order, kind="stable"))
+
+
+def interned(column: pa.ChunkedArray, order: np.ndarray) -> np.ndarray:
+    """A string column of a few distinct values (class, split, view) in `order`: one Python string per
+    value, not one per row."""
+    encoded = pc.dictionary_encode(column.combine_chunks())
+    return encoded.dictionary.to_numpy(zero_copy_only=False)[encoded.indices.to_numpy()[order]]
 
 
 def normalize_rows(X: np.ndarray) -> np.ndarray:
@@ -85,11 +111,14 @@ class DomainEmbeddings:
 
 
 def read_domain(url: str, domain: str, normalize: bool) -> DomainEmbeddings:
-    table = read_table(url, (*IMAGE_COLUMNS, "embedding"))
-    order = pc.sort_indices(table, [("split", "ascending")]).to_numpy()  # stable: file order within a split
-    columns = {name: table.column(name).to_numpy()[order] for name in IMAGE_COLUMNS}
-    embeddings = embedding_array(table.column("embedding"), order)
-    del table
+    with parquet_file(url) as source:
+        table = source.read(columns=list(IMAGE_COLUMNS), use_threads=False)
+        order = pc.sort_indices(table, [("split", "ascending")]).to_numpy()  # stable: file order within a split
+        columns = {name: interned(table.column(name), order) if name in FEW_VALUES else table.column(name).to_numpy()[order]
+                   for name in IMAGE_COLUMNS}
+        del table
+        embeddings = streamed_embeddings(source, order)
+    release_freed_memory()  # the decoding buffers
     if normalize:
         normalize_rows(embeddings)
     names, starts, counts = np.unique(columns["split"], return_index=True, return_counts=True)
@@ -164,11 +193,9 @@ class EmbeddingCatalog:
                 self._held[domain] = read_domain(self.shard(domain, view), domain, self.normalize)
             return self._held[domain]
 
-    def load(self, domains, split=None, classes=None, view=ORIGINAL) -> tuple[pd.DataFrame, np.ndarray]:
-        """(rows, n x d float32 embeddings) of the given domains' view, optionally one split and some classes.
-
-        One domain without a class filter gives a view of the held array; several domains, one copy.
-        """
+    def blocks(self, domains, split=None, classes=None, view=ORIGINAL) -> tuple[pd.DataFrame, list[np.ndarray]]:
+        """(rows, one n_domain x d float32 block per domain) of the given domains' view, optionally one
+        split and some classes. Without a class filter each block is a view of the held array: no copy."""
         frames, arrays = [], []
         for domain in domains:
             held = self.images(domain, view, split)
@@ -183,9 +210,12 @@ class EmbeddingCatalog:
                                         "label": columns["label"], "split": columns["split"],
                                         "view": columns["view"]}))
             arrays.append(embeddings)
-        if len(arrays) == 1:
-            return frames[0], arrays[0]
-        return pd.concat(frames, ignore_index=True), np.concatenate(arrays)
+        return (frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)), arrays
+
+    def load(self, domains, split=None, classes=None, view=ORIGINAL) -> tuple[pd.DataFrame, np.ndarray]:
+        """`blocks` as one n x d float32 array: a view for one domain without a class filter, else one copy."""
+        rows, arrays = self.blocks(domains, split, classes, view)
+        return rows, (arrays[0] if len(arrays) == 1 else np.concatenate(arrays))
 
     def _text_table(self) -> tuple[dict, np.ndarray]:
         with self._lock:

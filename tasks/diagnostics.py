@@ -7,9 +7,11 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from icm_core import Selection, eigengap, movement_kept, movement_kept_by_family, positive_eigenvalues, variance_kept
+from icm_core import (Selection, eigengap, kept_share, kept_share_by_family, pair_movement, positive_eigenvalues,
+                      variance_kept)
 from tasks.embed import INTERVENED, ORIGINAL
 from tasks.catalog import EmbeddingCatalog
+from tasks.fit import paired_rows
 from tasks.selection import total_moments
 from tasks.storage import join, write_bytes
 from tasks.figures import figure_png, pyplot
@@ -20,12 +22,15 @@ def diagnose_projection(index: EmbeddingCatalog, selection: Selection, per_domai
     """What the chosen projection keeps: intervention movement on the sources' held-out validation
     pairs (all, and per intervention family), data variance, and how clear the cut at k is."""
     projection = selection.projection
-    originals, Z = index.load(sources, "val", classes, ORIGINAL)
-    intervened, Z_intervened = index.load(sources, "val", classes, INTERVENED)
-    twin = pd.Series(np.arange(len(intervened)), index=intervened["sample_id"])
-    paired = originals["sample_id"].map(twin)
-    has_twin = paired.notna().to_numpy()
-    twins = paired[has_twin].astype(int).to_numpy()
+    movement, families = [], []
+    for domain in sources:  # one domain's validation pairs at a time: no stacked copy of every source's
+        originals, (Z,) = index.blocks([domain], "val", classes, ORIGINAL)
+        intervened, (Z_intervened,) = index.blocks([domain], "val", classes, INTERVENED)
+        twin = paired_rows(originals["sample_id"].to_numpy(), intervened["sample_id"].to_numpy())
+        paired = np.flatnonzero(twin >= 0)
+        if len(paired):
+            movement.append(pair_movement(Z[paired], Z_intervened[twin[paired]], projection.components_))
+            families.append(intervened["view"].to_numpy()[twin[paired]])
     diagnostics = {
         "variance_kept": variance_kept(total_moments(per_domain, sources, text).second_moment(), projection.components_),
         "positive_eigenvalues": positive_eigenvalues(selection.eigenvalues[selection.lam]),
@@ -33,11 +38,10 @@ def diagnose_projection(index: EmbeddingCatalog, selection: Selection, per_domai
         "movement_kept_train": projection.retained_intervention_,
         "movement_kept_val": float("nan"),
     }
-    if has_twin.any():
-        pairs = (Z[has_twin], Z_intervened[twins])
-        diagnostics["movement_kept_val"] = movement_kept(*pairs, projection.components_)
-        families = intervened["view"].to_numpy()[twins]
-        for family, share in movement_kept_by_family(*pairs, families, projection.components_).items():
+    if movement:
+        movement, families = np.concatenate(movement), np.concatenate(families)
+        diagnostics["movement_kept_val"] = kept_share(movement)
+        for family, share in kept_share_by_family(movement, families).items():
             diagnostics[f"movement_kept_val_{family}"] = share
     return diagnostics
 

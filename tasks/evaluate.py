@@ -16,8 +16,10 @@ from icm_core import (
     top_k_labels,
     zero_shot_logits,
 )
+from icm_core.chunks import map_row_chunks
 from tasks.catalog import EmbeddingCatalog
 from tasks.fit import load_projection
+from tasks.memory import release_freed_memory
 from tasks.errors import InputError
 
 METHODS = ("clip_zero_shot", "clip_linear_probe", "clip_icm_zero_shot", "clip_icm_linear_probe")
@@ -34,25 +36,50 @@ def zero_shot_scores(preset: str, images, classes, projection=None) -> np.ndarra
     return logits(images, classes, projection)
 
 
-def make_probe(preset: str, projection, probe_c: float, solver: str = "torch"):
-    return ReleasedLinearProbe(projection) if preset == "released" else LinearProbe(projection, C=probe_c, solver=solver)
+def make_probe(preset: str, projection, probe_c: float, solver: str = "torch", start_from=None):
+    """The released recipe's probe, or ours (warm-started at `start_from`'s solution where it can be)."""
+    if preset == "released":
+        return ReleasedLinearProbe(projection)
+    return LinearProbe(projection, C=probe_c, solver=solver, start_from=start_from)
 
 
-def _rows(protocol, target, method, frame, scores, labels=None) -> pd.DataFrame:
+def ranked(scores_of, columns, embeddings) -> np.ndarray:
+    """n x min(5, columns): each image's best-scored labels, best first. `scores_of(rows)` scores a chunk of
+    rows (column j is label columns[j]); an n x classes score matrix is never held."""
+    k = min(TOP_K, len(columns))
+    return map_row_chunks(lambda part: top_k_labels(scores_of(part), k, columns), embeddings)
+
+
+def _rows(protocol, target, method, frame, ranking) -> pd.DataFrame:
     """One row per image: the top-1 prediction and, over >= 5 scored classes, whether top-5 holds the label.
 
     Fewer than 5 scored classes make top-5 trivially right: its column is then null (NA).
     """
     truth = frame["label"].to_numpy()
-    ranked = top_k_labels(scores, min(TOP_K, scores.shape[1]), labels)
-    top5 = (pd.array(top_k_correct(truth, ranked), dtype="boolean") if scores.shape[1] >= TOP_K
+    top5 = (pd.array(top_k_correct(truth, ranking), dtype="boolean") if ranking.shape[1] >= TOP_K
             else pd.array([pd.NA] * len(frame), dtype="boolean"))
     return pd.DataFrame({
         "protocol": protocol, "target": target, "method": method,
         "sample_id": frame["sample_id"].to_numpy(), "class": frame["class"].to_numpy(),
-        "label": truth.astype("int32"), "prediction": ranked[:, 0].astype("int32"),
-        "correct": truth == ranked[:, 0], "top5_correct": top5,
+        "label": truth.astype("int32"), "prediction": ranking[:, 0].astype("int32"),
+        "correct": truth == ranking[:, 0], "top5_correct": top5,
     })[PREDICTION_COLUMNS]
+
+
+def zero_shot_scorers(preset: str, class_embeddings, projection, columns=None) -> dict:
+    """CLIP's and CLIP-ICM's zero-shot scorers for `method_rows`; columns: the label of each class embedding."""
+    columns = np.arange(len(class_embeddings)) if columns is None else columns
+    return {
+        "clip_zero_shot": (lambda part: zero_shot_scores(preset, part, class_embeddings), columns),
+        "clip_icm_zero_shot": (lambda part: zero_shot_scores(preset, part, class_embeddings, projection), columns),
+    }
+
+
+def method_rows(protocol, target, frame, embeddings, scorers) -> pd.DataFrame:
+    """`_rows` of each method scored, in METHODS order; scorers: method -> (scores of a chunk of rows,
+    the label of each score column)."""
+    return pd.concat([_rows(protocol, target, method, frame, ranked(*scorers[method], embeddings))
+                      for method in METHODS if method in scorers], ignore_index=True)
 
 
 def load_target(index: EmbeddingCatalog, target: str, test_split: str):
@@ -69,20 +96,24 @@ def evaluate_target(
     index: EmbeddingCatalog, sources, target: str, projection_url: str, probe_c: float = 0.316,
     test_split: str = "all", preset: str = "default", probe: str = "torch",
 ) -> pd.DataFrame:
-    """The four methods on the target's test split, from the same cached embeddings."""
+    """The four methods on the target's test split, from the same cached embeddings.
+
+    The probes read the sources' held arrays in place (one block per domain); the CLIP-ICM
+    probe starts from the CLIP probe's solution, carried into the invariant subspace.
+    """
     projection = load_projection(projection_url)
-    train_rows, train_embeddings = index.load(sources, "train")
+    train_rows, train_blocks = index.blocks(sources, "train")
     target_rows, target_embeddings = load_target(index, target, test_split)
     classes = index.class_embeddings()
-    probes = {method: make_probe(preset, fitted, probe_c, probe).fit(train_embeddings, train_rows["label"])
-              for method, fitted in (("clip_linear_probe", None), ("clip_icm_linear_probe", projection))}
-    scores = {  # method: (scores, the label of each score column)
-        "clip_zero_shot": (zero_shot_scores(preset, target_embeddings, classes), None),
-        "clip_icm_zero_shot": (zero_shot_scores(preset, target_embeddings, classes, projection), None),
-        **{method: (probe.decision_function(target_embeddings), probe.classes_) for method, probe in probes.items()},
-    }
-    return pd.concat([_rows("domain_shift", target, method, target_rows, *scores[method]) for method in METHODS],
-                     ignore_index=True)
+    clip_probe = make_probe(preset, None, probe_c, probe).fit(train_blocks, train_rows["label"])
+    icm_probe = make_probe(preset, projection, probe_c, probe, start_from=clip_probe).fit(train_blocks,
+                                                                                         train_rows["label"])
+    release_freed_memory()  # the probes' passes: many chunk-sized buffers, freed
+    return method_rows("domain_shift", target, target_rows, target_embeddings, {
+        **zero_shot_scorers(preset, classes, projection),
+        "clip_linear_probe": (clip_probe.decision_function, clip_probe.classes_),
+        "clip_icm_linear_probe": (icm_probe.decision_function, icm_probe.classes_),
+    })
 
 
 @task(name="evaluate-open-class", task_run_name="open-class target {target}", cache_policy=NO_CACHE)
@@ -93,11 +124,8 @@ def evaluate_open_class_target(
     projection = load_projection(projection_url)
     target_rows, target_embeddings = load_target(index, target, test_split)
     classes = index.class_embeddings()
-    return pd.concat([
-        _rows("open_class", target, "clip_zero_shot", target_rows, zero_shot_scores(preset, target_embeddings, classes)),
-        _rows("open_class", target, "clip_icm_zero_shot", target_rows,
-              zero_shot_scores(preset, target_embeddings, classes, projection)),
-    ], ignore_index=True)
+    return method_rows("open_class", target, target_rows, target_embeddings,
+                       zero_shot_scorers(preset, classes, projection))
 
 
 def split_base_novel(classes) -> tuple[list[str], list[str]]:

@@ -9,11 +9,12 @@ from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CacheKeyFnPoli
 
 from icm_core import InterventionMoments, InvariantProjection
 from tasks.catalog import INTERVENED, ORIGINAL, EmbeddingCatalog
+from tasks.memory import release_freed_memory
 from tasks.storage import read_bytes, write_bytes
 
 
 # Rows per matrix product when summing moments: float64 copies stay O(CHUNK_ROWS x d), not O(n x d).
-CHUNK_ROWS = 16384
+CHUNK_ROWS = 4096
 
 
 def catalog_key(context, parameters) -> str:
@@ -48,6 +49,7 @@ def accumulate_image_moments(catalog: EmbeddingCatalog, domain: str, classes=Non
     for start in range(0, len(paired), CHUNK_ROWS):
         rows = paired[start : start + CHUNK_ROWS]
         moments.update_differences(Z[rows], Z_intervened[twin[rows]], source="image")
+    release_freed_memory()  # the domain's intervened view and the chunks' float64 copies
     return moments
 
 

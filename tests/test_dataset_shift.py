@@ -7,7 +7,7 @@ import pytest
 from conftest import TINY_MODEL, make_imagefolder
 
 from flows.cli import main
-from flows.dataset_shift import probe_scores_among
+from flows.dataset_shift import probe_scorer_among
 from icm_core import LinearProbe
 from tasks.class_names import imagenet_synsets
 from tasks.embed import read_embeddings
@@ -132,7 +132,8 @@ def test_probe_predicts_among_the_allowed_classes_only():
     probe = LinearProbe().fit(X, np.repeat([0, 1, 2, 3], 30))
     near_class_0 = X[:30]
     assert (probe.predict(near_class_0) == 0).mean() > 0.9
-    scores, columns = probe_scores_among(probe, near_class_0, np.array([3, 2]))
+    scores_of, columns = probe_scorer_among(probe, np.array([3, 2]))
+    scores = scores_of(near_class_0)
     np.testing.assert_array_equal(columns, [2, 3])
     np.testing.assert_array_equal(scores, probe.decision_function(near_class_0)[:, [2, 3]])
     assert set(columns[scores.argmax(axis=1)]) <= {2, 3}

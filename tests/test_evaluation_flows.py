@@ -12,6 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from flows.cli import main
 from flows.config import RELEASED_PRESET, RunConfig
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
+import icm_core.predict
 from icm_core import movement_kept
 from tasks.embed import read_embeddings
 from tasks.evaluate import evaluate_open_class_target, evaluate_target
@@ -242,3 +243,29 @@ def test_leave_one_domain_out_with_too_few_domains_fails_before_embedding(tmp_pa
     err = capsys.readouterr().err
     assert "config field 'selection'" in err and "at least three domains" in err and "use training-domain" in err
     assert not (store / "embeddings").exists()
+
+
+def test_probes_read_the_held_arrays_in_place_and_the_icm_probe_starts_from_clip(workspace, monkeypatch):
+    index = load_index(workspace["run"])
+    fits = []  # (X, keyword arguments, result) of each torch fit
+
+    def recorded(X, *args, **kwargs):
+        fits.append((X, kwargs, real_fit(X, *args, **kwargs)))
+        return fits[-1][2]
+
+    real_fit = icm_core.predict.fit_logistic
+    monkeypatch.setattr(icm_core.predict, "fit_logistic", recorded)
+    projection_url = join(workspace["run"], "projections", "domain_shift-art.npz")
+    predictions = evaluate_target.fn(index, ["photo", "sketch"], "art", projection_url)
+    (clip_blocks, clip_options, clip_fit), (icm_blocks, icm_options, _) = fits
+    held = [index.load([domain])[1] for domain in ("photo", "sketch")]
+    for blocks in (clip_blocks, icm_blocks):  # one block per source, no stacked copy of the training set
+        assert len(blocks) == 2 and all(np.shares_memory(block, whole) for block, whole in zip(blocks, held))
+    assert clip_options["init"] is None and clip_options["projection"] is None
+    # the CLIP-ICM probe starts at (A^T W, b): the CLIP probe's solution carried into the subspace
+    components = load_projection(projection_url).components_
+    np.testing.assert_array_equal(icm_options["projection"], components)
+    np.testing.assert_allclose(icm_options["init"][0], components.T @ clip_fit.weight)
+    np.testing.assert_array_equal(icm_options["init"][1], clip_fit.bias)
+    assert set(predictions["method"]) == {"clip_zero_shot", "clip_linear_probe", "clip_icm_zero_shot",
+                                          "clip_icm_linear_probe"}

@@ -13,20 +13,26 @@ from icm_core import (
     accuracy,
     balanced_accuracy,
     eigengap,
+    kept_share,
+    kept_share_by_family,
     movement_kept,
     movement_kept_by_family,
+    pair_movement,
     positive_eigenvalues,
     released_zero_shot_logits,
+    released_zero_shot_predict,
     select_hyperparameters,
     select_over_folds,
     top_k_accuracy,
     top_k_correct,
     top_k_labels,
     variance_kept,
+    zero_shot_logits,
     zero_shot_predict,
 )
+from icm_core.chunks import CHUNK_ROWS
 from icm_core.synthetic import SyntheticSCM
-from tasks.evaluate import summarize
+from tasks.evaluate import ranked, summarize
 
 # 3 images x 6 classes; row 0's ranking is 5,4,3,2,1,0, row 1's 0,1,2,3,4,5, row 2 ties at the top
 SCORES = np.array([
@@ -169,3 +175,36 @@ def test_released_zero_shot_and_probe_follow_the_recipe():
     reference = LogisticRegression(C=0.316, max_iter=1000, random_state=0).fit(images @ A, labels)
     np.testing.assert_array_equal(probe.predict(images), reference.predict(images @ A))
     np.testing.assert_allclose(probe.decision_function(images), reference.decision_function(images @ A))
+
+
+def test_scoring_a_chunk_of_rows_at_a_time_equals_scoring_all_rows():
+    rng = np.random.default_rng(3)
+    images = rng.normal(size=(CHUNK_ROWS + 123, 16)).astype(np.float32)  # two chunks, the second short
+    classes, every_class = rng.normal(size=(7, 16)), np.arange(7)
+    projection = InvariantProjection(8, lam=1.0).fit(images[:500], images[:500] + rng.normal(size=(500, 16)))
+    for fitted in (None, projection):
+        logits = zero_shot_logits(images, classes, fitted)
+        np.testing.assert_array_equal(zero_shot_predict(images, classes, fitted), logits.argmax(axis=1))
+        np.testing.assert_array_equal(released_zero_shot_predict(images, classes, fitted),
+                                      released_zero_shot_logits(images, classes, fitted).argmax(axis=1))
+        chunked = ranked(lambda part: zero_shot_logits(part, classes, fitted), every_class, images)
+        np.testing.assert_array_equal(chunked, top_k_labels(logits, 5))
+    # named columns, fewer than 5 of them: as many ranks as columns
+    two = ranked(lambda part: part[:, :2], np.array([10, 20]), images)
+    np.testing.assert_array_equal(two, np.where((images[:, 1] > images[:, 0])[:, None], [[20, 10]], [[10, 20]]))
+
+
+def test_pair_movement_sums_to_movement_kept_per_family():
+    rng = np.random.default_rng(4)
+    Z = rng.normal(size=(CHUNK_ROWS + 50, 6)).astype(np.float32)
+    Z_twin = Z + rng.normal(size=Z.shape).astype(np.float32)
+    components = np.linalg.qr(rng.normal(size=(6, 2)))[0]
+    families = rng.choice(["blur", "invert", "solarize"], size=len(Z))
+    movement = pair_movement(Z, Z_twin, components)
+    difference = Z.astype(float) - Z_twin
+    np.testing.assert_allclose(movement, np.column_stack([((difference @ components) ** 2).sum(1), (difference**2).sum(1)]))
+    assert kept_share(movement) == pytest.approx(movement_kept(Z, Z_twin, components))
+    by_family = kept_share_by_family(movement, families)
+    for family in ("blur", "invert", "solarize"):
+        rows = families == family
+        assert by_family[family] == pytest.approx(movement_kept(Z[rows], Z_twin[rows], components))

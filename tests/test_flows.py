@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import TINY_MODEL, make_image_folder
@@ -182,6 +183,12 @@ def test_catalog_serves_normalised_arrays_split_by_split_and_is_keyed_by_its_sha
     assert (train_rows["label"].to_numpy() == file_rows.set_index("sample_id").loc[train_rows["sample_id"], "label"]).all()
     both, stacked = catalog.load(["art", "photo"], "val", classes=["cat"])
     assert set(both["class"]) == {"cat"} and set(both["split"]) == {"val"} and len(both) == len(stacked)
+    # blocks: one per domain, each a view of the held array, stacking to what load gives
+    block_rows, (art_block, photo_block) = catalog.blocks(["art", "photo"], "train")
+    assert np.shares_memory(art_block, embeddings) and np.shares_memory(photo_block, catalog.load(["photo"])[1])
+    stacked_rows, stacked_train = catalog.load(["art", "photo"], "train")
+    np.testing.assert_array_equal(np.concatenate([art_block, photo_block]), stacked_train)
+    assert block_rows["sample_id"].tolist() == stacked_rows["sample_id"].tolist()
     # the description, not the arrays held, is the catalog's identity for Prefect and for pickles
     assert catalog.cache_key == key and len(pickle.dumps(catalog)) < 5000
     assert catalog.cache_key != replace(catalog, normalize=False).cache_key
@@ -192,6 +199,28 @@ def test_catalog_serves_normalised_arrays_split_by_split_and_is_keyed_by_its_sha
     dog = text[(text_rows["class"] == "dog").to_numpy()].astype(float)
     dog = (dog / np.linalg.norm(dog, axis=1, keepdims=True)).mean(axis=0)
     np.testing.assert_allclose(catalog.class_embeddings(["dog", "bird"])[0], dog / np.linalg.norm(dog), atol=1e-6)
+
+
+def test_catalog_decodes_embeddings_a_batch_at_a_time_into_split_order(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 11
+    frame = pd.DataFrame({"sample_id": [f"d/c/{i:02d}.jpg" for i in range(n)], "path": "x", "domain": "d",
+                          "class": rng.choice(["cat", "dog"], n), "label": rng.integers(2, size=n).astype("int32"),
+                          "split": rng.choice(["train", "val"], n), "view": rng.choice(["blur", "invert"], n)})
+    embeddings = rng.normal(size=(n, 8)).astype(np.float32)
+    url = str(tmp_path / "d.parquet")
+    pq.write_table(embedding_table(frame, IMAGE_SCHEMA, embeddings, {}), url, row_group_size=4)  # 3 row groups
+    order = np.argsort(frame["split"].to_numpy(), kind="stable")
+    with tasks.catalog.parquet_file(url) as source:  # batches of 3 rows cross the row groups' edges
+        np.testing.assert_array_equal(tasks.catalog.streamed_embeddings(source, order, batch_rows=3), embeddings[order])
+    held = tasks.catalog.read_domain(url, "d", normalize=False)
+    np.testing.assert_array_equal(held.embeddings, embeddings[order])
+    for name in ("sample_id", "class", "label", "split", "view"):
+        assert held.columns[name].tolist() == frame[name].to_numpy()[order].tolist()
+    n_train = int((frame["split"] == "train").sum())
+    assert held.splits == {"train": slice(0, n_train), "val": slice(n_train, n)}
+    with pytest.raises(FileNotFoundError, match="missing.parquet does not exist"):
+        tasks.catalog.read_domain(str(tmp_path / "missing.parquet"), "d", normalize=False)
 
 
 def test_sweep_reads_cache_only_and_marks_the_selection(workspace, monkeypatch):

@@ -76,3 +76,52 @@ def test_probe_rejects_bad_input():
     X[3, 1] = np.nan
     with pytest.raises(ValueError, match="NaN or inf in 1 row"):
         LinearProbe().fit(X, np.arange(10) % 2)
+
+
+def test_row_blocks_fit_as_their_stack_without_a_copy(blobs):
+    X, y, _, _ = blobs
+    whole = fit_logistic(X, y - 10, 6, 0.316, device="cpu", chunk_rows=512)
+    # block edges on chunk edges: the same chunks in the same order, so the same sums bit for bit
+    blocks = fit_logistic([X[:1024], X[1024:]], y - 10, 6, 0.316, device="cpu", chunk_rows=512)
+    np.testing.assert_array_equal(blocks.weight, whole.weight)
+    np.testing.assert_array_equal(blocks.bias, whole.bias)
+    ragged = LinearProbe(device="cpu").fit([X[:700], X[700:700], X[700:]], y)  # an empty block is dropped
+    assert ragged.model_.objective == pytest.approx(whole.objective, rel=1e-6)
+    nested = LinearProbe(device="cpu").fit(X.tolist(), y)  # a list of rows is one matrix, not blocks
+    assert nested.model_.objective == pytest.approx(whole.objective, rel=1e-6)
+
+
+def test_warm_start_reaches_the_same_optimum_in_fewer_passes(blobs):
+    X, y, X_test, _ = blobs
+    rng = np.random.default_rng(2)
+    projection = InvariantProjection(16, lam=1.0).fit(X, X + 0.3 * rng.normal(size=X.shape))
+    clip = LinearProbe(device="cpu").fit(X, y)
+    cold = LinearProbe(projection, device="cpu").fit(X, y)
+    warm = LinearProbe(projection, device="cpu", start_from=clip).fit(X, y)
+    assert warm.model_.converged and warm.model_.n_evaluations < cold.model_.n_evaluations
+    indices = np.searchsorted(cold.classes_, y)
+    features = projection.transform(X)
+    assert objective(features, indices, warm.model_.weight, warm.model_.bias, 0.316) == pytest.approx(
+        objective(features, indices, cold.model_.weight, cold.model_.bias, 0.316), rel=1e-5)
+    assert np.mean(warm.predict(X_test) == cold.predict(X_test)) >= 0.995
+    # a start over other classes, or from scikit-learn, is not used: the fit is the cold one, bit for bit
+    for start in (LinearProbe(device="cpu").fit(X[y != 10], y[y != 10]), LinearProbe(solver="sklearn").fit(X, y)):
+        unused = LinearProbe(projection, device="cpu", start_from=start).fit(X, y)
+        np.testing.assert_array_equal(unused.model_.weight, cold.model_.weight)
+    with pytest.raises(ValueError, match="init must be a 16 x 6 weight and a 6 bias, got \\(3, 6\\)"):
+        fit_logistic(X, y - 10, 6, 0.316, projection=projection.components_, init=(np.zeros((3, 6)), np.zeros(6)))
+
+
+@pytest.mark.parametrize("k", [8, 16])  # X A held (k <= d/2), and passes through X (A W) (k > d/2)
+def test_torch_probe_on_either_side_of_holding_the_projected_features(blobs, k):
+    X, y, X_test, _ = blobs
+    rng = np.random.default_rng(1)
+    projection = InvariantProjection(k, lam=1.0).fit(X, X + 0.3 * rng.normal(size=X.shape))
+    reference = LogisticRegression(C=0.316, max_iter=1000).fit(projection.transform(X), y)
+    probe = LinearProbe(projection, device="cpu").fit([X[:900], X[900:]], y)
+    assert probe.model_.converged and probe.model_.weight.shape == (k, 6)
+    indices = np.searchsorted(probe.classes_, y)
+    features = projection.transform(X)
+    assert objective(features, indices, probe.model_.weight, probe.model_.bias, 0.316) == pytest.approx(
+        objective(features, indices, reference.coef_.T, reference.intercept_, 0.316), rel=1e-5)
+    assert np.mean(probe.predict(X_test) == reference.predict(projection.transform(X_test))) >= 0.995
