@@ -65,8 +65,8 @@ def embedding_array(column: pa.ChunkedArray) -> np.ndarray:
 
 def streamed_embeddings(source: pq.ParquetFile, order: np.ndarray, batch_rows: int = 1024) -> np.ndarray:
     """The embedding column as one n x d float32 array, rows in `order`, decoded a batch at a time
-    straight to its place: the peak is the array plus one batch (a whole-table read of a large row
-    group holds several times the array in decoding buffers)."""
+    straight to its place: the peak is the array plus a batch's decoding buffers (a whole-table read
+    holds several times the array in them)."""
     out = np.empty((len(order), source.schema_arrow.field("embedding").type.list_size), np.float32)
     batches = source.iter_batches(batch_size=batch_rows, columns=["embedding"], use_threads=False)
     return _place(out, (batch.column(0) for batch in batches), np.argsort(order, kind="stable"))

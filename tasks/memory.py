@@ -10,14 +10,13 @@ musl) only Arrow's pool is released.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 import pyarrow as pa
 
 
 def _malloc_trim():
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        return ctypes.CDLL(None).malloc_trim  # the C library the interpreter runs on
     except (OSError, AttributeError):
         return None
 
