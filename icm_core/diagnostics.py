@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from icm_core.chunks import map_row_chunks
-from icm_core.validation import check_labels, check_matrix
+from icm_core.validation import check_labels, check_matrix, check_pair
 
 _TINY = np.finfo(float).tiny
 
@@ -22,11 +22,7 @@ def _check_components(components, dim: int) -> np.ndarray:
 def pair_movement(Z, Z_intervened, components) -> np.ndarray:
     """n x 2, per pair: the intervention movement kept in the subspace, ||(z - z') A||^2, and in all,
     ||z - z'||^2; in float64, a chunk of rows at a time (float32 inputs are never copied whole)."""
-    Z = check_matrix(Z, "Z", dtype=None)
-    Z_intervened = check_matrix(Z_intervened, "Z_intervened", width=Z.shape[1], dtype=None)
-    if Z.shape != Z_intervened.shape:
-        raise ValueError(f"Z and Z_intervened must have the same shape (row i of one is the intervened twin of "
-                         f"row i of the other), got {Z.shape} and {Z_intervened.shape}")
+    Z, Z_intervened = check_pair(Z, Z_intervened, dtype=None)
     components = _check_components(components, Z.shape[1])
 
     def movement(rows):

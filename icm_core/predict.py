@@ -85,7 +85,8 @@ class LinearProbe:
         return (weight if self.projection is None else self._basis().T @ weight), other.model_.bias
 
     def fit(self, X, y) -> "LinearProbe":
-        blocks = [block for block in row_blocks(X) if len(block)] or row_blocks(X)[:1]
+        given = row_blocks(X)
+        blocks = [block for block in given if len(block)] or given[:1]
         if self.solver == "sklearn":
             features = self._features(blocks[0] if len(blocks) == 1 else np.concatenate(blocks))
             y = check_labels(y, "y", len(features))

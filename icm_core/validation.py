@@ -27,9 +27,9 @@ def check_matrix_float32(X, name: str, *, width: int | None = None, min_rows: in
     return check_matrix(X, name, width=width, min_rows=min_rows, dtype=np.float32)
 
 
-def check_pair(Z, Z_intervened, *, width: int | None = None, min_rows: int = 1):
-    Z = check_matrix(Z, "Z", width=width, min_rows=min_rows)
-    Z_intervened = check_matrix(Z_intervened, "Z_intervened", width=width, min_rows=min_rows)
+def check_pair(Z, Z_intervened, *, width: int | None = None, min_rows: int = 1, dtype=np.float64):
+    Z = check_matrix(Z, "Z", width=width, min_rows=min_rows, dtype=dtype)
+    Z_intervened = check_matrix(Z_intervened, "Z_intervened", width=width, min_rows=min_rows, dtype=dtype)
     if Z.shape != Z_intervened.shape:
         raise ValueError(
             f"Z and Z_intervened must have the same shape (row i of one is the intervened twin of "
