@@ -21,10 +21,9 @@ from icm_core import LinearProbe
 from tasks.class_names import match_classes
 from tasks.datasets import Dataset
 from tasks.embed import ORIGINAL
-from tasks.evaluate import make_probe, method_rows, zero_shot_scorers
+from tasks.evaluate import fit_linear_probes, method_rows, zero_shot_scorers
 from tasks.catalog import EmbeddingCatalog
 from tasks.fit import load_projection
-from tasks.memory import release_freed_memory
 from tasks.storage import join
 from tasks.errors import InputError
 
@@ -74,11 +73,7 @@ def fit_probes(index: EmbeddingCatalog, projection_url: str, probe_c: float = 0.
                preset: str = "default", solver: str = "torch") -> dict[str, LinearProbe]:
     """CLIP and CLIP-ICM probes over every source class, on the source's train split; fitted once for all targets."""
     rows, blocks = index.blocks(index.domains, "train")
-    clip_probe = make_probe(preset, None, probe_c, solver).fit(blocks, rows["label"])
-    icm_probe = make_probe(preset, load_projection(projection_url), probe_c, solver, start_from=clip_probe)
-    icm_probe.fit(blocks, rows["label"])
-    release_freed_memory()  # the probes' passes: many chunk-sized buffers, freed
-    return {"clip_linear_probe": clip_probe, "clip_icm_linear_probe": icm_probe}
+    return fit_linear_probes(preset, load_projection(projection_url), probe_c, solver, blocks, rows["label"])
 
 
 def probe_scorer_among(probe: LinearProbe, labels):

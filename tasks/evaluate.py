@@ -43,6 +43,19 @@ def make_probe(preset: str, projection, probe_c: float, solver: str = "torch", s
     return LinearProbe(projection, C=probe_c, solver=solver, start_from=start_from)
 
 
+def fit_linear_probes(preset: str, projection, probe_c: float, solver: str, blocks, labels) -> dict:
+    """{method: fitted probe}: CLIP's on the embeddings, then CLIP-ICM's started from CLIP's solution."""
+    clip_probe = make_probe(preset, None, probe_c, solver).fit(blocks, labels)
+    icm_probe = make_probe(preset, projection, probe_c, solver, start_from=clip_probe).fit(blocks, labels)
+    release_freed_memory()  # the probes' passes: many chunk-sized buffers, freed
+    return {"clip_linear_probe": clip_probe, "clip_icm_linear_probe": icm_probe}
+
+
+def probe_scorer(probe) -> tuple:
+    """A probe's scorer for `method_rows`: (scores of a chunk of rows, the label of each column)."""
+    return probe.decision_function, probe.classes_
+
+
 def ranked(scores_of, columns, embeddings) -> np.ndarray:
     """n x min(5, columns): each image's best-scored labels, best first. `scores_of(rows)` scores a chunk of
     rows (column j is label columns[j]); an n x classes score matrix is never held."""
@@ -105,14 +118,10 @@ def evaluate_target(
     train_rows, train_blocks = index.blocks(sources, "train")
     target_rows, target_embeddings = load_target(index, target, test_split)
     classes = index.class_embeddings()
-    clip_probe = make_probe(preset, None, probe_c, probe).fit(train_blocks, train_rows["label"])
-    icm_probe = make_probe(preset, projection, probe_c, probe, start_from=clip_probe).fit(train_blocks,
-                                                                                         train_rows["label"])
-    release_freed_memory()  # the probes' passes: many chunk-sized buffers, freed
+    probes = fit_linear_probes(preset, projection, probe_c, probe, train_blocks, train_rows["label"])
     return method_rows("domain_shift", target, target_rows, target_embeddings, {
         **zero_shot_scorers(preset, classes, projection),
-        "clip_linear_probe": (clip_probe.decision_function, clip_probe.classes_),
-        "clip_icm_linear_probe": (icm_probe.decision_function, icm_probe.classes_),
+        **{method: probe_scorer(fitted) for method, fitted in probes.items()},
     })
 
 
