@@ -2,7 +2,7 @@
 
 Same generated JPEGs, model, batch size, precision and device for all three. (a) is torchvision
 ImageFolder + DataLoader with the open_clip preprocess + encode_image; (b) is
-tasks.embed.embed_image_shard on the original view: the part task(s) and the merge, with the
+tasks.embed.images.embed_image_shard on the original view: the part task(s) and the merge, with the
 GPU input path on CUDA (JPEGs decoded on the GPU), Parquet writing and the cache bookkeeping
 included, into a fresh store; (c) is encode_image over tensors that were decoded beforehand:
 the compute limit. The three run in turn for --rounds rounds; the table gives each one's median
@@ -30,9 +30,9 @@ import torchvision
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tasks.datasets import discover  # noqa: E402
-from tasks.embed import ORIGINAL, embed_image_shard  # noqa: E402
-from tasks.models import default_batch_size, default_loader_workers, load_model, resolve_device  # noqa: E402
+from tasks.data.datasets import discover  # noqa: E402
+from tasks.embed.images import ORIGINAL, embed_image_shard  # noqa: E402
+from tasks.embed.models import default_batch_size, default_loader_workers, load_model, resolve_device  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -3,15 +3,15 @@
 Builds (once per scale) a synthetic cache with DomainNet's six domains at their real image
 counts times --scale, 345 classes and 512-d embeddings from `icm_core.synthetic.SyntheticSCM`
 (a known invariant subspace; interventions move style only), written through the project's
-own writers (`tasks.embed.embedding_table`, `tasks.storage.write_parquet`) twice: RAW with
+own writers (`tasks.embed.images.embedding_table`, `tasks.store.storage.write_parquet`) twice: RAW with
 `"normalized": false`, as today's writers store them, and L2-normalised with `"normalized": true`,
 as the writers of code from before raw embeddings stored them; each checkout reads the copy its
 own writers would have written. Then, each in its own process so that peak RSS is its own, it
 runs the domain-shift protocol as `flows.evaluate.evaluate_domain_shift` does (each domain's
 moments once, as Prefect's cache gives them; selection on the sources' validation split with
-the run's `tasks.selection.select_by_rule` (`tasks.fit.select_projection` in code from before it); the
-chosen projection's diagnostics (`tasks.diagnostics.diagnose_projection`, where the code has them); the
-projection stored to a file; `tasks.evaluate.evaluate_target`
+the run's `tasks.fit.selection.select_by_rule` (`tasks.fit.moments.select_projection` in code from before it); the
+chosen projection's diagnostics (`tasks.fit.diagnostics.diagnose_projection`, where the code has them); the
+projection stored to a file; `tasks.evaluate.predictions.evaluate_target`
 on every target image) with:
 
   - the code in this checkout, torch probe and scikit-learn probe;
@@ -87,9 +87,9 @@ def build_cache(root: Path, scale: float, n_classes: int, dim: int, holdout: flo
     import pandas as pd
 
     from icm_core.synthetic import SyntheticSCM
-    from tasks.embed import IMAGE_FORMAT, IMAGE_SCHEMA, embedding_table
-    from tasks.embed_text import TEXT_SCHEMA
-    from tasks.storage import write_parquet
+    from tasks.embed.images import IMAGE_FORMAT, IMAGE_SCHEMA, embedding_table
+    from tasks.embed.text import TEXT_SCHEMA
+    from tasks.store.storage import write_parquet
 
     described = root / "catalog.json"
     if described.exists() and json.loads(described.read_text()).get("format") == IMAGE_FORMAT:
@@ -191,15 +191,15 @@ class StageClock:
 def run_one(description: dict, solver: str, out: str) -> dict:
     import pandas as pd
 
-    import tasks.evaluate
-    from tasks.fit import accumulate_image_moments, accumulate_text_moments, store_projection
+    import tasks.evaluate.predictions
+    from tasks.fit.moments import accumulate_image_moments, accumulate_text_moments, store_projection
 
-    evaluate_target = tasks.evaluate.evaluate_target.fn
+    evaluate_target = tasks.evaluate.predictions.evaluate_target.fn
     today = "projection_url" in inspect.signature(evaluate_target).parameters
     if today:  # raw embeddings at rest, read through the catalog; the projection goes through a file
-        from tasks.catalog import EmbeddingCatalog as Catalog
-        from tasks.diagnostics import diagnose_projection
-        from tasks.selection import select_by_rule
+        from tasks.store.catalog import EmbeddingCatalog as Catalog
+        from tasks.fit.diagnostics import diagnose_projection
+        from tasks.fit.selection import select_by_rule
 
         diagnose = diagnose_projection.fn
 
@@ -208,8 +208,8 @@ def run_one(description: dict, solver: str, out: str) -> dict:
 
         zero_shot, shards, text_url = "zero_shot_scores", description["shards"], description["text_url"]
     else:  # code from before issue 10: normalised embeddings at rest, an EmbeddingIndex, scikit-learn probe only
-        from tasks.fit import EmbeddingIndex as Catalog
-        from tasks.fit import select_projection
+        from tasks.fit.moments import EmbeddingIndex as Catalog
+        from tasks.fit.moments import select_projection
 
         def select(moments, index, sources, target):
             return select_projection.fn(moments, index, sources, None, LAMS, None, "largest", True)
@@ -222,9 +222,9 @@ def run_one(description: dict, solver: str, out: str) -> dict:
     clock = StageClock()
     clock.wrap(Catalog, "load", "read")
     clock.wrap(Catalog, "class_embeddings", "read")
-    clock.wrap(tasks.evaluate, zero_shot, "zero-shot")
+    clock.wrap(tasks.evaluate.predictions, zero_shot, "zero-shot")
 
-    class TimedProbe(tasks.evaluate.LinearProbe):  # the probe both APIs build from tasks.evaluate's namespace
+    class TimedProbe(tasks.evaluate.predictions.LinearProbe):  # the probe both APIs build from tasks.evaluate.predictions's namespace
         def stage(self):
             return clock.stage("probe CLIP" if self.projection is None else "probe CLIP-ICM")
 
@@ -240,7 +240,7 @@ def run_one(description: dict, solver: str, out: str) -> dict:
             with self.stage():
                 return super().decision_function(X)
 
-    tasks.evaluate.LinearProbe = TimedProbe
+    tasks.evaluate.predictions.LinearProbe = TimedProbe
     index = Catalog(dataset_root=description["dataset_root"], fingerprint=description["fingerprint"],
                     domains=tuple(description["domains"]), classes=tuple(description["classes"]), shards=shards,
                     text_url=text_url)

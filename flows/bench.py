@@ -14,9 +14,9 @@ from flows.config import BENCH_PER_RUN_FIELDS, RunConfig
 from flows.embed_dataset import discover_dataset
 from flows.preflight import preflight
 from flows.run import run
-from tasks.history import config_url, latest_runs, resolve_run, store_url
-from tasks.leaderboard import read_trials, write_leaderboard
-from tasks.storage import exists, join, read_json, write_json
+from tasks.store.history import config_url, latest_runs, resolve_run, store_url
+from tasks.report.leaderboard import read_trials, write_leaderboard
+from tasks.store.storage import exists, join, read_json, write_json
 from tasks.errors import InputError
 
 ALL_RUNS = "all"  # the leaderboard of every latest run in a store: STORE/benchmarks/all

@@ -165,13 +165,13 @@ def patient_prefect_server():
 def dispatch(command: str, args: dict) -> None:
     """Run one command and print what it reports."""
     if command == "report":
-        from tasks.history import resolve_run
-        from tasks.reports import read_run, run_report
+        from tasks.store.history import resolve_run
+        from tasks.report.run_report import read_run, run_report
 
         print(run_report(*read_run(resolve_run(args["run"]))))
     elif command in ("bench", "leaderboard"):
         from flows.bench import bench, leaderboard
-        from tasks.storage import join, read_bytes
+        from tasks.store.storage import join, read_bytes
 
         if command == "bench":
             plan = {key: args.pop(key) for key in ("models", "datasets", "trials", "name")}
@@ -181,14 +181,14 @@ def dispatch(command: str, args: dict) -> None:
         print(read_bytes(join(folder, "leaderboard.md")).decode() + f"\nleaderboard in {folder}")
     elif command == "reproduce":
         from flows.reproduce import reproduce
-        from tasks.storage import join, read_bytes
+        from tasks.store.storage import join, read_bytes
 
         print(read_bytes(join(reproduce(args["run"], args["store"]), "reproduce.md")).decode())
     else:
         from flows.preflight import preflight
         from flows.run import run
         from flows.sweep import sweep
-        from tasks.reports import read_run, run_report
+        from tasks.report.run_report import read_run, run_report
 
         config = config_from_args(args)  # field checks
         preflight(config, cached=command == "sweep")  # the machine, store, model, weights and dataset

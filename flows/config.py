@@ -13,9 +13,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tasks.datasets import ROTATED_DIGITS
-from tasks.interventions import FAMILIES, InterventionConfig
-from tasks.storage import stable_hash
+from tasks.data.datasets import ROTATED_DIGITS
+from tasks.data.interventions import FAMILIES, InterventionConfig
+from tasks.store.storage import stable_hash
 
 Protocol = Literal["domain-shift", "open-class", "both", "dataset-shift"]
 PROTOCOLS = Protocol.__args__

@@ -3,7 +3,7 @@
 The source dataset (all its domains) gives the interventions, the moments, the (lambda, k)
 selection on its validation split and the probes' training data. Each target dataset is only
 embedded (originals) and tested, over the classes it holds: classes match the source's by
-folder id (`tasks.class_names.match_classes`), and a target's class prompts are the source's
+folder id (`tasks.data.class_names.match_classes`), and a target's class prompts are the source's
 prompts for those classes (same class, same name, same templates).
 """
 from __future__ import annotations
@@ -18,13 +18,13 @@ from flows.embed_dataset import discover_dataset, embed_dataset
 from flows.evaluate import Evaluation, collect
 from flows.fit_projection import fit_projection
 from icm_core import LinearProbe
-from tasks.class_names import match_classes
-from tasks.datasets import Dataset
-from tasks.embed import ORIGINAL
-from tasks.evaluate import fit_linear_probes, method_rows, zero_shot_scorers
-from tasks.catalog import EmbeddingCatalog
-from tasks.fit import load_projection
-from tasks.storage import join
+from tasks.data.class_names import match_classes
+from tasks.data.datasets import Dataset
+from tasks.embed.images import ORIGINAL
+from tasks.evaluate.predictions import fit_linear_probes, method_rows, zero_shot_scorers
+from tasks.store.catalog import EmbeddingCatalog
+from tasks.fit.moments import load_projection
+from tasks.store.storage import join
 from tasks.errors import InputError
 
 PROTOCOL = "dataset_shift"

@@ -8,18 +8,18 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.datasets import Dataset, discover, resolve_dataset
-from tasks.class_names import class_display_names
-from tasks.embed import (
+from tasks.data.datasets import Dataset, discover, resolve_dataset
+from tasks.data.class_names import class_display_names
+from tasks.embed.images import (
     DEFAULT_SHARD_SIZE, INTERVENED, ORIGINAL, embed_image_part, image_shard_url, merge_image_shard, plan_shard,
 )
-from tasks.embed_text import embed_text, text_url
-from tasks.catalog import EmbeddingCatalog
-from tasks.gpu_images import assign_devices
-from tasks.interventions import InterventionConfig, load_text_pairs, prompt_bank_pairs
-from tasks.models import check_model
-from tasks.prompts import class_prompts, load_templates
-from tasks.storage import exists
+from tasks.embed.text import embed_text, text_url
+from tasks.store.catalog import EmbeddingCatalog
+from tasks.embed.gpu_images import assign_devices
+from tasks.data.interventions import InterventionConfig, load_text_pairs, prompt_bank_pairs
+from tasks.embed.models import check_model
+from tasks.data.prompts import class_prompts, load_templates
+from tasks.store.storage import exists
 from tasks.errors import InputError
 
 VIEWS = (ORIGINAL, INTERVENED)

@@ -7,9 +7,9 @@ import pandas as pd
 from prefect import flow
 
 from flows.fit_projection import fit_projection
-from tasks.evaluate import evaluate_open_class_target, evaluate_target, split_base_novel
-from tasks.catalog import EmbeddingCatalog
-from tasks.storage import join
+from tasks.evaluate.predictions import evaluate_open_class_target, evaluate_target, split_base_novel
+from tasks.store.catalog import EmbeddingCatalog
+from tasks.store.storage import join
 
 
 @dataclass

@@ -10,10 +10,10 @@ from __future__ import annotations
 import pandas as pd
 from prefect import flow, unmapped
 
-from tasks.catalog import EmbeddingCatalog
-from tasks.fit import accumulate_image_moments, accumulate_text_moments, store_projection
-from tasks.diagnostics import diagnose_projection
-from tasks.selection import select_by_rule
+from tasks.store.catalog import EmbeddingCatalog
+from tasks.fit.moments import accumulate_image_moments, accumulate_text_moments, store_projection
+from tasks.fit.diagnostics import diagnose_projection
+from tasks.fit.selection import select_by_rule
 
 
 def domain_moments(index: EmbeddingCatalog, sources, classes=None, use_text: bool = True):

@@ -7,8 +7,8 @@ from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 
 from flows.config import RunConfig
-from tasks.models import RANDOM_WEIGHTS
-from tasks.reports import dataset_label, weights_label
+from tasks.embed.models import RANDOM_WEIGHTS
+from tasks.report.run_report import dataset_label, weights_label
 
 SMOKE_TAG = "smoke"
 

@@ -21,15 +21,15 @@ import torch
 from flows.config import RunConfig, field_label
 from flows.dataset_shift import check_shift_options, check_target_datasets
 from flows.embed_dataset import cached_index, discover_dataset, text_inputs
-from tasks.class_names import class_display_names
-from tasks.interventions import load_text_pairs
-from tasks.prompts import load_templates
-from tasks.checkpoints import check_checkpoint
-from tasks.datasets import Dataset, assign_split
+from tasks.data.class_names import class_display_names
+from tasks.data.interventions import load_text_pairs
+from tasks.data.prompts import load_templates
+from tasks.embed.checkpoints import check_checkpoint
+from tasks.data.datasets import Dataset, assign_split
 from tasks.errors import InputError
-from tasks.evaluate import split_base_novel
-from tasks.models import RANDOM_WEIGHTS, check_model
-from tasks.storage import filesystem
+from tasks.evaluate.predictions import split_base_novel
+from tasks.embed.models import RANDOM_WEIGHTS, check_model
+from tasks.store.storage import filesystem
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 RUNNER_PACKAGES = {"dask": "prefect_dask", "ray": "prefect_ray"}

@@ -6,9 +6,9 @@ from prefect.utilities.annotations import quote
 
 from flows.config import RunConfig
 from flows.run import run
-from tasks.history import resolve_run, store_of, store_url
-from tasks.reproduce import accuracy_changes, reproduce_markdown, verdict, what_changed, write_reproduction
-from tasks.storage import join, read_json, read_parquet
+from tasks.store.history import resolve_run, store_of, store_url
+from tasks.report.reproduce import accuracy_changes, reproduce_markdown, verdict, what_changed, write_reproduction
+from tasks.store.storage import join, read_json, read_parquet
 
 
 def _table(url: str, name: str):

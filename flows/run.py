@@ -15,14 +15,14 @@ from flows.preflight import preflight
 from flows.embed_dataset import discover_dataset, embed_dataset
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from tasks import __version__
-from tasks.embed import skipped_url
-from tasks.diagnostics import write_spectrum_plot
-from tasks.evaluate import summarize
-from tasks.history import mark_latest, new_entry, provenance
-from tasks.models import check_model
-from tasks.prompts import load_templates
-from tasks.reports import publish_run_report, run_title, write_plot, write_run_json, write_table
-from tasks.storage import read_parquet
+from tasks.embed.images import skipped_url
+from tasks.fit.diagnostics import write_spectrum_plot
+from tasks.evaluate.predictions import summarize
+from tasks.store.history import mark_latest, new_entry, provenance
+from tasks.embed.models import check_model
+from tasks.data.prompts import load_templates
+from tasks.report.run_report import publish_run_report, run_title, write_plot, write_run_json, write_table
+from tasks.store.storage import read_parquet
 
 
 def make_task_runner(name: str, max_workers: int):

@@ -14,10 +14,10 @@ from flows.preflight import preflight
 from flows.embed_dataset import cached_index, discover_dataset, text_inputs
 from flows.fit_projection import domain_moments
 from icm_core import LinearProbe, accuracy, zero_shot_predict
-from tasks.catalog import EmbeddingCatalog
-from tasks.reports import artifact_key, publish_sweep_artifact
-from tasks.selection import select_by_rule
-from tasks.storage import join, write_parquet
+from tasks.store.catalog import EmbeddingCatalog
+from tasks.report.run_report import artifact_key, publish_sweep_artifact
+from tasks.fit.selection import select_by_rule
+from tasks.store.storage import join, write_parquet
 
 
 @task(name="sweep-target", task_run_name="sweep target {target}", cache_policy=NO_CACHE)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.storage import write_bytes
+from tasks.store.storage import write_bytes
 
 TINY_MODEL = "ICM-Tiny"
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 from conftest import TINY_MODEL, colourful_image, make_image_folder
 
-import tasks.models
+import tasks.embed.models
 from flows.bench import parse_model
 from flows.cli import main
-from tasks.history import LATEST, history, resolve_run
-from tasks.leaderboard import BASELINES, aggregate, cell, paper_tables
-from tasks.storage import join, read_bytes, read_json, read_parquet, stable_hash
+from tasks.store.history import LATEST, history, resolve_run
+from tasks.report.leaderboard import BASELINES, aggregate, cell, paper_tables
+from tasks.store.storage import join, read_bytes, read_json, read_parquet, stable_hash
 
 FAST = ["--protocol", "domain-shift", "--lams", "1", "--ks", "4"]
 
@@ -89,7 +89,7 @@ def test_second_bench_runs_and_embeds_nothing(workspace, monkeypatch):
     def no_model(*args, **kwargs):
         raise AssertionError("a second bench must not load a model")
 
-    monkeypatch.setattr(tasks.models, "load_model", no_model)
+    monkeypatch.setattr(tasks.embed.models, "load_model", no_model)
     before = board_of(workspace["folder"])
     config_folders = {os.path.dirname(item["run"]) for item in read_json(join(workspace["folder"], "manifest.json"))["runs"]}
     entries = {folder: history(folder) for folder in config_folders}
@@ -196,7 +196,7 @@ def test_one_trial_has_no_standard_error_and_the_table_shows_the_mean_alone():
 
 
 def test_verdict_names_code_weights_and_library_changes():
-    from tasks.reproduce import verdict, what_changed
+    from tasks.report.reproduce import verdict, what_changed
 
     def record(source="abc", weights="file-sha256:1", torch_version="2.14.1", photo="p1"):
         return {"dataset": {"fingerprint": stable_hash(photo), "domain_fingerprints": {"art": "a1", "photo": photo}},

@@ -7,7 +7,7 @@ import pytest
 from conftest import TINY_MODEL, make_image_folder, make_imagefolder
 
 from icm_core import LinearProbe, l2_normalize
-from tasks.class_names import (
+from tasks.data.class_names import (
     class_display_names,
     class_identity,
     imagenet_class_names,
@@ -15,14 +15,14 @@ from tasks.class_names import (
     match_classes,
     read_class_names_csv,
 )
-from tasks.datasets import IMAGEFOLDER_DOMAIN, discover
-from tasks.embed import embedding_metadata, embedding_table, read_embeddings
-from tasks.embed_text import TEXT_SCHEMA, embed_text
-from tasks.catalog import EmbeddingCatalog
-from tasks.interventions import prompt_bank_pairs
-from tasks.models import load_model
-from tasks.prompts import class_prompts, load_templates
-from tasks.storage import join, write_parquet
+from tasks.data.datasets import IMAGEFOLDER_DOMAIN, discover
+from tasks.embed.images import embedding_metadata, embedding_table, read_embeddings
+from tasks.embed.text import TEXT_SCHEMA, embed_text
+from tasks.store.catalog import EmbeddingCatalog
+from tasks.data.interventions import prompt_bank_pairs
+from tasks.embed.models import load_model
+from tasks.data.prompts import class_prompts, load_templates
+from tasks.store.storage import join, write_parquet
 
 
 def timm_synsets(name):

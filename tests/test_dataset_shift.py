@@ -9,12 +9,12 @@ from conftest import TINY_MODEL, make_imagefolder
 from flows.cli import main
 from flows.dataset_shift import probe_scorer_among
 from icm_core import LinearProbe
-from tasks.class_names import imagenet_synsets
-from tasks.embed import read_embeddings
-from tasks.evaluate import METHODS
-from tasks.fit import load_projection
-from tasks.storage import join, read_json, read_parquet
-from tasks.history import resolve_run
+from tasks.data.class_names import imagenet_synsets
+from tasks.embed.images import read_embeddings
+from tasks.evaluate.predictions import METHODS
+from tasks.fit.moments import load_projection
+from tasks.store.storage import join, read_json, read_parquet
+from tasks.store.history import resolve_run
 
 # four ImageNet classes, by WordNet id, and their class indices (ImageNet-V2's folder names)
 INDICES = (1, 6, 11, 13)

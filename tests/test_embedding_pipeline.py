@@ -10,9 +10,9 @@ import torch
 from conftest import TINY_MODEL, colourful_image, make_image_folder
 from PIL import Image
 
-from tasks import models
-from tasks.datasets import ROTATED_DIGITS_ANGLES, assign_split, discover, materialize_rotated_digits
-from tasks.embed import (
+from tasks.embed import models
+from tasks.data.datasets import ROTATED_DIGITS_ANGLES, assign_split, discover, materialize_rotated_digits
+from tasks.embed.images import (
     INTERVENED,
     ORIGINAL,
     embed_image_shard,
@@ -20,10 +20,10 @@ from tasks.embed import (
     read_embeddings,
     skipped_url,
 )
-from tasks.embed_text import embed_text
-from tasks.interventions import FAMILIES, InterventionConfig, load_text_pairs, prompt_bank_pairs
-from tasks.models import check_model, load_model
-from tasks.storage import read_parquet
+from tasks.embed.text import embed_text
+from tasks.data.interventions import FAMILIES, InterventionConfig, load_text_pairs, prompt_bank_pairs
+from tasks.embed.models import check_model, load_model
+from tasks.store.storage import read_parquet
 
 embed = embed_image_shard  # parts then merge, in this process
 

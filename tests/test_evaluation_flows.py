@@ -14,15 +14,15 @@ from flows.config import RELEASED_PRESET, RunConfig
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 import icm_core.predict
 from icm_core import movement_kept
-from tasks.embed import read_embeddings
-from tasks.evaluate import evaluate_open_class_target, evaluate_target
-from tasks.catalog import EmbeddingCatalog
-from tasks.fit import load_projection
-from tasks.reports import accuracy_plot_png
-from tasks.storage import join, read_json, read_parquet, write_parquet
-from tasks.embed import IMAGE_SCHEMA, embedding_table
-from tasks.history import resolve_run
-from tasks.reports import read_run, run_report
+from tasks.embed.images import read_embeddings
+from tasks.evaluate.predictions import evaluate_open_class_target, evaluate_target
+from tasks.store.catalog import EmbeddingCatalog
+from tasks.fit.moments import load_projection
+from tasks.report.run_report import accuracy_plot_png
+from tasks.store.storage import join, read_json, read_parquet, write_parquet
+from tasks.embed.images import IMAGE_SCHEMA, embedding_table
+from tasks.store.history import resolve_run
+from tasks.report.run_report import read_run, run_report
 
 CLASSES = ("ant", "bee", "cat", "dog", "eel", "fox")  # six, so top-5 is defined
 LAMS = [0.1, 10.0]

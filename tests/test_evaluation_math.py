@@ -32,7 +32,7 @@ from icm_core import (
 )
 from icm_core.chunks import CHUNK_ROWS
 from icm_core.synthetic import SyntheticSCM
-from tasks.evaluate import ranked, summarize
+from tasks.evaluate.predictions import ranked, summarize
 
 # 3 images x 6 classes; row 0's ranking is 5,4,3,2,1,0, row 1's 0,1,2,3,4,5, row 2 ties at the top
 SCORES = np.array([

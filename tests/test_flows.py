@@ -11,19 +11,19 @@ import pytest
 import yaml
 from conftest import TINY_MODEL, make_image_folder
 
-import tasks.catalog
-import tasks.models
+import tasks.store.catalog
+import tasks.embed.models
 from flows.cli import main
 from flows.config import RunConfig
 from flows.preflight import preflight
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from icm_core import InterventionMoments, harmonic_mean
-from tasks.embed import embedding_table, read_embeddings, IMAGE_SCHEMA
-from tasks.evaluate import METHODS, split_base_novel
-from tasks.catalog import EmbeddingCatalog
-from tasks.fit import load_projection
-from tasks.history import resolve_run
-from tasks.storage import join, read_bytes, read_json, read_parquet, write_parquet
+from tasks.embed.images import embedding_table, read_embeddings, IMAGE_SCHEMA
+from tasks.evaluate.predictions import METHODS, split_base_novel
+from tasks.store.catalog import EmbeddingCatalog
+from tasks.fit.moments import load_projection
+from tasks.store.history import resolve_run
+from tasks.store.storage import join, read_bytes, read_json, read_parquet, write_parquet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ("bird", "cat", "dog", "fish")
@@ -159,9 +159,9 @@ def test_each_domain_is_read_once_and_its_moments_accumulated_once_across_folds(
     index = load_index(workspace)
     fresh = corrupted_copy(index, tmp_path, list(index.domains), lambda rows: rows["label"] < 0)  # new URLs, same data
     accumulated, reads = [], []
-    real_update, real_read = InterventionMoments.update, tasks.catalog.read_domain
+    real_update, real_read = InterventionMoments.update, tasks.store.catalog.read_domain
     monkeypatch.setattr(InterventionMoments, "update", lambda self, Z, *a: accumulated.append(len(Z)) or real_update(self, Z, *a))
-    monkeypatch.setattr(tasks.catalog, "read_domain", lambda url, *a: reads.append(url) or real_read(url, *a))
+    monkeypatch.setattr(tasks.store.catalog, "read_domain", lambda url, *a: reads.append(url) or real_read(url, *a))
     evaluate_domain_shift(fresh, str(tmp_path / "run"), None, [1.0])
     # 3 folds x 2 sources each, yet each domain's originals and interventions are read once, summed once
     assert sorted(reads) == sorted(fresh.shards.values())
@@ -211,24 +211,24 @@ def test_catalog_decodes_embeddings_a_batch_at_a_time_into_split_order(tmp_path)
     url = str(tmp_path / "d.parquet")
     pq.write_table(embedding_table(frame, IMAGE_SCHEMA, embeddings, {}), url, row_group_size=4)  # 3 row groups
     order = np.argsort(frame["split"].to_numpy(), kind="stable")
-    with tasks.catalog.parquet_file(url) as source:  # batches of 3 rows cross the row groups' edges
-        np.testing.assert_array_equal(tasks.catalog.streamed_embeddings(source, order, batch_rows=3), embeddings[order])
-    held = tasks.catalog.read_domain(url, "d", normalize=False)
+    with tasks.store.catalog.parquet_file(url) as source:  # batches of 3 rows cross the row groups' edges
+        np.testing.assert_array_equal(tasks.store.catalog.streamed_embeddings(source, order, batch_rows=3), embeddings[order])
+    held = tasks.store.catalog.read_domain(url, "d", normalize=False)
     np.testing.assert_array_equal(held.embeddings, embeddings[order])
     for name in ("sample_id", "class", "label", "split", "view"):
         assert held.columns[name].tolist() == frame[name].to_numpy()[order].tolist()
     n_train = int((frame["split"] == "train").sum())
     assert held.splits == {"train": slice(0, n_train), "val": slice(n_train, n)}
     with pytest.raises(FileNotFoundError, match="missing.parquet does not exist"):
-        tasks.catalog.read_domain(str(tmp_path / "missing.parquet"), "d", normalize=False)
+        tasks.store.catalog.read_domain(str(tmp_path / "missing.parquet"), "d", normalize=False)
 
 
 def test_sweep_reads_cache_only_and_marks_the_selection(workspace, monkeypatch):
     def no_model(*args, **kwargs):
         raise AssertionError("the sweep must not load a model")
 
-    monkeypatch.setattr(tasks.models, "load_model", no_model)
-    monkeypatch.setattr(tasks.models.open_clip, "create_model_and_transforms", no_model)
+    monkeypatch.setattr(tasks.embed.models, "load_model", no_model)
+    monkeypatch.setattr(tasks.embed.models.open_clip, "create_model_and_transforms", no_model)
     assert main(["sweep", *workspace["args"]]) == 0
     sweep = table(workspace["config_folder"], "sweep.parquet")
     assert len(sweep) == 3 * 3 * 4  # targets x lambdas x ks (d=32: 4, 8, 16, 24)

@@ -9,12 +9,12 @@ import torch
 from conftest import colourful_image, make_image_folder
 from PIL import Image
 
-from tasks import gpu_images
-from tasks.datasets import discover
-from tasks.image_batches import pil_batches
-from tasks.gpu_images import TensorPreprocess, assign_devices, decode_batch, tensor_batches, tensor_intervention
-from tasks.interventions import FAMILIES, InterventionConfig
-from tasks.storage import write_bytes
+from tasks.embed import gpu_images
+from tasks.data.datasets import discover
+from tasks.embed.cpu_images import pil_batches
+from tasks.embed.gpu_images import TensorPreprocess, assign_devices, decode_batch, tensor_batches, tensor_intervention
+from tasks.data.interventions import FAMILIES, InterventionConfig
+from tasks.store.storage import write_bytes
 
 # (largest, mean) per-pixel difference (0-255) between torchvision's tensor and PIL implementations:
 # PIL rounds to uint8 between colour-jitter steps (hue on near-grey pixels amplifies it) and in greyscale

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-import tasks.memory
-from tasks.memory import release_freed_memory
+import tasks.store.memory
+from tasks.store.memory import release_freed_memory
 
 
 def rss_mb() -> float:
@@ -11,7 +11,7 @@ def rss_mb() -> float:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
 
 
-@pytest.mark.skipif(tasks.memory._MALLOC_TRIM is None, reason="malloc_trim is glibc's; elsewhere only Arrow's pool")
+@pytest.mark.skipif(tasks.store.memory._MALLOC_TRIM is None, reason="malloc_trim is glibc's; elsewhere only Arrow's pool")
 def test_freed_heap_memory_is_returned():
     release_freed_memory()
     np.ones(16 * 2**20, np.uint8)  # freeing a 16 MB mapping raises glibc's mmap threshold: what follows goes to the heap

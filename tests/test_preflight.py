@@ -17,18 +17,18 @@ from fsspec.implementations.memory import MemoryFileSystem
 import flows.preflight
 import flows.run
 import flows.sweep
-import tasks.embed
-import tasks.models
+import tasks.embed.images
+import tasks.embed.models
 from flows.cli import main, patient_prefect_server
 from flows.config import NAME, RunConfig
 from flows.preflight import preflight
 from flows.run import run as run_flow
 from flows.sweep import sweep as sweep_flow
-from tasks.checkpoints import check_checkpoint, meta_model
+from tasks.embed.checkpoints import check_checkpoint, meta_model
 from tasks.errors import InputError
-from tasks.reports import read_summary
-from tasks.interventions import DEFAULT_PARAMS, InterventionConfig
-from tasks.storage import join, write_parquet
+from tasks.report.run_report import read_summary
+from tasks.data.interventions import DEFAULT_PARAMS, InterventionConfig
+from tasks.store.storage import join, write_parquet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARKER = "reduce-payload-ran"
@@ -123,7 +123,7 @@ def nothing_may_load_or_embed(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a model was loaded, an image embedded or a flow started")
 
-    for module, name in [(tasks.models, "load_model"), (tasks.models, "_load_model"), (tasks.embed, "load_model"),
+    for module, name in [(tasks.embed.models, "load_model"), (tasks.embed.models, "_load_model"), (tasks.embed.images, "load_model"),
                          (open_clip, "create_model_and_transforms"), (flows.run, "run"), (flows.sweep, "sweep")]:
         monkeypatch.setattr(module, name, forbidden)
     monkeypatch.setattr(flows.preflight, "_PASSED", set())

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from conftest import TINY_MODEL, make_image_folder
 
-from tasks.datasets import Dataset, discover
-from tasks.embed import (
+from tasks.data.datasets import Dataset, discover
+from tasks.embed.images import (
     INTERVENED,
     ORIGINAL,
     PART_COLUMNS,
@@ -18,7 +18,7 @@ from tasks.embed import (
     read_embeddings,
     skipped_url,
 )
-from tasks.storage import read_bytes, read_parquet
+from tasks.store.storage import read_bytes, read_parquet
 
 
 def all_files(url):

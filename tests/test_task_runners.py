@@ -10,8 +10,8 @@ from prefect import get_client
 from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName, TaskRunFilterStartTime
 
 from flows.cli import main
-from tasks.storage import join, read_bytes, read_parquet
-from tasks.history import resolve_run
+from tasks.store.storage import join, read_bytes, read_parquet
+from tasks.store.history import resolve_run
 
 SHARD_SIZE = 5
 PER_CLASS, CLASSES = 3, ("bird", "cat", "dog", "fish")

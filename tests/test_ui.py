@@ -23,11 +23,11 @@ from prefect.logging.handlers import APILogHandler
 from prefect.testing.utilities import prefect_test_harness
 from prefect.utilities.callables import parameter_schema
 
-from tasks.history import resolve_run
+from tasks.store.history import resolve_run
 from flows.cli import main
 from flows.config import DEFAULT_LAMS, RunConfig
 from flows.labels import run_tags
-from tasks.reports import (
+from tasks.report.run_report import (
     DELTA, MISSING, SMOKE_BANNER, accuracy_figure, artifact_key, chosen_hyperparameters, mean_comparison,
     method_table, open_class_table, read_run, run_report, table_markdown,
 )

@@ -15,10 +15,10 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.evaluate import METHODS
-from tasks.storage import join, read_json, read_parquet, write_bytes, write_parquet
+from tasks.evaluate.predictions import METHODS
+from tasks.store.storage import join, read_json, read_parquet, write_bytes, write_parquet
 from tasks.errors import InputError
-from tasks.figures import figure_png, pyplot
+from tasks.report.figures import figure_png, pyplot
 
 GROUP = ["model", "pretrained", "dataset", "protocol", "method"]
 # each CLIP-ICM method and the CLIP baseline it is compared with

@@ -8,9 +8,9 @@ from prefect import task
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
 
 from icm_core import InterventionMoments, InvariantProjection
-from tasks.catalog import INTERVENED, ORIGINAL, EmbeddingCatalog
-from tasks.memory import release_freed_memory
-from tasks.storage import read_bytes, write_bytes
+from tasks.store.catalog import INTERVENED, ORIGINAL, EmbeddingCatalog
+from tasks.store.memory import release_freed_memory
+from tasks.store.storage import read_bytes, write_bytes
 
 
 # Rows per matrix product when summing moments: float64 copies stay O(CHUNK_ROWS x d), not O(n x d).

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import open_clip
 import torch
 
-import tasks.models  # noqa: F401  (registers the ICM-Tiny architecture with open_clip)
+import tasks.embed.models  # noqa: F401  (registers the ICM-Tiny architecture with open_clip)
 from tasks.errors import InputError
 
 SAFETENSORS = ".safetensors"

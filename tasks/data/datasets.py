@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from tasks.storage import exists, filesystem, join, stable_hash, write_bytes
+from tasks.store.storage import exists, filesystem, join, stable_hash, write_bytes
 from tasks.errors import InputError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")

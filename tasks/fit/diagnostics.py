@@ -9,12 +9,12 @@ from prefect.cache_policies import NO_CACHE
 
 from icm_core import (Selection, eigengap, kept_share, kept_share_by_family, pair_movement, positive_eigenvalues,
                       variance_kept)
-from tasks.embed import INTERVENED, ORIGINAL
-from tasks.catalog import EmbeddingCatalog
-from tasks.fit import paired_rows
-from tasks.selection import total_moments
-from tasks.storage import join, write_bytes
-from tasks.figures import figure_png, pyplot
+from tasks.embed.images import INTERVENED, ORIGINAL
+from tasks.store.catalog import EmbeddingCatalog
+from tasks.fit.moments import paired_rows
+from tasks.fit.selection import total_moments
+from tasks.store.storage import join, write_bytes
+from tasks.report.figures import figure_png, pyplot
 
 
 @task(name="diagnose-projection", cache_policy=NO_CACHE)

@@ -17,9 +17,9 @@ from icm_core import (
     zero_shot_logits,
 )
 from icm_core.chunks import map_row_chunks
-from tasks.catalog import EmbeddingCatalog
-from tasks.fit import load_projection
-from tasks.memory import release_freed_memory
+from tasks.store.catalog import EmbeddingCatalog
+from tasks.fit.moments import load_projection
+from tasks.store.memory import release_freed_memory
 from tasks.errors import InputError
 
 METHODS = ("clip_zero_shot", "clip_linear_probe", "clip_icm_zero_shot", "clip_icm_linear_probe")

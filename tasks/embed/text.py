@@ -13,9 +13,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import __version__
-from tasks.embed import embedding_table
-from tasks.models import LoadedModel, check_model, load_model
-from tasks.storage import exists, join, stable_hash, write_parquet
+from tasks.embed.images import embedding_table
+from tasks.embed.models import LoadedModel, check_model, load_model
+from tasks.store.storage import exists, join, stable_hash, write_parquet
 
 TEXT_SCHEMA = pa.schema([
     ("class", pa.string()), ("label", pa.int32()), ("role", pa.string()), ("pair_id", pa.int32()), ("text", pa.string()),

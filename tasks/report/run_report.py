@@ -15,10 +15,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.slugify import slugify
 
-from tasks.models import RANDOM_WEIGHTS
+from tasks.embed.models import RANDOM_WEIGHTS
 from tasks.errors import InputError
-from tasks.storage import filesystem, join, read_json, read_parquet, write_bytes, write_json, write_parquet
-from tasks.figures import figure_png, pyplot
+from tasks.store.storage import filesystem, join, read_json, read_parquet, write_bytes, write_json, write_parquet
+from tasks.report.figures import figure_png, pyplot
 
 DECIMALS = 3  # every accuracy and difference in every report
 MISSING = "—"  # a cell with no value (a method or class group a target lacks), never "nan"

@@ -21,7 +21,7 @@ from pathlib import Path
 from prefect.runtime import flow_run
 
 from tasks import __version__
-from tasks.storage import exists, filesystem, join, read_bytes, write_bytes
+from tasks.store.storage import exists, filesystem, join, read_bytes, write_bytes
 from tasks.errors import InputError
 
 LATEST = "LATEST"
@@ -99,7 +99,7 @@ def store_of(entry_url: str) -> str:
 def source_hash() -> str:
     """A hash of the package's Python sources: the code version, even for an uninstalled checkout."""
     digest = hashlib.sha256()
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the checkout: tasks/store/history.py
     for package in SOURCE_PACKAGES:
         for path in sorted((root / package).rglob("*.py")):
             digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")

@@ -20,8 +20,8 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from tasks.image_batches import failure_reason, pil_batches
-from tasks.interventions import _APPLY, ORIGINAL, InterventionConfig
+from tasks.embed.cpu_images import failure_reason, pil_batches
+from tasks.data.interventions import _APPLY, ORIGINAL, InterventionConfig
 
 JPEG_MAGIC = b"\xff\xd8"
 

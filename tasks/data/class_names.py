@@ -16,8 +16,8 @@ import io
 
 import pandas as pd
 
-from tasks.interventions import class_prompt_name
-from tasks.storage import filesystem
+from tasks.data.interventions import class_prompt_name
+from tasks.store.storage import filesystem
 from tasks.errors import InputError
 
 IMAGENET = "imagenet"

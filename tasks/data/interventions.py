@@ -17,7 +17,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from tasks.errors import InputError
-from tasks.storage import filesystem, stable_hash
+from tasks.store.storage import filesystem, stable_hash
 
 # Documented defaults; any entry can be overridden through InterventionConfig.params.
 DEFAULT_PARAMS = {

@@ -8,7 +8,7 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.storage import join, write_bytes, write_parquet
+from tasks.store.storage import join, write_bytes, write_parquet
 
 KEYS = ["protocol", "target", "method"]
 

@@ -1,6 +1,6 @@
 """Images decoded into batches on the CPU: read from any fsspec URL, decoded with PIL, intervened and
 preprocessed in DataLoader workers. An unreadable file becomes a skip record with a stable reason,
-never a crash. (tasks/gpu_images.py does the same on a CUDA device and falls back to this path.)"""
+never a crash. (tasks/embed/gpu_images.py does the same on a CUDA device and falls back to this path.)"""
 from __future__ import annotations
 
 import io
@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from tasks.interventions import ORIGINAL, InterventionConfig
+from tasks.data.interventions import ORIGINAL, InterventionConfig
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 

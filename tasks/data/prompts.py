@@ -10,8 +10,8 @@ from __future__ import annotations
 import pandas as pd
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
-from tasks.interventions import CLASS_TEMPLATES
-from tasks.storage import filesystem
+from tasks.data.interventions import CLASS_TEMPLATES
+from tasks.store.storage import filesystem
 from tasks.errors import InputError
 
 PLACEHOLDER = "{}"

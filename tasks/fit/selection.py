@@ -8,8 +8,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from icm_core import Selection, ValidationFold, released_zero_shot_predict, select_over_folds, zero_shot_predict
-from tasks.catalog import EmbeddingCatalog
-from tasks.fit import default_ks
+from tasks.store.catalog import EmbeddingCatalog
+from tasks.fit.moments import default_ks
 from tasks.errors import InputError
 
 ZERO_SHOT = {"default": zero_shot_predict, "released": released_zero_shot_predict}

@@ -1,4 +1,4 @@
-"""Embedding tasks: images of one (domain, view) shard to Parquet (text: tasks.embed_text).
+"""Embedding tasks: images of one (domain, view) shard to Parquet (text: tasks.embed.text).
 
 A (domain, view) is cut into parts of at most `shard_size` images, each its own task that
 receives only its own rows, so any number of workers share a domain of any size; a merge task
@@ -25,11 +25,11 @@ from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
 from tasks import __version__
-from tasks.datasets import Dataset
-from tasks.image_batches import pil_batches
-from tasks.interventions import INTERVENED, ORIGINAL, InterventionConfig
-from tasks.models import check_model, default_batch_size, default_loader_workers, load_model
-from tasks.storage import atomic_writer, exists, join, read_parquet, remove_files, stable_hash, write_parquet
+from tasks.data.datasets import Dataset
+from tasks.embed.cpu_images import pil_batches
+from tasks.data.interventions import INTERVENED, ORIGINAL, InterventionConfig
+from tasks.embed.models import check_model, default_batch_size, default_loader_workers, load_model
+from tasks.store.storage import atomic_writer, exists, join, read_parquet, remove_files, stable_hash, write_parquet
 
 METADATA_KEY = b"clip_icm"
 # bumped whenever the meaning of a stored image embedding changes (raw-v2: not normalised)
@@ -99,7 +99,7 @@ def embedding_metadata(url: str) -> dict:
 def embed_rows(loaded, rows: pd.DataFrame, interventions, batch_size, num_workers, precision="auto", label=""):
     """(kept rows with their view, raw embeddings, skipped rows with a reason) of some images."""
     if loaded.device.startswith("cuda"):
-        from tasks.gpu_images import gpu_batches  # CUDA only: JPEGs decoded on the GPU
+        from tasks.embed.gpu_images import gpu_batches  # CUDA only: JPEGs decoded on the GPU
 
         batches = gpu_batches(loaded, rows, interventions, batch_size, num_workers)
     else:

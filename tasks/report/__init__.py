@@ -1,0 +1,1 @@
+"""Stage 5, reports: the run report and its plots, leaderboards, reproductions."""

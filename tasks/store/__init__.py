@@ -1,0 +1,1 @@
+"""Where a run's data lives: storage on any fsspec URL, the embedding catalog, run history, freed memory."""
