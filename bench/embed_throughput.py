@@ -31,7 +31,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tasks.data.datasets import discover  # noqa: E402
-from tasks.embed.images import ORIGINAL, embed_image_shard  # noqa: E402
+from tasks.embed.images import embed_image_shard  # noqa: E402
+from tasks.vocabulary import ORIGINAL  # noqa: E402
 from tasks.embed.models import default_batch_size, default_loader_workers, load_model, resolve_device  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"

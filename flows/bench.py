@@ -18,6 +18,7 @@ from tasks.store.history import config_url, latest_runs, resolve_run, store_url
 from tasks.report.leaderboard import read_trials, write_leaderboard
 from tasks.store.storage import exists, join, read_json, write_json
 from tasks.errors import InputError
+from tasks.vocabulary import DATASET_SHIFT
 
 ALL_RUNS = "all"  # the leaderboard of every latest run in a store: STORE/benchmarks/all
 
@@ -40,7 +41,7 @@ def trial_configs(models: list[str], datasets: dict[str, str], trials: int, conf
     for field in ("run_name", "targets", "target_datasets"):
         if getattr(config, field) is not None:
             raise InputError(f"config field {field!r}: a bench sets it per run; leave it unset")
-    if config.protocol == "dataset-shift":
+    if config.protocol == DATASET_SHIFT:
         raise InputError("config field 'protocol': a bench runs domain-shift, open-class or both; "
                          "run dataset-shift with `clip-icm run`")
     base = config.model_dump(exclude=set(BENCH_PER_RUN_FIELDS))

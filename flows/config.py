@@ -13,14 +13,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tasks.data.datasets import ROTATED_DIGITS
 from tasks.data.interventions import FAMILIES, InterventionConfig
 from tasks.store.storage import stable_hash
+from tasks.vocabulary import BOTH, DATASET_SHIFT, PROTOCOL_CHOICES, ROTATED_DIGITS, SELECTION_RULES
 
-Protocol = Literal["domain-shift", "open-class", "both", "dataset-shift"]
-PROTOCOLS = Protocol.__args__
-TaskRunner = Literal["threads", "dask", "ray"]
-TASK_RUNNERS = TaskRunner.__args__
 DEFAULT_LAMS = [0.1, 1.0, 10.0, 100.0]
 MAX_LAMBDA = 1e12
 
@@ -48,7 +44,7 @@ class RunConfig(BaseModel):
         "or 'none' for random weights (smoke runs only)"))
     store: str = Field("./clip-icm-store", description="where embeddings and reports go: a path or fsspec URL")
     targets: list[str] | None = Field(None, description="target domains to hold out (default: every domain in turn)")
-    protocol: Protocol = Field("both", description=(
+    protocol: Literal[PROTOCOL_CHOICES] = Field(BOTH, description=(
         "domain-shift (leave one domain out), open-class (base -> base + novel classes), both, "
         "or dataset-shift (fit on --dataset, test on --target-datasets)"))
     target_datasets: dict[str, str] | None = Field(None, validate_default=True, description=(
@@ -63,7 +59,7 @@ class RunConfig(BaseModel):
     ks: list[int] | None = Field(None, description="k grid (default: 1/8, 1/4, 1/2, 3/4 of the embedding dimension)")
     order: Literal["largest", "released"] = Field("largest", description=(
         "eigenvectors kept: 'largest' (the method) or 'released' (the authors' code; reproduction only)"))
-    selection: Literal["training-domain", "leave-one-domain-out", "oracle"] = Field("training-domain", description=(
+    selection: Literal[SELECTION_RULES] = Field("training-domain", description=(
         "DomainBed model selection for (lambda, k): the sources' validation split, leave one source out, "
         "or the target's validation split (oracle; labelled as such in every report)"))
     test_split: Literal["all", "in", "out"] = Field("all", description=(
@@ -92,7 +88,7 @@ class RunConfig(BaseModel):
     batch_size: int | None = Field(None, gt=0, description="images per batch (default: 256 on GPU, 64 on CPU)")
     num_workers: int | None = Field(None, ge=0, description="DataLoader workers (default: sized to the host's cores on GPU, 0 on CPU)")
     shard_size: int = Field(8192, gt=0, description="images per embedding task: a (domain, view) splits into shards of at most this many")
-    task_runner: TaskRunner = Field("threads", description="how embedding shards run in parallel: threads, or dask/ray to scale out")
+    task_runner: Literal["threads", "dask", "ray"] = Field("threads", description="how embedding shards run in parallel: threads, or dask/ray to scale out")
     max_workers: int = Field(4, gt=0, description="parallel tasks (threads, or Dask/Ray workers)")
     run_name: str | None = Field(None, description="run folder name under STORE/runs (default: derived from the config)")
 
@@ -146,10 +142,10 @@ class RunConfig(BaseModel):
     @classmethod
     def _targets_of_dataset_shift(cls, target_datasets, info):
         protocol = info.data.get("protocol")
-        if protocol == "dataset-shift" and not target_datasets:
+        if protocol == DATASET_SHIFT and not target_datasets:
             raise ValueError("protocol 'dataset-shift' tests on other datasets: give them as "
                              "--target-datasets NAME=URL [NAME=URL …]")
-        if protocol != "dataset-shift" and target_datasets:
+        if protocol != DATASET_SHIFT and target_datasets:
             raise ValueError(f"target datasets are only used by --protocol dataset-shift, not {protocol!r}; "
                              "pass --protocol dataset-shift or drop them")
         for name in target_datasets or {}:

@@ -20,14 +20,11 @@ from flows.fit_projection import fit_projection
 from icm_core import LinearProbe
 from tasks.data.class_names import match_classes
 from tasks.data.datasets import Dataset
-from tasks.embed.images import ORIGINAL
 from tasks.evaluate.predictions import fit_linear_probes, method_rows, zero_shot_scorers
 from tasks.store.catalog import EmbeddingCatalog
-from tasks.fit.moments import load_projection
-from tasks.store.storage import join
+from tasks.fit.moments import load_projection, projection_url
 from tasks.errors import InputError
-
-PROTOCOL = "dataset_shift"
+from tasks.vocabulary import DATASET_SHIFT, ORIGINAL
 
 
 def check_shift_options(config: RunConfig) -> None:
@@ -93,7 +90,7 @@ def evaluate_target_dataset(source: EmbeddingCatalog, target: EmbeddingCatalog, 
     rows["label"] = rows["class"].map(label).astype("int32")
     labels = np.array(sorted(label[class_map[folder]] for folder in target.classes))
     class_embeddings = source.class_embeddings([source.classes[i] for i in labels])
-    return method_rows(PROTOCOL, name, rows, embeddings, {
+    return method_rows(DATASET_SHIFT, name, rows, embeddings, {
         **zero_shot_scorers(preset, class_embeddings, load_projection(projection_url), labels),
         **{method: probe_scorer_among(probe, labels) for method, probe in probes.items()},
     })
@@ -107,13 +104,13 @@ def evaluate_dataset_shift(
 ) -> Evaluation:
     """Fit once on the source (every domain; (lambda, k) on its validation split), then test each
     target over its own classes."""
-    projection_url = join(run_url, "projections", f"{PROTOCOL}.npz")
-    fitted = fit_projection(index, list(index.domains), projection_url, lams, ks, order, use_text,
-                            protocol="dataset-shift", target=", ".join(targets), preset=preset)
-    probes = fit_probes(index, projection_url, probe_c, preset, probe)
-    return collect(PROTOCOL, [
+    projection = projection_url(run_url, DATASET_SHIFT)
+    fitted = fit_projection(index, list(index.domains), projection, lams, ks, order, use_text,
+                            protocol=DATASET_SHIFT, target=", ".join(targets), preset=preset)
+    probes = fit_probes(index, projection, probe_c, preset, probe)
+    return collect(DATASET_SHIFT, [
         (name, evaluate_target_dataset(index, target, name,
                                        match_classes(class_names, index.classes, target.classes, name),
-                                       projection_url, probes, preset), fitted)
+                                       projection, probes, preset), fitted)
         for name, target in targets.items()
     ])

@@ -11,7 +11,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tasks.data.datasets import Dataset, discover, resolve_dataset
 from tasks.data.class_names import class_display_names
 from tasks.embed.images import (
-    DEFAULT_SHARD_SIZE, INTERVENED, ORIGINAL, embed_image_part, image_shard_url, merge_image_shard, plan_shard,
+    DEFAULT_SHARD_SIZE, embed_image_part, image_shard_url, merge_image_shard, plan_shard,
 )
 from tasks.embed.text import embed_text, text_url
 from tasks.store.catalog import EmbeddingCatalog
@@ -21,8 +21,7 @@ from tasks.embed.models import check_model
 from tasks.data.prompts import class_prompts, load_templates
 from tasks.store.storage import exists
 from tasks.errors import InputError
-
-VIEWS = (ORIGINAL, INTERVENED)
+from tasks.vocabulary import VIEWS
 
 
 @task(name="discover-dataset", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)

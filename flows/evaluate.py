@@ -9,7 +9,8 @@ from prefect import flow
 from flows.fit_projection import fit_projection
 from tasks.evaluate.predictions import evaluate_open_class_target, evaluate_target, split_base_novel
 from tasks.store.catalog import EmbeddingCatalog
-from tasks.store.storage import join
+from tasks.fit.moments import projection_url
+from tasks.vocabulary import DOMAIN_SHIFT, OPEN_CLASS
 
 
 @dataclass
@@ -38,12 +39,12 @@ def evaluate_domain_shift(
     outcomes = []
     for target in targets or index.domains:
         sources = [domain for domain in index.domains if domain != target]
-        projection_url = join(run_url, "projections", f"domain_shift-{target}.npz")
-        fitted = fit_projection(index, sources, projection_url, lams, ks, order, use_text, protocol="domain-shift",
+        projection = projection_url(run_url, DOMAIN_SHIFT, target)
+        fitted = fit_projection(index, sources, projection, lams, ks, order, use_text, protocol=DOMAIN_SHIFT,
                                 target=target, selection=selection, preset=preset)
-        predictions = evaluate_target(index, sources, target, projection_url, probe_c, test_split, preset, probe)
+        predictions = evaluate_target(index, sources, target, projection, probe_c, test_split, preset, probe)
         outcomes.append((target, predictions, fitted))
-    return collect("domain_shift", outcomes)
+    return collect(DOMAIN_SHIFT, outcomes)
 
 
 @flow(name="evaluate-open-class", flow_run_name="open-class (base -> base + novel)")
@@ -57,9 +58,9 @@ def evaluate_open_class(
     outcomes = []
     for target in targets or index.domains:
         sources = [domain for domain in index.domains if domain != target]
-        projection_url = join(run_url, "projections", f"open_class-{target}.npz")
-        fitted = fit_projection(index, sources, projection_url, lams, ks, order, use_text, classes=base,
-                                protocol="open-class", target=target, selection=selection, preset=preset)
-        predictions = evaluate_open_class_target(index, target, projection_url, test_split, preset)
+        projection = projection_url(run_url, OPEN_CLASS, target)
+        fitted = fit_projection(index, sources, projection, lams, ks, order, use_text, classes=base,
+                                protocol=OPEN_CLASS, target=target, selection=selection, preset=preset)
+        predictions = evaluate_open_class_target(index, target, projection, test_split, preset)
         outcomes.append((target, predictions, fitted))
-    return collect("open_class", outcomes)
+    return collect(OPEN_CLASS, outcomes)

@@ -14,6 +14,7 @@ from tasks.store.catalog import EmbeddingCatalog
 from tasks.fit.moments import accumulate_image_moments, accumulate_text_moments, store_projection
 from tasks.fit.diagnostics import diagnose_projection
 from tasks.fit.selection import select_by_rule
+from tasks.vocabulary import DOMAIN_SHIFT
 
 
 def domain_moments(index: EmbeddingCatalog, sources, classes=None, use_text: bool = True):
@@ -41,7 +42,7 @@ def fit_projection(
     use_text: bool = True,
     classes: list[str] | None = None,
     *,
-    protocol: str = "domain-shift",
+    protocol: str = DOMAIN_SHIFT,
     target: str = "",
     selection: str = "training-domain",
     preset: str = "default",

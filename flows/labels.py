@@ -7,24 +7,14 @@ from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 
 from flows.config import RunConfig
-from tasks.embed.models import RANDOM_WEIGHTS
-from tasks.report.run_report import dataset_label, weights_label
-
-SMOKE_TAG = "smoke"
-
-
-def run_tags(config: RunConfig) -> list[str]:
-    """model:…, pretrained:…, dataset:… (filters in the UI's run list), and `smoke` for random weights."""
-    tags = [f"model:{config.model}", f"pretrained:{weights_label(config.pretrained)}",
-            f"dataset:{dataset_label(config.dataset)}"]
-    return tags + [SMOKE_TAG] if config.pretrained == RANDOM_WEIGHTS else tags
+from tasks.vocabulary import RANDOM_WEIGHTS, run_tags
 
 
 def label_run(config: RunConfig) -> None:
     """Add the config's tags to the current flow run (keeping a deployment's own) and warn of random weights."""
     flow_run = FlowRunContext.get().flow_run
     with get_client(sync_client=True) as client:
-        client.update_flow_run(flow_run.id, tags=sorted(set(flow_run.tags) | set(run_tags(config))))
+        client.update_flow_run(flow_run.id, tags=sorted(set(flow_run.tags) | set(run_tags(config.dataset, config.model, config.pretrained))))
     if config.pretrained == RANDOM_WEIGHTS:
         get_run_logger().warning(
             "SMOKE RUN: random weights for %s (--pretrained none): the numbers test the pipeline, not the method",

@@ -28,8 +28,9 @@ from tasks.embed.checkpoints import check_checkpoint
 from tasks.data.datasets import Dataset, assign_split
 from tasks.errors import InputError
 from tasks.evaluate.predictions import split_base_novel
-from tasks.embed.models import RANDOM_WEIGHTS, check_model
+from tasks.embed.models import check_model
 from tasks.store.storage import filesystem
+from tasks.vocabulary import DATASET_SHIFT, OPEN_CLASS, RANDOM_WEIGHTS, protocols
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 RUNNER_PACKAGES = {"dask": "prefect_dask", "ray": "prefect_ray"}
@@ -48,7 +49,7 @@ def preflight(config: RunConfig, *, cached: bool = False) -> RunConfig:
     key = (config.model_dump_json(), cached)
     if key in _PASSED:
         return config
-    if config.protocol == "dataset-shift":
+    if config.protocol == DATASET_SHIFT:
         check_shift_options(config)
     check_device(config.device)
     check_store(config.store_url)
@@ -160,7 +161,7 @@ def check_dataset(config: RunConfig) -> Dataset:
     except (ValueError, OSError, ImportError) as error:
         fail("dataset", error)
     domains = list(data.domains)
-    if config.protocol != "dataset-shift" and len(domains) < 2:
+    if config.protocol != DATASET_SHIFT and len(domains) < 2:
         fail("dataset", f"{config.dataset!r} has one domain ({domains[0]!r}), but protocol {config.protocol!r} holds "
                         "a domain out and fits on the others: add domain folders ROOT/<domain>/<class>/<image>, or "
                         "use --protocol dataset-shift --target-datasets NAME=URL")
@@ -169,7 +170,7 @@ def check_dataset(config: RunConfig) -> Dataset:
     unknown = sorted(set(config.targets or []) - set(domains))
     if unknown:
         fail("targets", f"{unknown} are not domains of the dataset {domains}")
-    if config.protocol == "dataset-shift":
+    if config.protocol == DATASET_SHIFT:
         sources, targets = domains, []
     else:
         targets = config.targets or domains
@@ -178,7 +179,7 @@ def check_dataset(config: RunConfig) -> Dataset:
             fail("selection", f"'leave-one-domain-out' leaves one source out of the sources of each target, so it "
                               f"needs at least three domains; {config.dataset!r} has {domains}: use training-domain")
     # open-class fits and selects on the base classes only, so those need images in both splits
-    open_class = config.protocol in ("open-class", "both")
+    open_class = OPEN_CLASS in protocols(config.protocol)
     needed = split_base_novel(data.classes)[0] if open_class else list(data.classes)
     which = " of the base classes (open-class fits on those)" if open_class else ""
     samples = data.samples[data.samples["class"].isin(needed)]
@@ -227,7 +228,7 @@ def check_files(config: RunConfig, data: Dataset) -> None:
         if not found:
             fail("target_datasets", f"{name}={url!r} does not exist or is not a folder; give each target dataset "
                                     "as NAME=URL of a ROOT/<class>/<image> folder")
-    if config.protocol == "dataset-shift":
+    if config.protocol == DATASET_SHIFT:
         check_target_datasets(config, data)
     for field, check in (("class_names", lambda: class_display_names(config.class_names, data.classes, f"dataset {data.root!r}")),
                          ("templates", lambda: load_templates(config.templates))):
@@ -252,7 +253,7 @@ def check_text_pairs(config: RunConfig, data: Dataset) -> None:
 
 def check_sweep_options(config: RunConfig) -> None:
     """The sweep scores every (lambda, k) leave-one-domain-out with the default recipe: refuse what it would ignore."""
-    if config.protocol == "dataset-shift":
+    if config.protocol == DATASET_SHIFT:
         fail("protocol", "the sweep holds out each domain of --dataset in turn; dataset-shift is not swept, "
                          "run `clip-icm run --protocol dataset-shift` per grid point instead")
     if config.preset != "default":

@@ -8,11 +8,8 @@ from flows.config import RunConfig
 from flows.run import run
 from tasks.store.history import resolve_run, store_of, store_url
 from tasks.report.reproduce import accuracy_changes, reproduce_markdown, verdict, what_changed, write_reproduction
-from tasks.store.storage import join, read_json, read_parquet
-
-
-def _table(url: str, name: str):
-    return read_parquet(join(url, name)).to_pandas()
+from tasks.report.run_report import read_run_table
+from tasks.store.storage import join, read_json
 
 
 @flow(name="clip-icm-reproduce", flow_run_name="reproduce {run_dir}")
@@ -30,8 +27,8 @@ def reproduce(run_dir: str, store: str | None = None) -> str:
     config = RunConfig(**{**old["config"], "store": store_url(store) if store else store_of(old_url)})
     new_url = run(config)
     new = read_json(join(new_url, "run.json"))
-    changes = accuracy_changes(_table(old_url, "summary.parquet"), _table(new_url, "summary.parquet"),
-                               _table(old_url, "predictions.parquet"), _table(new_url, "predictions.parquet"))
+    changes = accuracy_changes(read_run_table(old_url, "summary.parquet"), read_run_table(new_url, "summary.parquet"),
+                               read_run_table(old_url, "predictions.parquet"), read_run_table(new_url, "predictions.parquet"))
     line = verdict(changes, what_changed(old, new))
     # quoted: the new entry is the run subflow's result, which a task input must not reference
     write_reproduction(changes, reproduce_markdown(changes, line, old_url, new_url), quote(new_url))

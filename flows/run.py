@@ -23,6 +23,7 @@ from tasks.embed.models import check_model
 from tasks.data.prompts import load_templates
 from tasks.report.run_report import publish_run_report, run_title, write_plot, write_run_json, write_table
 from tasks.store.storage import read_parquet
+from tasks.vocabulary import DATASET_SHIFT, DOMAIN_SHIFT, OPEN_CLASS, protocols
 
 
 def make_task_runner(name: str, max_workers: int):
@@ -75,7 +76,7 @@ def run(config: RunConfig = RunConfig()) -> str:
         templates=config.templates, class_names=config.class_names,
     )
     targets = {}
-    if config.protocol == "dataset-shift":
+    if config.protocol == DATASET_SHIFT:
         targets = {name: replace(target, normalize=config.normalize)
                    for name, target in embed_targets(config, task_runner).items()}
     index = replace(index, normalize=config.normalize)  # how the catalog reads: raw, or L2-normalised
@@ -86,18 +87,17 @@ def run(config: RunConfig = RunConfig()) -> str:
             "selection": config.selection, "test_split": config.test_split, "preset": config.preset}
     # quote: the index is the embed subflow's result; tasks and subflows must not record it as an input
     evaluations = []
-    if config.protocol in ("domain-shift", "both"):
-        evaluations.append(evaluate_domain_shift(quote(index), run_url, config.targets, probe=config.probe,
-                                                 probe_c=config.probe_c, **grid))
-        timings["domain_shift_s"] = time.perf_counter() - started - sum(timings.values())
-    if config.protocol in ("open-class", "both"):
-        evaluations.append(evaluate_open_class(quote(index), run_url, config.targets, **grid))
-        timings["open_class_s"] = time.perf_counter() - started - sum(timings.values())
-    if config.protocol == "dataset-shift":
-        evaluations.append(evaluate_dataset_shift(
-            quote(index), run_url, quote(targets), config.class_names, config.lams, config.ks, config.order,
-            config.use_text, config.preset, config.probe, config.probe_c))
-        timings["dataset_shift_s"] = time.perf_counter() - started - sum(timings.values())
+    for protocol in protocols(config.protocol):
+        if protocol == DOMAIN_SHIFT:
+            evaluations.append(evaluate_domain_shift(quote(index), run_url, config.targets, probe=config.probe,
+                                                     probe_c=config.probe_c, **grid))
+        elif protocol == OPEN_CLASS:
+            evaluations.append(evaluate_open_class(quote(index), run_url, config.targets, **grid))
+        else:
+            evaluations.append(evaluate_dataset_shift(
+                quote(index), run_url, quote(targets), config.class_names, config.lams, config.ks, config.order,
+                config.use_text, config.preset, config.probe, config.probe_c))
+        timings[f"{protocol}_s"] = time.perf_counter() - started - sum(timings.values())
 
     # 4. reports: tables, plots and run.json on the store; the run report (headline first) in the UI
     predictions = pd.concat([e.predictions for e in evaluations], ignore_index=True)

@@ -22,14 +22,13 @@ from icm_core.predict import (
 )
 from icm_core.projection import FORMAT_VERSION, InvariantProjection, eigendecompose, icm_matrix
 from icm_core.released import ReleasedLinearProbe, released_zero_shot_logits, released_zero_shot_predict
-from icm_core.selection import RULES, Selection, ValidationFold, select_hyperparameters, select_over_folds
+from icm_core.selection import Selection, ValidationFold, select_hyperparameters, select_over_folds
 
 __all__ = [
     "FORMAT_VERSION",
     "InterventionMoments",
     "InvariantProjection",
     "LinearProbe",
-    "RULES",
     "ReleasedLinearProbe",
     "Selection",
     "ValidationFold",

@@ -20,8 +20,6 @@ from icm_core.predict import accuracy, zero_shot_predict
 from icm_core.projection import InvariantProjection, check_hyperparameters, eigendecompose
 from icm_core.validation import check_labels, check_matrix
 
-RULES = ("training-domain", "leave-one-domain-out", "oracle")
-
 
 @dataclass
 class ValidationFold:

@@ -61,7 +61,7 @@ def test_bench_leaderboard_equals_the_runs_summaries(workspace):
             rows.append({**item, "method": row.method, "accuracy": row.accuracy})
     expected = pd.DataFrame(rows).groupby(["model", "pretrained", "dataset", "method"])["accuracy"]
     board = board_of(workspace["folder"])
-    assert len(board) == 2 * 2 * 4 and set(board["protocol"]) == {"domain_shift"}
+    assert len(board) == 2 * 2 * 4 and set(board["protocol"]) == {"domain-shift"}
     for row in board.itertuples():
         accuracies = expected.get_group((row.model, row.pretrained, row.dataset, row.method)).to_numpy()
         assert row.n_trials == 2
@@ -187,11 +187,11 @@ def test_model_specs_split_at_the_first_colon():
 def test_one_trial_has_no_standard_error_and_the_table_shows_the_mean_alone():
     trials = pd.DataFrame({
         "model": "M", "pretrained": "none", "dataset": "D", "split_seed": 0, "intervention_seed": 0, "run": "r",
-        "protocol": "domain_shift", "method": ["clip_zero_shot", "clip_icm_zero_shot"], "accuracy": [0.5, 0.625]})
+        "protocol": "domain-shift", "method": ["clip_zero_shot", "clip_icm_zero_shot"], "accuracy": [0.5, 0.625]})
     board = aggregate(trials)
     assert board["n_trials"].tolist() == [1, 1] and board["se"].isna().all()
     assert board.set_index("method").at["clip_icm_zero_shot", "delta"] == pytest.approx(0.125)
-    table = paper_tables(board)["domain_shift"]
+    table = paper_tables(board)["domain-shift"]
     assert table["D"].tolist() == ["50.0", "62.5"] and table["Avg"].tolist() == ["50.0", "62.5"]
 
 
@@ -203,7 +203,7 @@ def test_verdict_names_code_weights_and_library_changes():
                 "provenance": {"package_version": "0.1.0", "source_hash": source, "weights_id": weights,
                                "libraries": {"torch": torch_version, "numpy": "2.3.0"}}}
 
-    same = pd.DataFrame({"protocol": "domain_shift", "target": ["art", "mean"], "method": "clip_zero_shot",
+    same = pd.DataFrame({"protocol": "domain-shift", "target": ["art", "mean"], "method": "clip_zero_shot",
                          "old_accuracy": 0.5, "new_accuracy": 0.5, "difference": 0.0, "changed_predictions": 0})
     assert what_changed(record(), record()) == []
     assert verdict(same, []).startswith("identical")

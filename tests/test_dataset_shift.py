@@ -46,7 +46,7 @@ def table(run, name):
 
 def test_rows_targets_and_label_space_per_target(shift):
     predictions = table(shift["run"], "predictions.parquet")
-    assert set(predictions["protocol"]) == {"dataset_shift"}
+    assert set(predictions["protocol"]) == {"dataset-shift"}
     assert set(predictions["target"]) == {"imagenet-v2", "imagenet-a"}
     counts = predictions.groupby(["target", "method"]).size()
     for method in METHODS:
@@ -70,7 +70,7 @@ def test_rows_targets_and_label_space_per_target(shift):
 def test_summary_selection_projection_and_run_json(shift):
     run = shift["run"]
     summary = table(run, "summary.parquet")
-    assert set(summary["protocol"]) == {"dataset_shift"} and len(summary) == 4 * 3
+    assert set(summary["protocol"]) == {"dataset-shift"} and len(summary) == 4 * 3
     assert sorted(summary["target"].unique()) == ["imagenet-a", "imagenet-v2", "mean"]
     a = summary[summary["target"] == "imagenet-a"].set_index("method")
     assert (a["n"] == 2 * PER_CLASS["imagenet-a"]).all()
@@ -79,10 +79,10 @@ def test_summary_selection_projection_and_run_json(shift):
     np.testing.assert_allclose(a.loc[expected.index, "accuracy"], expected)
 
     selection = table(run, "selection.parquet")
-    assert set(selection["protocol"]) == {"dataset_shift"}
+    assert set(selection["protocol"]) == {"dataset-shift"}
     assert selection.groupby("target")["selected"].sum().to_dict() == {"imagenet-a": 1, "imagenet-v2": 1}
     assert len(selection) == 2 * 2 * 2  # (lambda, k) grid, reported for each target
-    projection = load_projection(join(run, "projections", "dataset_shift.npz"))
+    projection = load_projection(join(run, "projections", "dataset-shift.npz"))
     assert projection.metadata_["sources"] == ["all"]
     assert projection.metadata_["classes"] == sorted(SYNSETS)
 

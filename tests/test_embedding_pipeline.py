@@ -13,13 +13,12 @@ from PIL import Image
 from tasks.embed import models
 from tasks.data.datasets import ROTATED_DIGITS_ANGLES, assign_split, discover, materialize_rotated_digits
 from tasks.embed.images import (
-    INTERVENED,
-    ORIGINAL,
     embed_image_shard,
     embedding_metadata,
     read_embeddings,
     skipped_url,
 )
+from tasks.vocabulary import INTERVENED, ORIGINAL
 from tasks.embed.text import embed_text
 from tasks.data.interventions import FAMILIES, InterventionConfig, load_text_pairs, prompt_bank_pairs
 from tasks.embed.models import check_model, load_model

@@ -91,18 +91,18 @@ def test_diagnostics_in_selection_and_run_json_and_spectrum_plot(workspace):
     assert chosen["positive_eigenvalues"].between(0, 32).all() and chosen["variance_kept"].between(0, 1).all()
     assert sorted((d["protocol"], d["target"]) for d in record["diagnostics"]) == sorted(zip(chosen["protocol"], chosen["target"]))
     # recompute one: movement kept on the sources' held-out validation pairs, through the stored projection
-    index, row = load_index(run), chosen[(chosen["protocol"] == "domain_shift") & (chosen["target"] == "art")].iloc[0]
+    index, row = load_index(run), chosen[(chosen["protocol"] == "domain-shift") & (chosen["target"] == "art")].iloc[0]
     originals, Z = index.load(["photo", "sketch"], "val", None, "original")
     twins, Z_twin = index.load(["photo", "sketch"], "val", None, "intervened")
     twin = Z_twin[pd.Series(range(len(twins)), index=twins["sample_id"])[originals["sample_id"]].to_numpy()]
-    projection = load_projection(join(run, "projections/domain_shift-art.npz"))
+    projection = load_projection(join(run, "projections/domain-shift-art.npz"))
     assert row["movement_kept_val"] == pytest.approx(movement_kept(Z, twin, projection.components_))
     order = pd.Series(range(len(twins)), index=twins["sample_id"])[originals["sample_id"]].to_numpy()
     for family in families:
         of_family = (twins["view"].to_numpy()[order] == family)
         expected = movement_kept(Z[of_family], twin[of_family], projection.components_) if of_family.any() else np.nan
         assert row[f"movement_kept_val_{family}"] == pytest.approx(expected, nan_ok=True), family
-    spectrum = table(run, "spectrum.parquet").query("protocol == 'domain_shift' and target == 'art'")
+    spectrum = table(run, "spectrum.parquet").query("protocol == 'domain-shift' and target == 'art'")
     assert len(spectrum) == 32 and spectrum["kept"].sum() == row["n_components"]
     assert spectrum["eigenvalue"].is_monotonic_decreasing  # largest order: kept first
     assert open(join(run, "eigen_spectrum.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
@@ -142,7 +142,7 @@ def test_only_the_oracle_rule_reads_the_target(workspace, tmp_path, evaluate):
 
 def test_each_test_split_row_count(workspace):
     index = load_index(workspace["run"])
-    projection = join(workspace["run"], "projections/domain_shift-art.npz")
+    projection = join(workspace["run"], "projections/domain-shift-art.npz")
     counts = {split: len(index.load(["art"], split)[0]) for split in ("train", "val")}
     assert counts == {"train": 24, "val": 6}  # 30 images, 20% held out
     expected = {"all": 30, "in": counts["train"], "out": counts["val"]}
@@ -255,7 +255,7 @@ def test_probes_read_the_held_arrays_in_place_and_the_icm_probe_starts_from_clip
 
     real_fit = icm_core.predict.fit_logistic
     monkeypatch.setattr(icm_core.predict, "fit_logistic", recorded)
-    projection_url = join(workspace["run"], "projections", "domain_shift-art.npz")
+    projection_url = join(workspace["run"], "projections", "domain-shift-art.npz")
     predictions = evaluate_target.fn(index, ["photo", "sketch"], "art", projection_url)
     (clip_blocks, clip_options, clip_fit), (icm_blocks, icm_options, _) = fits
     held = [index.load([domain])[1] for domain in ("photo", "sketch")]

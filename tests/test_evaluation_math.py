@@ -73,7 +73,7 @@ def test_balanced_accuracy_by_hand():
 
 def test_summary_metrics_from_predictions():
     predictions = pd.DataFrame({
-        "protocol": "domain_shift", "method": "clip_zero_shot", "target": ["a"] * 4 + ["b"] * 2,
+        "protocol": "domain-shift", "method": "clip_zero_shot", "target": ["a"] * 4 + ["b"] * 2,
         "sample_id": list("123456"), "class": ["x", "x", "x", "y", "x", "y"],
         "label": [0, 0, 0, 1, 0, 1], "prediction": [0, 0, 0, 0, 1, 1],
         "correct": [True, True, True, False, False, True],

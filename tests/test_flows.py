@@ -48,10 +48,10 @@ def table(run, name):
 def test_run_writes_every_report_and_summary_matches_predictions(workspace):
     run = workspace["run"]
     for name in ("predictions.parquet", "summary.parquet", "selection.parquet", "skipped.parquet", "run.json",
-                 "accuracy_by_target.png", "projections/domain_shift-art.npz", "projections/open_class-sketch.npz"):
+                 "accuracy_by_target.png", "projections/domain-shift-art.npz", "projections/open-class-sketch.npz"):
         assert os.path.exists(join(run, name)), name
     predictions, summary = table(run, "predictions.parquet"), table(run, "summary.parquet")
-    domain_shift = summary[summary["protocol"] == "domain_shift"]
+    domain_shift = summary[summary["protocol"] == "domain-shift"]
     assert sorted(domain_shift["method"].unique()) == sorted(METHODS)
     assert sorted(domain_shift["target"].unique()) == ["art", "mean", "photo", "sketch"]
     assert len(domain_shift) == 4 * 4
@@ -62,7 +62,7 @@ def test_run_writes_every_report_and_summary_matches_predictions(workspace):
     for row in summary[summary["target"] == "mean"].itertuples():
         assert row.accuracy == pytest.approx(means[(row.protocol, row.method)])
     # one prediction per readable target image per method; the broken file is skipped, and reported
-    photo = predictions[(predictions["protocol"] == "domain_shift") & (predictions["target"] == "photo")]
+    photo = predictions[(predictions["protocol"] == "domain-shift") & (predictions["target"] == "photo")]
     assert len(photo) == 4 * 24
     assert table(run, "skipped.parquet")["sample_id"].tolist() == ["photo/dog/broken.jpg"]
     record = read_json(join(run, "run.json"))
@@ -70,11 +70,11 @@ def test_run_writes_every_report_and_summary_matches_predictions(workspace):
     assert record["config"]["lams"] == [0.1, 1.0, 10.0] and len(record["dataset"]["fingerprint"]) == 16
     assert record["package_version"] and record["timings"]["total_s"] > 0
     assert open(join(run, "accuracy_by_target.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
-    projection = load_projection(join(run, "projections/domain_shift-art.npz"))
-    chosen = table(run, "selection.parquet").query("selected and protocol == 'domain_shift' and target == 'art'")
+    projection = load_projection(join(run, "projections/domain-shift-art.npz"))
+    chosen = table(run, "selection.parquet").query("selected and protocol == 'domain-shift' and target == 'art'")
     assert (projection.lam, projection.n_components) == (chosen["lam"].item(), chosen["n_components"].item())
     assert projection.metadata_["sources"] == ["photo", "sketch"] and projection.components_.shape[0] == 32
-    assert load_projection(join(run, "projections/open_class-art.npz")).metadata_["classes"] == ["bird", "cat"]
+    assert load_projection(join(run, "projections/open-class-art.npz")).metadata_["classes"] == ["bird", "cat"]
 
 
 def test_second_run_embeds_nothing_and_reproduces_reports(workspace):
@@ -85,7 +85,7 @@ def test_second_run_embeds_nothing_and_reproduces_reports(workspace):
     assert read_json(join(first, "run.json"))["embeddings"]["embedded_this_run"] > 0
     for name in ("predictions.parquet", "summary.parquet", "selection.parquet"):
         pd.testing.assert_frame_equal(table(first, name), table(second, name))
-    for name in ("projections/domain_shift-art.npz", "projections/open_class-photo.npz"):
+    for name in ("projections/domain-shift-art.npz", "projections/open-class-photo.npz"):
         assert read_bytes(join(first, name)) == read_bytes(join(second, name))
 
 
@@ -130,7 +130,7 @@ def fits_agree(evaluate, index, corrupted, target, protocol, tmp_path):
 def test_selection_and_projection_never_see_the_target(workspace, tmp_path):
     index = load_index(workspace)
     corrupted = corrupted_copy(index, tmp_path, ["sketch"], lambda rows: pd.Series(True, index=rows.index))
-    clean, dirty = fits_agree(evaluate_domain_shift, index, corrupted, "sketch", "domain_shift", tmp_path)
+    clean, dirty = fits_agree(evaluate_domain_shift, index, corrupted, "sketch", "domain-shift", tmp_path)
     assert not clean["label"].equals(dirty["label"])  # the corruption did reach the target
 
 
@@ -140,10 +140,10 @@ def test_open_class_split_harmonic_mean_and_no_novel_classes_in_fitting(workspac
     assert split_base_novel(["b", "a", "c"]) == (["a"], ["b", "c"])
 
     predictions, summary = table(workspace["run"], "predictions.parquet"), table(workspace["run"], "summary.parquet")
-    open_class = summary[(summary["protocol"] == "open_class") & (summary["target"] != "mean")]
+    open_class = summary[(summary["protocol"] == "open-class") & (summary["target"] != "mean")]
     assert sorted(open_class["method"].unique()) == ["clip_icm_zero_shot", "clip_zero_shot"]
     for row in open_class.itertuples():
-        group = predictions[(predictions["protocol"] == "open_class") & (predictions["method"] == row.method)
+        group = predictions[(predictions["protocol"] == "open-class") & (predictions["method"] == row.method)
                             & (predictions["target"] == row.target)]
         assert row.base_accuracy == pytest.approx(group[group["class"].isin(base)]["correct"].mean())
         assert row.novel_accuracy == pytest.approx(group[group["class"].isin(novel)]["correct"].mean())
@@ -152,7 +152,7 @@ def test_open_class_split_harmonic_mean_and_no_novel_classes_in_fitting(workspac
 
     index = load_index(workspace)
     corrupted = corrupted_copy(index, tmp_path, list(index.domains), lambda rows: rows["class"].isin(novel))
-    fits_agree(evaluate_open_class, index, corrupted, "art", "open_class", tmp_path)
+    fits_agree(evaluate_open_class, index, corrupted, "art", "open-class", tmp_path)
 
 
 def test_each_domain_is_read_once_and_its_moments_accumulated_once_across_folds(workspace, tmp_path, monkeypatch):
@@ -234,7 +234,7 @@ def test_sweep_reads_cache_only_and_marks_the_selection(workspace, monkeypatch):
     assert len(sweep) == 3 * 3 * 4  # targets x lambdas x ks (d=32: 4, 8, 16, 24)
     assert sweep.groupby("target")["selected"].sum().tolist() == [1, 1, 1]
     selection = table(workspace["run"], "selection.parquet")
-    picked = selection[selection["selected"] & (selection["protocol"] == "domain_shift")]
+    picked = selection[selection["selected"] & (selection["protocol"] == "domain-shift")]
     chosen = sweep[sweep["selected"]]
     assert sorted(zip(chosen["target"], chosen["lam"], chosen["n_components"])) == sorted(
         zip(picked["target"], picked["lam"], picked["n_components"]))

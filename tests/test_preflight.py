@@ -437,7 +437,7 @@ def test_a_real_process_prints_one_line_and_exits_2(files):
 
 
 def summary_frame():
-    return pd.DataFrame({"protocol": ["domain_shift"], "method": ["clip_zero_shot"], "target": ["art"],
+    return pd.DataFrame({"protocol": ["domain-shift"], "method": ["clip_zero_shot"], "target": ["art"],
                          "accuracy": [0.5], "n": [10]})
 
 

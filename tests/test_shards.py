@@ -10,14 +10,13 @@ from conftest import TINY_MODEL, make_image_folder
 
 from tasks.data.datasets import Dataset, discover
 from tasks.embed.images import (
-    INTERVENED,
-    ORIGINAL,
     PART_COLUMNS,
     embed_image_shard,
     plan_shard,
     read_embeddings,
     skipped_url,
 )
+from tasks.vocabulary import INTERVENED, ORIGINAL
 from tasks.store.storage import read_bytes, read_parquet
 
 

@@ -9,6 +9,7 @@ import typing
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import yaml
 from conftest import TINY_MODEL, make_image_folder
@@ -26,11 +27,12 @@ from prefect.utilities.callables import parameter_schema
 from tasks.store.history import resolve_run
 from flows.cli import main
 from flows.config import DEFAULT_LAMS, RunConfig
-from flows.labels import run_tags
 from tasks.report.run_report import (
-    DELTA, MISSING, SMOKE_BANNER, accuracy_figure, artifact_key, chosen_hyperparameters, mean_comparison,
-    method_table, open_class_table, read_run, run_report, table_markdown,
+    DELTA, MISSING, SMOKE_BANNER, accuracy_figure, chosen_hyperparameters, mean_comparison, method_table,
+    open_class_table, read_run, read_run_table, run_report, table_markdown,
 )
+from tasks.store.storage import write_parquet
+from tasks.vocabulary import artifact_key, run_tags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ("bird", "cat", "dog", "fish")
@@ -51,9 +53,9 @@ def hand_made_summary() -> pd.DataFrame:
         "clip_icm_zero_shot": {"art": (0.5, 0.6, 0.4, 0.48), "photo": (0.45, 0.7, np.nan, np.nan),
                                "mean": (0.475, 0.65, 0.4, 0.4952)},
     }
-    rows = [{"protocol": "domain_shift", "method": method, "target": target, "accuracy": value, "n": 8}
+    rows = [{"protocol": "domain-shift", "method": method, "target": target, "accuracy": value, "n": 8}
             for method, values in domain_shift.items() for target, value in zip(("art", "photo", "mean"), values)]
-    rows += [{"protocol": "open_class", "method": method, "target": target, "accuracy": a, "n": 8,
+    rows += [{"protocol": "open-class", "method": method, "target": target, "accuracy": a, "n": 8,
               "base_accuracy": b, "novel_accuracy": n, "harmonic_mean": hm}
              for method, targets in open_class.items() for target, (a, b, n, hm) in targets.items()]
     summary = pd.DataFrame(rows)
@@ -63,7 +65,7 @@ def hand_made_summary() -> pd.DataFrame:
 
 def hand_made_selection() -> pd.DataFrame:
     grid = [(protocol, target, lam, k, lam == 10 and k == 8)
-            for protocol in ("domain_shift", "open_class") for target in ("art", "photo")
+            for protocol in ("domain-shift", "open-class") for target in ("art", "photo")
             for lam in (0.1, 10.0) for k in (4, 8)]
     frame = pd.DataFrame(grid, columns=["protocol", "target", "lam", "n_components", "selected"])
     return frame.assign(val_accuracy=np.where(frame["selected"], 0.875, 0.5))
@@ -75,13 +77,13 @@ def hand_made_record(pretrained="none") -> dict:
                    "selection": "training-domain"},
         "model": {"name": "ViT-B-16", "pretrained": pretrained},
         "dataset": {"root": "/data/Office_Home", "domains": ["art", "photo"], "classes": list(CLASSES)},
-        "timings": {"domain_shift_s": 2.0, "embed_s": 10.3, "open_class_s": 1.0, "total_s": 13.3},
+        "timings": {"domain-shift_s": 2.0, "embed_s": 10.3, "open-class_s": 1.0, "total_s": 13.3},
         "run_url": "/store/runs/Office_Home-ViT-B-16-abc",
     }
 
 
 def test_targets_by_methods_with_the_difference_and_the_mean_last():
-    table = method_table(hand_made_summary(), "domain_shift")
+    table = method_table(hand_made_summary(), "domain-shift")
     assert list(table.index) == ["art", "photo", "mean"]
     assert list(table.columns) == [
         "CLIP zero-shot", "CLIP-ICM zero-shot", f"{DELTA} zero-shot",
@@ -91,7 +93,7 @@ def test_targets_by_methods_with_the_difference_and_the_mean_last():
     assert table[f"{DELTA} linear probe"].tolist() == pytest.approx([-0.1, 0.05, -0.025])
     assert table.loc["photo", "CLIP linear probe"] == 0.4 and not table.isna().any().any()
     # open-class has no linear probe: no empty columns for it
-    assert list(method_table(hand_made_summary(), "open_class").columns) == [
+    assert list(method_table(hand_made_summary(), "open-class").columns) == [
         "CLIP zero-shot", "CLIP-ICM zero-shot", f"{DELTA} zero-shot"]
 
 
@@ -108,9 +110,9 @@ def test_open_class_table_and_markdown_have_no_nan_and_one_rounding():
         "photo", "0.500", MISSING, MISSING, "0.700", MISSING, MISSING, MISSING]
     assert "| art      |       0.600 |        0.200 |     0.300 |" in markdown
     assert "+0.180" in markdown and "+0.202" in markdown
-    every_number = NUMBER.findall(table_markdown(method_table(hand_made_summary(), "domain_shift")))
+    every_number = NUMBER.findall(table_markdown(method_table(hand_made_summary(), "domain-shift")))
     assert len(every_number) == 18 and all(len(number.split(".")[1]) == 3 for number in every_number)
-    assert "-0.100" in table_markdown(method_table(hand_made_summary(), "domain_shift"))
+    assert "-0.100" in table_markdown(method_table(hand_made_summary(), "domain-shift"))
 
 
 def test_mean_comparison_per_protocol():
@@ -151,9 +153,18 @@ def test_artifact_keys_and_tags_name_dataset_model_and_weights():
     ArtifactCreate(key=key, type="markdown", data="")  # Prefect's own key check
     assert artifact_key("run", "rotated-digits", "ViT-B-32", "openai") != artifact_key(
         "run", "rotated-digits", "ViT-B-32", "none")
-    config = RunConfig(dataset="/data/PACS", model="ViT-B-16", pretrained="laion2b_s34b_b79k")
-    assert run_tags(config) == ["model:ViT-B-16", "pretrained:laion2b_s34b_b79k", "dataset:PACS"]
-    assert run_tags(config.model_copy(update={"pretrained": "none"}))[-1] == "smoke"
+    assert run_tags("/data/PACS", "ViT-B-16", "laion2b_s34b_b79k") == [
+        "model:ViT-B-16", "pretrained:laion2b_s34b_b79k", "dataset:PACS"]
+    assert run_tags("/data/PACS", "ViT-B-16", "none")[-1] == "smoke"
+
+
+def test_runs_written_before_0_3_read_with_todays_protocol_names(memory_root):
+    old = hand_made_summary().assign(protocol=lambda f: f["protocol"].str.replace("-", "_"))
+    write_parquet(pa.Table.from_pandas(old, preserve_index=False), f"{memory_root}/run/summary.parquet")
+    assert set(old["protocol"]) == {"domain_shift", "open_class"}
+    assert set(read_run_table(f"{memory_root}/run", "summary.parquet")["protocol"]) == {"domain-shift", "open-class"}
+    assert "domain shift 2.0 s · embed 10.3 s" in run_report(hand_made_summary(), hand_made_selection(), {
+        **hand_made_record("openai"), "timings": {"domain_shift_s": 2.0, "embed_s": 10.3}})
 
 
 def test_plot_names_the_run_draws_chance_pairs_colours_labels_values_and_has_an_open_class_panel():
@@ -249,9 +260,9 @@ def test_smoke_run_headline_artifact_first_with_banner_and_difference(smoke_run)
     first_lines = headline.data.splitlines()[:5]
     assert first_lines[0] == SMOKE_BANNER
     summary = read_run(smoke_run["run"])[0].set_index(["protocol", "method", "target"])["accuracy"]
-    zero_shot = summary[("domain_shift", "clip_icm_zero_shot", "mean")] - summary[("domain_shift", "clip_zero_shot", "mean")]
-    probe = (summary[("domain_shift", "clip_icm_linear_probe", "mean")]
-             - summary[("domain_shift", "clip_linear_probe", "mean")])
+    zero_shot = summary[("domain-shift", "clip_icm_zero_shot", "mean")] - summary[("domain-shift", "clip_zero_shot", "mean")]
+    probe = (summary[("domain-shift", "clip_icm_linear_probe", "mean")]
+             - summary[("domain-shift", "clip_linear_probe", "mean")])
     assert first_lines[4].startswith(f"**CLIP-ICM − CLIP**, mean over targets: domain shift: zero-shot {zero_shot:+.3f}, "
                                      f"linear probe {probe:+.3f}; open class: zero-shot ")
     assert headline.data == run_report(*read_run(smoke_run["run"]))

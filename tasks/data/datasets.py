@@ -14,9 +14,9 @@ import pandas as pd
 
 from tasks.store.storage import exists, filesystem, join, stable_hash, write_bytes
 from tasks.errors import InputError
+from tasks.vocabulary import ROTATED_DIGITS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-ROTATED_DIGITS = "rotated-digits"
 ROTATED_DIGITS_ANGLES = (0, 15, 30, 45, 60, 75)
 # the one domain of an ImageFolder dataset: fixed, because the root's own name ("train", "val", …) says little
 IMAGEFOLDER_DOMAIN = "all"

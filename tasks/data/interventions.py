@@ -30,8 +30,6 @@ DEFAULT_PARAMS = {
     "equalize": {},
 }
 FAMILIES = tuple(DEFAULT_PARAMS)
-# the two views of an image: as it is, and with one intervention applied
-ORIGINAL, INTERVENED = "original", "intervened"
 
 
 def _number(value) -> bool:

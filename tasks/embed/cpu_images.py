@@ -11,7 +11,8 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from tasks.data.interventions import ORIGINAL, InterventionConfig
+from tasks.data.interventions import InterventionConfig
+from tasks.vocabulary import ORIGINAL
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 

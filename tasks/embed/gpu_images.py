@@ -21,7 +21,8 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from tasks.embed.cpu_images import failure_reason, pil_batches
-from tasks.data.interventions import _APPLY, ORIGINAL, InterventionConfig
+from tasks.data.interventions import _APPLY, InterventionConfig
+from tasks.vocabulary import ORIGINAL
 
 JPEG_MAGIC = b"\xff\xd8"
 

@@ -27,8 +27,9 @@ from tqdm.auto import tqdm
 from tasks import __version__
 from tasks.data.datasets import Dataset
 from tasks.embed.cpu_images import pil_batches
-from tasks.data.interventions import INTERVENED, ORIGINAL, InterventionConfig
+from tasks.data.interventions import InterventionConfig
 from tasks.embed.models import check_model, default_batch_size, default_loader_workers, load_model
+from tasks.vocabulary import INTERVENED, VIEWS
 from tasks.store.storage import atomic_writer, exists, join, read_parquet, remove_files, stable_hash, write_parquet
 
 METADATA_KEY = b"clip_icm"
@@ -145,8 +146,8 @@ def split_rows(rows: pd.DataFrame, shard_size: int) -> tuple[pd.DataFrame, ...]:
 def plan_shard(dataset: Dataset, domain: str, view: str, model: str, pretrained: str, store: str,
                interventions: InterventionConfig = InterventionConfig(), shard_size: int = DEFAULT_SHARD_SIZE) -> ShardPlan:
     """Where one (domain, view) goes and how it splits; needs no model."""
-    if view not in (ORIGINAL, INTERVENED):
-        raise ValueError(f"view must be {ORIGINAL!r} or {INTERVENED!r}, got {view!r}")
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
     weights_id = check_model(model, pretrained)
     metadata = {
         "model": model, "pretrained": pretrained, "weights_id": weights_id, "dataset_fingerprint": dataset.fingerprint,

@@ -15,12 +15,13 @@ import numpy as np
 import open_clip
 import torch
 
+from tasks.vocabulary import RANDOM_WEIGHTS
+
 log = logging.getLogger(__name__)
 
 # A 2-layer, 32-px architecture for tests and smoke runs; never for results.
 open_clip.add_model_config(Path(__file__).parent / "model_configs")
 
-RANDOM_WEIGHTS = "none"
 # shard tasks run in threads: load each model once, and never seed torch's RNG concurrently
 _LOAD_LOCK = threading.Lock()
 

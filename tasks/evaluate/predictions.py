@@ -21,12 +21,10 @@ from tasks.store.catalog import EmbeddingCatalog
 from tasks.fit.moments import load_projection
 from tasks.store.memory import release_freed_memory
 from tasks.errors import InputError
+from tasks.vocabulary import DOMAIN_SHIFT, METHODS, OPEN_CLASS, TEST_SPLITS
 
-METHODS = ("clip_zero_shot", "clip_linear_probe", "clip_icm_zero_shot", "clip_icm_linear_probe")
 PREDICTION_COLUMNS = ["protocol", "target", "method", "sample_id", "class", "label", "prediction", "correct",
                       "top5_correct"]
-# which target images are tested: all, DomainBed's 80% "in" split, or the released code's 20% "out" split
-TEST_SPLITS = {"all": None, "in": "train", "out": "val"}
 TOP_K = 5
 
 
@@ -119,7 +117,7 @@ def evaluate_target(
     target_rows, target_embeddings = load_target(index, target, test_split)
     classes = index.class_embeddings()
     probes = fit_linear_probes(preset, projection, probe_c, probe, train_blocks, train_rows["label"])
-    return method_rows("domain_shift", target, target_rows, target_embeddings, {
+    return method_rows(DOMAIN_SHIFT, target, target_rows, target_embeddings, {
         **zero_shot_scorers(preset, classes, projection),
         **{method: probe_scorer(fitted) for method, fitted in probes.items()},
     })
@@ -133,7 +131,7 @@ def evaluate_open_class_target(
     projection = load_projection(projection_url)
     target_rows, target_embeddings = load_target(index, target, test_split)
     classes = index.class_embeddings()
-    return method_rows("open_class", target, target_rows, target_embeddings,
+    return method_rows(OPEN_CLASS, target, target_rows, target_embeddings,
                        zero_shot_scorers(preset, classes, projection))
 
 
@@ -159,7 +157,7 @@ def summarize(predictions: pd.DataFrame, classes, selection: str = "training-dom
     rows = []
     for (protocol, method, target), group in predictions.groupby(["protocol", "method", "target"], sort=True):
         row = {"protocol": protocol, "method": method, "target": target, **_metrics(group), "n": len(group)}
-        if protocol == "open_class":
+        if protocol == OPEN_CLASS:
             is_base = group["class"].isin(base)
             row["base_accuracy"] = group.loc[is_base, "correct"].mean()
             row["novel_accuracy"] = group.loc[~is_base, "correct"].mean()
@@ -172,7 +170,7 @@ def summarize(predictions: pd.DataFrame, classes, selection: str = "training-dom
     means["target"] = "mean"
     means["n"] = grouped["n"].sum().to_numpy()
     if "harmonic_mean" in means:
-        open_class = means["protocol"] == "open_class"
+        open_class = means["protocol"] == OPEN_CLASS
         means.loc[open_class, "harmonic_mean"] = [
             harmonic_mean(b, n) for b, n in means.loc[open_class, ["base_accuracy", "novel_accuracy"]].to_numpy()
         ]

@@ -9,11 +9,11 @@ from prefect.cache_policies import NO_CACHE
 
 from icm_core import (Selection, eigengap, kept_share, kept_share_by_family, pair_movement, positive_eigenvalues,
                       variance_kept)
-from tasks.embed.images import INTERVENED, ORIGINAL
 from tasks.store.catalog import EmbeddingCatalog
 from tasks.fit.moments import paired_rows
 from tasks.fit.selection import total_moments
 from tasks.store.storage import join, write_bytes
+from tasks.vocabulary import INTERVENED, ORIGINAL, protocol_title
 from tasks.report.figures import figure_png, pyplot
 
 
@@ -59,7 +59,7 @@ def spectrum_plot_png(spectra: pd.DataFrame, title: str) -> bytes:
         axis.axhline(0, color="grey", linewidth=0.8)
         axis.set_xlabel("rank (kept first; dotted: chosen k)")
         axis.set_ylabel("eigenvalue of M")
-        axis.set_title(protocol.replace("_", " "))
+        axis.set_title(protocol_title(protocol))
         axis.legend(fontsize=8)
     figure.suptitle(title)
     figure.tight_layout()

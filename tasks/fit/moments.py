@@ -8,9 +8,10 @@ from prefect import task
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
 
 from icm_core import InterventionMoments, InvariantProjection
-from tasks.store.catalog import INTERVENED, ORIGINAL, EmbeddingCatalog
+from tasks.store.catalog import EmbeddingCatalog
 from tasks.store.memory import release_freed_memory
-from tasks.store.storage import read_bytes, write_bytes
+from tasks.store.storage import join, read_bytes, write_bytes
+from tasks.vocabulary import INTERVENED, ORIGINAL
 
 
 # Rows per matrix product when summing moments: float64 copies stay O(CHUNK_ROWS x d), not O(n x d).
@@ -68,6 +69,11 @@ def default_ks(dim: int) -> list[int]:
 @task(name="store-projection", cache_policy=NO_CACHE, retries=2)
 def store_projection(projection: InvariantProjection, url: str, **metadata) -> str:
     return write_bytes(url, projection.to_bytes(**metadata))
+
+
+def projection_url(run_url: str, protocol: str, target: str | None = None) -> str:
+    """RUN/projections/<protocol>-<target>.npz, or <protocol>.npz for one projection that serves every target."""
+    return join(run_url, "projections", f"{protocol}-{target}.npz" if target else f"{protocol}.npz")
 
 
 def load_projection(url: str) -> InvariantProjection:

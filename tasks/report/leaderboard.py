@@ -7,22 +7,19 @@ seeds). Everything here except `read_trials` and `write_leaderboard` is pure.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.evaluate.predictions import METHODS
-from tasks.store.storage import join, read_json, read_parquet, write_bytes, write_parquet
+from tasks.store.storage import join, read_json, write_bytes, write_parquet
 from tasks.errors import InputError
 from tasks.report.figures import figure_png, pyplot
+from tasks.report.run_report import read_summary
+from tasks.vocabulary import BASELINES, METHODS, dataset_label, model_label
 
 GROUP = ["model", "pretrained", "dataset", "protocol", "method"]
-# each CLIP-ICM method and the CLIP baseline it is compared with
-BASELINES = {"clip_icm_zero_shot": "clip_zero_shot", "clip_icm_linear_probe": "clip_linear_probe"}
 TRIAL_COLUMNS = ["model", "pretrained", "dataset", "split_seed", "intervention_seed", "run", "protocol", "method",
                  "accuracy"]
 
@@ -31,7 +28,7 @@ def run_labels(record: dict, dataset: str | None = None) -> dict:
     """A run's leaderboard labels from its run.json; the dataset label defaults to the folder's name."""
     config = record["config"]
     return {"model": record["model"]["name"], "pretrained": record["model"]["pretrained"],
-            "dataset": dataset or config["dataset"].rstrip("/").rsplit("/", 1)[-1],
+            "dataset": dataset or dataset_label(config["dataset"]),
             "split_seed": config["split_seed"], "intervention_seed": config["intervention_seed"]}
 
 
@@ -44,7 +41,7 @@ def read_trials(runs: list[dict]) -> pd.DataFrame:
     frames = []
     for item in runs:
         labels = run_labels(read_json(join(item["run"], "run.json")), item.get("dataset"))
-        summary = read_parquet(join(item["run"], "summary.parquet")).to_pandas()
+        summary = read_summary(item["run"])
         means = summary.loc[summary["target"] == "mean", ["protocol", "method", "accuracy"]]
         frames.append(means.assign(**labels, run=item["run"]))
     if not frames:
@@ -78,11 +75,6 @@ def _paired(trials: pd.DataFrame) -> pd.DataFrame:
     icm = trials[trials["method"].isin(list(BASELINES))].assign(baseline=lambda f: f["method"].map(BASELINES))
     baseline = trials.rename(columns={"method": "baseline", "accuracy": "baseline_accuracy"})
     return icm.merge(baseline[["run", "protocol", "baseline", "baseline_accuracy"]], on=["run", "protocol", "baseline"])
-
-
-def model_label(model: str, pretrained: str) -> str:
-    """ViT-B-16 (openai); a checkpoint file by its file name."""
-    return f"{model} ({os.path.basename(pretrained) or pretrained})"
 
 
 def cell(mean: float, se: float) -> str:

@@ -13,21 +13,17 @@ import pyarrow as pa
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.utilities.slugify import slugify
 
-from tasks.embed.models import RANDOM_WEIGHTS
 from tasks.errors import InputError
 from tasks.store.storage import filesystem, join, read_json, read_parquet, write_bytes, write_json, write_parquet
 from tasks.report.figures import figure_png, pyplot
+from tasks.vocabulary import (
+    DOMAIN_SHIFT, LEGACY_PROTOCOLS, METHOD_PAIRS, OPEN_CLASS, RANDOM_WEIGHTS, artifact_key, protocol_title, run_label,
+)
 
 DECIMALS = 3  # every accuracy and difference in every report
 MISSING = "—"  # a cell with no value (a method or class group a target lacks), never "nan"
 DELTA = "Δ"  # CLIP-ICM − CLIP
-# CLIP and its CLIP-ICM counterpart, per way of predicting
-METHOD_PAIRS = {
-    "zero-shot": ("clip_zero_shot", "clip_icm_zero_shot"),
-    "linear probe": ("clip_linear_probe", "clip_icm_linear_probe"),
-}
 OPEN_CLASS_METRICS = {"base": "base_accuracy", "novel": "novel_accuracy", "HM": "harmonic_mean"}
 SMOKE_BANNER = ("> **SMOKE RUN**: random weights (`--pretrained none`). These numbers test the pipeline, "
                 "not the method.")
@@ -45,25 +41,18 @@ def write_run_json(run_url: str, record: dict) -> str:
 
 def read_run(run_url: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """What every report is rendered from: summary, selection grid, run.json."""
-    summary = read_summary(run_url)
-    return summary, read_parquet(join(run_url, "selection.parquet")).to_pandas(), read_json(join(run_url, "run.json"))
+    return read_summary(run_url), read_run_table(run_url, "selection.parquet"), read_json(join(run_url, "run.json"))
 
 
-# ---- names: how a run is labelled in titles, tags and artifact keys
+def read_run_table(run_url: str, name: str) -> pd.DataFrame:
+    """One of a run's tables; protocols as spelled today, also in runs written before 0.3 (domain_shift)."""
+    return _current_protocols(read_parquet(join(run_url, name)).to_pandas())
 
 
-def dataset_label(dataset: str) -> str:
-    """The dataset folder's name (the last part of its URL), or the built-in dataset's name."""
-    return dataset.rstrip("/").rsplit("/", 1)[-1]
-
-
-def weights_label(pretrained: str) -> str:
-    """An open_clip tag or 'none' as is; a checkpoint file by its file name."""
-    return pretrained.replace("\\", "/").rsplit("/", 1)[-1]
-
-
-def run_label(dataset: str, model: str, pretrained: str) -> str:
-    return f"{dataset_label(dataset)} · {model} ({weights_label(pretrained)})"
+def _current_protocols(frame: pd.DataFrame) -> pd.DataFrame:
+    if "protocol" in frame:
+        frame["protocol"] = frame["protocol"].replace(LEGACY_PROTOCOLS)
+    return frame
 
 
 def run_title(record: dict) -> str:
@@ -72,12 +61,6 @@ def run_title(record: dict) -> str:
     smoke = " · SMOKE RUN (random weights)" if model["pretrained"] == RANDOM_WEIGHTS else ""
     oracle = " · [oracle selection]" if config.get("selection") == "oracle" else ""
     return f"{run_label(config['dataset'], model['name'], model['pretrained'])}{smoke}{oracle}"
-
-
-def artifact_key(kind: str, dataset: str, model: str, pretrained: str) -> str:
-    """One key per kind x dataset x model x weights, so the histories of different jobs never mix.
-    Prefect allows lowercase letters, digits and dashes only."""
-    return slugify(f"clip-icm-{kind}-{dataset_label(dataset)}-{model}-{weights_label(pretrained)}")
 
 
 # ---- tables: targets x methods, the mean last
@@ -104,7 +87,7 @@ def method_table(summary: pd.DataFrame, protocol: str) -> pd.DataFrame:
 
 def open_class_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Open-class zero-shot, targets x (base, novel, harmonic mean) for CLIP and CLIP-ICM, and the HM difference."""
-    rows = summary[summary["protocol"] == "open_class"]
+    rows = summary[summary["protocol"] == OPEN_CLASS]
     if rows.empty:
         return pd.DataFrame()
     columns = {}
@@ -122,11 +105,11 @@ def mean_comparison(summary: pd.DataFrame) -> pd.DataFrame:
     for protocol in summary["protocol"].unique():
         means = summary[(summary["protocol"] == protocol) & (summary["target"] == "mean")].set_index("method")
         comparisons = [(pair, methods, "accuracy") for pair, methods in METHOD_PAIRS.items()]
-        if protocol == "open_class":
+        if protocol == OPEN_CLASS:
             comparisons.append(("zero-shot HM (base, novel)", METHOD_PAIRS["zero-shot"], "harmonic_mean"))
         for label, (clip, icm), metric in comparisons:
             if clip in means.index and icm in means.index:
-                rows.append({"protocol": protocol.replace("_", " "), "comparison": label,
+                rows.append({"protocol": protocol_title(protocol), "comparison": label,
                              "CLIP": means.at[clip, metric], "CLIP-ICM": means.at[icm, metric],
                              DELTA: means.at[icm, metric] - means.at[clip, metric]})
     return pd.DataFrame(rows, columns=["protocol", "comparison", "CLIP", "CLIP-ICM", DELTA])
@@ -177,7 +160,7 @@ def chosen_hyperparameters(selection: pd.DataFrame) -> pd.DataFrame:
     """The (λ, k) the selection rule picked, per protocol and target, with its score where the grid has one."""
     chosen = selection[selection["selected"]]
     table = pd.DataFrame({
-        "protocol": chosen["protocol"].str.replace("_", " "), "target": chosen["target"],
+        "protocol": chosen["protocol"].map(protocol_title), "target": chosen["target"],
         "λ": chosen["lam"].map("{:g}".format), "k": chosen["n_components"].astype(int),
     })
     return table.assign(**{"source-val accuracy": chosen["val_accuracy"]}) if "val_accuracy" in chosen else table
@@ -186,7 +169,9 @@ def chosen_hyperparameters(selection: pd.DataFrame) -> pd.DataFrame:
 def _timings_line(timings: dict) -> str:
     """Seconds per stage, the total last (run.json stores them in name order)."""
     names = sorted(timings, key=lambda name: (name == "total_s", name))
-    return " · ".join(f"{name.removesuffix('_s').replace('_', ' ')} {timings[name]:.1f} s" for name in names)
+    # stages are embed, total and the protocols (domain_shift_s in runs written before 0.3)
+    return " · ".join(f"{name.removesuffix('_s').replace('_', ' ').replace('-', ' ')} {timings[name]:.1f} s"
+                      for name in names)
 
 
 def headline_markdown(summary: pd.DataFrame, record: dict) -> str:
@@ -208,9 +193,9 @@ def run_report(summary: pd.DataFrame, selection: pd.DataFrame, record: dict) -> 
     sections = [headline_markdown(summary, record)]
     for protocol in summary["protocol"].unique():
         table = method_table(summary, protocol)
-        sections.append(f"## {protocol.replace('_', ' ')}: accuracy per target ({DELTA} = CLIP-ICM − CLIP)\n\n"
+        sections.append(f"## {protocol_title(protocol)}: accuracy per target ({DELTA} = CLIP-ICM − CLIP)\n\n"
                         + table_markdown(table))
-        if protocol == "open_class":
+        if protocol == OPEN_CLASS:
             sections.append("## open class: base, novel and harmonic mean (zero-shot over base + novel names)\n\n"
                             + table_markdown(open_class_table(summary)))
     sections.append("## chosen (λ, k) per target\n\n" + table_markdown(chosen_hyperparameters(selection), index=False))
@@ -242,7 +227,7 @@ def accuracy_figure(summary: pd.DataFrame, record: dict):
     paired = plt.get_cmap("Paired").colors  # (light, dark) pairs: blue, green, ...
     colours = {"zero-shot": paired[0:2], "linear probe": paired[2:4]}
     panels = []
-    domain_shift = method_table(summary, "domain_shift")
+    domain_shift = method_table(summary, DOMAIN_SHIFT)
     if not domain_shift.empty:
         columns = [(pair, who) for pair in METHOD_PAIRS for who in ("CLIP", "CLIP-ICM") if f"{who} {pair}" in domain_shift]
         panels.append(("domain shift: accuracy per held-out target", domain_shift.index,
@@ -283,7 +268,7 @@ def accuracy_plot_png(summary: pd.DataFrame, record: dict) -> bytes:
 
 @task(name="write-plot", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def write_plot(summary: pd.DataFrame, run_url: str, record: dict) -> str | None:
-    if not summary["protocol"].isin(["domain_shift", "open_class"]).any():
+    if not summary["protocol"].isin([DOMAIN_SHIFT, OPEN_CLASS]).any():
         return None
     return write_bytes(join(run_url, "accuracy_by_target.png"), accuracy_plot_png(summary, record))
 
@@ -317,7 +302,7 @@ def read_summary(run_url: str) -> pd.DataFrame:
                 for name, holds in SUMMARY_COLUMNS.items() if name not in schema.names or not holds(schema.field(name).type)]
     if problems or table.num_rows == 0:
         raise InputError(f"{url} is not a clip-icm summary ({'; '.join(problems) or 'no rows'}); {fix}")
-    return table.to_pandas()
+    return _current_protocols(table.to_pandas())
 
 
 @task(name="publish-sweep-artifact", cache_policy=NO_CACHE)

@@ -23,9 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tasks.embed.images import INTERVENED, ORIGINAL
 from tasks.store.memory import release_freed_memory
 from tasks.store.storage import filesystem, stable_hash
+from tasks.vocabulary import ORIGINAL
 
 IMAGE_COLUMNS = ("sample_id", "class", "label", "split", "view")  # view: the intervention family of a row
 FEW_VALUES = ("class", "split", "view")  # string columns with a handful of distinct values
@@ -253,5 +253,3 @@ class EmbeddingCatalog:
             sides.append(normalize_rows(side) if self.normalize else side)
         return sides[0], sides[1]
 
-
-__all__ = ["EmbeddingCatalog", "DomainEmbeddings", "INTERVENED", "ORIGINAL"]

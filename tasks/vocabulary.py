@@ -1,0 +1,89 @@
+"""The names every stage, report and command shares, each spelled once.
+
+Protocols, views, methods, selection rules, test splits, the random-weights tag, and how a run,
+a dataset and its weights are labelled in titles, tags and artifact keys. Nothing here imports
+more than the standard library and python-slugify, so a command that only prints tables loads it
+at no cost.
+"""
+from __future__ import annotations
+
+from slugify import slugify
+
+# ---- protocols: how a run tests out of distribution (the CLI's --protocol and every report's `protocol`)
+DOMAIN_SHIFT = "domain-shift"  # leave one domain out
+OPEN_CLASS = "open-class"  # fit on base classes, zero-shot the target over base + novel names
+DATASET_SHIFT = "dataset-shift"  # fit on one dataset, test on others
+BOTH = "both"  # domain-shift, then open-class
+PROTOCOL_CHOICES = (DOMAIN_SHIFT, OPEN_CLASS, BOTH, DATASET_SHIFT)
+
+
+# runs written before 0.3 spelled them with underscores; readers of old runs map them here
+LEGACY_PROTOCOLS = {"domain_shift": DOMAIN_SHIFT, "open_class": OPEN_CLASS, "dataset_shift": DATASET_SHIFT}
+
+
+def protocols(choice: str) -> tuple[str, ...]:
+    """The protocols a --protocol choice runs, in order."""
+    return (DOMAIN_SHIFT, OPEN_CLASS) if choice == BOTH else (choice,)
+
+
+def protocol_title(protocol: str) -> str:
+    """'domain shift', for headings."""
+    return protocol.replace("-", " ")
+
+
+# ---- the two views of an image: as it is, and with one intervention applied
+ORIGINAL, INTERVENED = "original", "intervened"
+VIEWS = (ORIGINAL, INTERVENED)
+
+# ---- methods, each scored on the same cached embeddings; every CLIP-ICM method beside its CLIP baseline
+CLIP_ZERO_SHOT, CLIP_LINEAR_PROBE = "clip_zero_shot", "clip_linear_probe"
+CLIP_ICM_ZERO_SHOT, CLIP_ICM_LINEAR_PROBE = "clip_icm_zero_shot", "clip_icm_linear_probe"
+METHODS = (CLIP_ZERO_SHOT, CLIP_LINEAR_PROBE, CLIP_ICM_ZERO_SHOT, CLIP_ICM_LINEAR_PROBE)
+BASELINES = {CLIP_ICM_ZERO_SHOT: CLIP_ZERO_SHOT, CLIP_ICM_LINEAR_PROBE: CLIP_LINEAR_PROBE}
+# (CLIP, CLIP-ICM) per way of predicting, as reports name them
+METHOD_PAIRS = {"zero-shot": (CLIP_ZERO_SHOT, CLIP_ICM_ZERO_SHOT), "linear probe": (CLIP_LINEAR_PROBE, CLIP_ICM_LINEAR_PROBE)}
+
+# ---- DomainBed's model-selection rules for (lambda, k)
+TRAINING_DOMAIN, LEAVE_ONE_DOMAIN_OUT, ORACLE = "training-domain", "leave-one-domain-out", "oracle"
+SELECTION_RULES = (TRAINING_DOMAIN, LEAVE_ONE_DOMAIN_OUT, ORACLE)
+
+# ---- which target images are tested: every one, DomainBed's 80% "in" split, or the released code's 20% "out" split
+TRAIN, VAL = "train", "val"  # a domain's two splits: "in" and "out" in DomainBed's words
+TEST_SPLITS = {"all": None, "in": TRAIN, "out": VAL}
+
+# ---- weights and datasets
+RANDOM_WEIGHTS = "none"  # --pretrained none: random weights, a smoke run
+SMOKE_TAG = "smoke"
+ROTATED_DIGITS = "rotated-digits"  # the built-in dataset
+
+
+def dataset_label(dataset: str) -> str:
+    """The dataset folder's name (the last part of its URL), or the built-in dataset's name."""
+    return dataset.rstrip("/").rsplit("/", 1)[-1]
+
+
+def weights_label(pretrained: str) -> str:
+    """An open_clip tag or 'none' as is; a checkpoint file by its file name."""
+    return pretrained.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def model_label(model: str, pretrained: str) -> str:
+    """'ViT-B-16 (openai)': a model and its weights in tables."""
+    return f"{model} ({weights_label(pretrained)})"
+
+
+def run_label(dataset: str, model: str, pretrained: str) -> str:
+    """'PACS · ViT-B-16 (openai)': a run in titles."""
+    return f"{dataset_label(dataset)} · {model_label(model, pretrained)}"
+
+
+def run_tags(dataset: str, model: str, pretrained: str) -> list[str]:
+    """model:…, pretrained:…, dataset:… (filters in the UI's run list), and `smoke` for random weights."""
+    tags = [f"model:{model}", f"pretrained:{weights_label(pretrained)}", f"dataset:{dataset_label(dataset)}"]
+    return tags + [SMOKE_TAG] if pretrained == RANDOM_WEIGHTS else tags
+
+
+def artifact_key(kind: str, dataset: str, model: str, pretrained: str) -> str:
+    """One key per kind x dataset x model x weights, so the histories of different jobs never mix.
+    Prefect allows lowercase letters, digits and dashes only."""
+    return slugify(f"clip-icm-{kind}-{dataset_label(dataset)}-{model}-{weights_label(pretrained)}")
