@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.config import BENCH_PER_RUN_FIELDS, RunConfig
-from flows.embed_dataset import discover_dataset
-from flows.preflight import preflight
+from flows.config.run_config import BENCH_PER_RUN_FIELDS, RunConfig
+from flows.embed import discover_dataset
+from flows.config.preflight import preflight
 from flows.run import run
 from tasks.store.history import config_url, latest_runs, resolve_run, store_url
 from tasks.report.leaderboard import read_trials, write_leaderboard

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import pandas as pd
 from prefect import flow
 
-from flows.fit_projection import fit_projection
+from flows.fit import fit_projection
 from tasks.evaluate.predictions import evaluate_open_class_target, evaluate_target, split_base_novel
 from tasks.store.catalog import EmbeddingCatalog
 from tasks.fit.moments import projection_url

@@ -4,7 +4,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.utilities.annotations import quote
 
-from flows.config import RunConfig
+from flows.config.run_config import RunConfig
 from flows.run import run
 from tasks.store.history import resolve_run, store_of, store_url
 from tasks.report.reproduce import accuracy_changes, reproduce_markdown, verdict, what_changed, write_reproduction

@@ -8,60 +8,29 @@ import pandas as pd
 from prefect import flow
 from prefect.utilities.annotations import quote
 
-from flows.config import RunConfig
+from flows.config.preflight import preflight
+from flows.config.run_config import RunConfig
 from flows.dataset_shift import embed_targets, evaluate_dataset_shift
-from flows.labels import label_run
-from flows.preflight import preflight
-from flows.embed_dataset import discover_dataset, embed_dataset
+from flows.embed import embed_dataset
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from tasks import __version__
-from tasks.embed.images import skipped_url
-from tasks.fit.diagnostics import write_spectrum_plot
-from tasks.evaluate.predictions import summarize
-from tasks.store.history import mark_latest, new_entry, provenance
-from tasks.embed.models import check_model
+from tasks.data.datasets import discover_dataset
 from tasks.data.prompts import load_templates
+from tasks.embed.images import skipped_images
+from tasks.embed.models import check_model
+from tasks.embed.runners import make_task_runner
+from tasks.evaluate.predictions import summarize
+from tasks.fit.diagnostics import chosen_diagnostics, write_spectrum_plot
+from tasks.report.publish import label_run
 from tasks.report.run_report import publish_run_report, run_title, write_plot, write_run_json, write_table
-from tasks.store.storage import read_parquet
+from tasks.store.history import mark_latest, new_entry, provenance
 from tasks.vocabulary import DATASET_SHIFT, DOMAIN_SHIFT, OPEN_CLASS, protocols
-
-
-def make_task_runner(name: str, max_workers: int):
-    """Threads on one machine by default; Dask or Ray (Prefect integrations) to scale out."""
-    if name == "threads":
-        from prefect.task_runners import ThreadPoolTaskRunner
-
-        return ThreadPoolTaskRunner(max_workers=max_workers)
-    try:
-        if name == "dask":
-            from prefect_dask import DaskTaskRunner
-
-            # worker processes, one thread each: a shard's torch threads do the parallel work
-            return DaskTaskRunner(cluster_kwargs={"n_workers": max_workers, "processes": True, "threads_per_worker": 1})
-        from prefect_ray import RayTaskRunner
-
-        # a local Ray of max_workers CPUs (an address in RAY_ADDRESS joins an existing cluster instead)
-        return RayTaskRunner(init_kwargs={"num_cpus": max_workers})
-    except ImportError as error:
-        raise ValueError(f"task_runner {name!r} needs its integration: pip install 'clip-icm[{name}]' ({error})") from None
-
-
-def skipped_images(index) -> pd.DataFrame:
-    """Unreadable images, once each (the original and intervened shards skip the same files)."""
-    tables = [read_parquet(skipped_url(url)).to_pandas() for key, url in index.shards.items() if key.endswith("/original")]
-    return pd.concat(tables, ignore_index=True)
-
-
-def chosen_diagnostics(selections: pd.DataFrame) -> list[dict]:
-    """The chosen (lambda, k) and the diagnostics of each fitted projection, for run.json."""
-    chosen = selections[selections["selected"]].drop(columns=["selected"])
-    return [{key: value for key, value in row.items() if pd.notna(value)} for row in chosen.to_dict("records")]
 
 
 @flow(name="clip-icm-run", flow_run_name="run {config.dataset} {config.model}")
 def run(config: RunConfig = RunConfig()) -> str:
     preflight(config)
-    label_run(config)
+    label_run(config.dataset, config.model, config.pretrained)
     timings, started = {}, time.perf_counter()
 
     data = discover_dataset(config.dataset, config.store_url, config.holdout, config.split_seed, config.class_policy)

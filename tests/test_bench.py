@@ -12,7 +12,7 @@ from conftest import TINY_MODEL, colourful_image, make_image_folder
 
 import tasks.embed.models
 from flows.bench import parse_model
-from flows.cli import main
+from clip_icm.cli import main
 from tasks.store.history import LATEST, history, resolve_run
 from tasks.report.leaderboard import BASELINES, aggregate, cell, paper_tables
 from tasks.store.storage import join, read_bytes, read_json, read_parquet, stable_hash

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import TINY_MODEL, make_imagefolder
 
-from flows.cli import main
-from flows.dataset_shift import probe_scorer_among
+from clip_icm.cli import main
+from tasks.evaluate.dataset_shift import probe_scorer_among
 from icm_core import LinearProbe
 from tasks.data.class_names import imagenet_synsets
 from tasks.embed.images import read_embeddings
@@ -155,10 +155,10 @@ def test_bad_templates_or_class_names_fail_before_embedding(shift, option, value
 
 
 @pytest.mark.parametrize("change, message", [
-    (["--selection", "oracle"], "config field 'selection': dataset-shift selects (lambda, k) on the source's"),
-    (["--test-split", "out"], "config field 'test_split': dataset-shift tests every image"),
-    (["--targets", "all"], "config field 'targets': target domains apply to domain-shift"),
-    (["--target-datasets", "mean=/data/x"], "config field 'target_datasets': 'mean' names the summary's mean rows"),
+    (["--selection", "oracle"], "config field 'selection' (--selection): dataset-shift selects (lambda, k) on the source's"),
+    (["--test-split", "out"], "config field 'test_split' (--test-split): dataset-shift tests every image"),
+    (["--targets", "all"], "config field 'targets' (--targets): target domains apply to domain-shift"),
+    (["--target-datasets", "mean=/data/x"], "config field 'target_datasets' (--target-datasets): 'mean' names the summary's mean rows"),
 ])
 def test_dataset_shift_options_fail_before_embedding_naming_the_field(shift, change, message, capsys):
     store = shift["base"] / "store-options"

@@ -9,8 +9,8 @@ from conftest import TINY_MODEL, make_image_folder
 from prefect.client.orchestration import get_client
 from sklearn.linear_model import LogisticRegression
 
-from flows.cli import main
-from flows.config import RELEASED_PRESET, RunConfig
+from clip_icm.cli import main
+from flows.config.run_config import RELEASED_PRESET, RunConfig
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 import icm_core.predict
 from icm_core import movement_kept

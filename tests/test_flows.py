@@ -13,9 +13,9 @@ from conftest import TINY_MODEL, make_image_folder
 
 import tasks.store.catalog
 import tasks.embed.models
-from flows.cli import main
-from flows.config import RunConfig
-from flows.preflight import preflight
+from clip_icm.cli import main
+from flows.config.run_config import RunConfig
+from flows.config.preflight import preflight
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from icm_core import InterventionMoments, harmonic_mean
 from tasks.embed.images import embedding_table, read_embeddings, IMAGE_SCHEMA
@@ -286,10 +286,10 @@ def test_report_prints_the_summary(workspace, capsys):
 
 
 def test_cli_help_lists_every_command():
-    result = subprocess.run([sys.executable, "-m", "flows.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run([sys.executable, "-m", "clip_icm", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0 and all(
         c in result.stdout for c in ("run", "sweep", "report", "bench", "leaderboard", "reproduce"))
-    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--help"], capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run([sys.executable, "-m", "clip_icm", "run", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert "--pretrained" in result.stdout and "--task-runner" in result.stdout
 
 

@@ -14,14 +14,14 @@ import torch
 from conftest import TINY_MODEL, make_image_folder
 from fsspec.implementations.memory import MemoryFileSystem
 
-import flows.preflight
+import flows.config.preflight
 import flows.run
 import flows.sweep
 import tasks.embed.images
 import tasks.embed.models
-from flows.cli import main, patient_prefect_server
-from flows.config import NAME, RunConfig
-from flows.preflight import preflight
+from clip_icm.cli import main, patient_prefect_server
+from flows.config.run_config import NAME, RunConfig
+from flows.config.preflight import preflight
 from flows.run import run as run_flow
 from flows.sweep import sweep as sweep_flow
 from tasks.embed.checkpoints import check_checkpoint, meta_model
@@ -126,7 +126,7 @@ def nothing_may_load_or_embed(monkeypatch):
     for module, name in [(tasks.embed.models, "load_model"), (tasks.embed.models, "_load_model"), (tasks.embed.images, "load_model"),
                          (open_clip, "create_model_and_transforms"), (flows.run, "run"), (flows.sweep, "sweep")]:
         monkeypatch.setattr(module, name, forbidden)
-    monkeypatch.setattr(flows.preflight, "_PASSED", set())
+    monkeypatch.setattr(flows.config.preflight, "_PASSED", set())
 
 
 def assert_input_error(capsys, args, *expected):
@@ -365,7 +365,7 @@ def test_store_probe_leaves_nothing_behind(files, tmp_path):
 
 
 def test_missing_task_runner_integration(files, capsys, monkeypatch):
-    monkeypatch.setitem(flows.preflight.RUNNER_PACKAGES, "ray", "no_such_prefect_integration")
+    monkeypatch.setitem(flows.config.preflight.RUNNER_PACKAGES, "ray", "no_such_prefect_integration")
     assert_input_error(capsys, command(files, ["--task-runner", "ray"]), "config field 'task_runner'",
                        "pip install 'clip-icm[ray]'")
 
@@ -428,7 +428,7 @@ def test_internal_errors_keep_their_traceback(files, monkeypatch):
 
 def test_a_real_process_prints_one_line_and_exits_2(files):
     """The console entry point as a user runs it: a pickle payload as --pretrained."""
-    result = subprocess.run([sys.executable, "-m", "flows.cli", *command(files, ["--pretrained", "{tmp}/payload.pkl"])],
+    result = subprocess.run([sys.executable, "-m", "clip_icm", *command(files, ["--pretrained", "{tmp}/payload.pkl"])],
                             capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
@@ -465,8 +465,8 @@ def test_report_on_an_unknown_scheme(capsys):
 
 def test_a_config_is_checked_once_per_process_and_again_when_it_changes(files, tmp_path, monkeypatch):
     listings = []
-    discover = flows.preflight.discover_dataset.fn
-    monkeypatch.setattr(flows.preflight.discover_dataset, "fn", lambda *args: listings.append(args) or discover(*args))
+    discover = flows.config.preflight.discover_dataset.fn
+    monkeypatch.setattr(flows.config.preflight.discover_dataset, "fn", lambda *args: listings.append(args) or discover(*args))
     config = RunConfig(dataset=files["data"], model=TINY_MODEL, pretrained="none", store=str(tmp_path / "s"))
     preflight(config)
     preflight(config)  # as the flow does after the CLI

@@ -9,7 +9,7 @@ from conftest import TINY_MODEL, make_image_folder
 from prefect import get_client
 from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName, TaskRunFilterStartTime
 
-from flows.cli import main
+from clip_icm.cli import main
 from tasks.store.storage import join, read_bytes, read_parquet
 from tasks.store.history import resolve_run
 

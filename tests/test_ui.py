@@ -25,8 +25,8 @@ from prefect.testing.utilities import prefect_test_harness
 from prefect.utilities.callables import parameter_schema
 
 from tasks.store.history import resolve_run
-from flows.cli import main
-from flows.config import DEFAULT_LAMS, RunConfig
+from clip_icm.cli import main
+from flows.config.run_config import DEFAULT_LAMS, RunConfig
 from tasks.report.run_report import (
     DELTA, MISSING, SMOKE_BANNER, accuracy_figure, chosen_hyperparameters, mean_comparison, method_table,
     open_class_table, read_run, read_run_table, run_report, table_markdown,

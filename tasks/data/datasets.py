@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from tasks.store.storage import exists, filesystem, join, stable_hash, write_bytes
 from tasks.errors import InputError
@@ -190,3 +192,9 @@ def materialize_rotated_digits(cache_url: str, image_size: int = 32) -> str:
 def resolve_dataset(dataset: str, cache_url: str) -> str:
     """The root URL of a dataset argument: a DomainBed folder URL, or 'rotated-digits'."""
     return materialize_rotated_digits(join(cache_url, "datasets")) if dataset == ROTATED_DIGITS else dataset
+
+
+@task(name="discover-dataset", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def discover_dataset(dataset: str, store: str, holdout: float, split_seed: int, class_policy: str) -> Dataset:
+    """The dataset argument (a folder URL or the built-in name) listed and split."""
+    return discover(resolve_dataset(dataset, store), holdout=holdout, seed=split_seed, class_policy=class_policy)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pandas as pd
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
-from tasks.data.interventions import CLASS_TEMPLATES
+from tasks.data.class_names import class_display_names
+from tasks.data.interventions import CLASS_TEMPLATES, load_text_pairs, prompt_bank_pairs
 from tasks.store.storage import filesystem
 from tasks.errors import InputError
 
@@ -54,3 +55,11 @@ def class_prompts(classes, names: dict[str, str], templates) -> pd.DataFrame:
     rows = [{"class": folder, "text": template.replace(PLACEHOLDER, names[folder])}
             for folder in classes for template in templates]
     return pd.DataFrame(rows, columns=["class", "text"])
+
+
+def text_inputs(data, text_pairs: str | None = None, templates: str = "simple", class_names: str | None = None):
+    """(class prompts: every template per class, caption pairs: the shipped prompt bank's or the user's file)."""
+    names = class_display_names(class_names, data.classes, f"dataset {data.root!r}")
+    prompts = class_prompts(data.classes, names, load_templates(templates))
+    pairs = load_text_pairs(text_pairs, data.classes) if text_pairs else prompt_bank_pairs(data.classes, names=names)
+    return prompts, pairs

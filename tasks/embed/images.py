@@ -97,6 +97,12 @@ def embedding_metadata(url: str) -> dict:
     return json.loads(read_parquet(url).schema.metadata[METADATA_KEY])
 
 
+def skipped_images(catalog) -> pd.DataFrame:
+    """Unreadable images, once each (the original and intervened shards skip the same files)."""
+    tables = [read_parquet(skipped_url(url)).to_pandas() for key, url in catalog.shards.items() if key.endswith("/original")]
+    return pd.concat(tables, ignore_index=True)
+
+
 def embed_rows(loaded, rows: pd.DataFrame, interventions, batch_size, num_workers, precision="auto", label=""):
     """(kept rows with their view, raw embeddings, skipped rows with a reason) of some images."""
     if loaded.device.startswith("cuda"):

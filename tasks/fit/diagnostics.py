@@ -46,6 +46,19 @@ def diagnose_projection(index: EmbeddingCatalog, selection: Selection, per_domai
     return diagnostics
 
 
+def chosen_diagnostics(selections: pd.DataFrame) -> list[dict]:
+    """The chosen (lambda, k) and the diagnostics of each fitted projection, for run.json."""
+    chosen = selections[selections["selected"]].drop(columns=["selected"])
+    return [{key: value for key, value in row.items() if pd.notna(value)} for row in chosen.to_dict("records")]
+
+
+def spectrum_rows(selection) -> pd.DataFrame:
+    """Every eigenvalue of M at the chosen lambda, in kept-first order, the kept ones marked."""
+    values = selection.eigenvalues[selection.lam]
+    return pd.DataFrame({"lam": selection.lam, "rank": range(1, len(values) + 1), "eigenvalue": values,
+                         "kept": [rank < selection.n_components for rank in range(len(values))]})
+
+
 def spectrum_plot_png(spectra: pd.DataFrame, title: str) -> bytes:
     """One panel per protocol: M's eigenvalues by rank for each target, the chosen k marked."""
     plt = pyplot()

@@ -3,7 +3,7 @@ form in the Prefect UI and the reports all read the same choices, defaults and h
 
 Field-level checks (types, ranges, choices) happen when a RunConfig is built; checks that
 need the dataset listing, the model config, the checkpoint, the device or the store run in
-`flows.preflight`, still before anything is embedded.
+`flows.config.preflight`, still before anything is embedded.
 """
 from __future__ import annotations
 

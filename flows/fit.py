@@ -12,7 +12,7 @@ from prefect import flow, unmapped
 
 from tasks.store.catalog import EmbeddingCatalog
 from tasks.fit.moments import accumulate_image_moments, accumulate_text_moments, store_projection
-from tasks.fit.diagnostics import diagnose_projection
+from tasks.fit.diagnostics import diagnose_projection, spectrum_rows
 from tasks.fit.selection import select_by_rule
 from tasks.vocabulary import DOMAIN_SHIFT
 
@@ -22,13 +22,6 @@ def domain_moments(index: EmbeddingCatalog, sources, classes=None, use_text: boo
     per_domain = accumulate_image_moments.map(unmapped(index), sources, unmapped(classes))
     text = accumulate_text_moments.submit(index, classes) if use_text else None
     return dict(zip(sources, per_domain.result())), (text.result() if text is not None else None)
-
-
-def spectrum_rows(selection) -> pd.DataFrame:
-    """Every eigenvalue of M at the chosen lambda, in kept-first order, the kept ones marked."""
-    values = selection.eigenvalues[selection.lam]
-    return pd.DataFrame({"lam": selection.lam, "rank": range(1, len(values) + 1), "eigenvalue": values,
-                         "kept": [rank < selection.n_components for rank in range(len(values))]})
 
 
 @flow(name="fit-projection", flow_run_name="fit {protocol}, hold out {target}")

@@ -18,17 +18,16 @@ import uuid
 import open_clip
 import torch
 
-from flows.config import RunConfig, field_label
-from flows.dataset_shift import check_shift_options, check_target_datasets
-from flows.embed_dataset import cached_index, discover_dataset, text_inputs
-from tasks.data.class_names import class_display_names
+from flows.config.run_config import RunConfig, field_label
+from tasks.data.class_names import class_display_names, match_classes
 from tasks.data.interventions import load_text_pairs
-from tasks.data.prompts import load_templates
+from tasks.data.prompts import load_templates, text_inputs
 from tasks.embed.checkpoints import check_checkpoint
-from tasks.data.datasets import Dataset, assign_split
+from tasks.data.datasets import Dataset, assign_split, discover_dataset
 from tasks.errors import InputError
 from tasks.evaluate.predictions import split_base_novel
 from tasks.embed.models import check_model
+from tasks.embed.plan import cached_index
 from tasks.store.storage import filesystem
 from tasks.vocabulary import DATASET_SHIFT, OPEN_CLASS, RANDOM_WEIGHTS, protocols
 
@@ -66,6 +65,27 @@ def preflight(config: RunConfig, *, cached: bool = False) -> RunConfig:
         check_cached(config, data)
     _PASSED.add(key)
     return config
+
+
+def check_shift_options(config: RunConfig) -> None:
+    """The options dataset-shift takes and those it refuses: before any file is read."""
+    if config.targets:
+        fail("targets", "target domains apply to domain-shift and open-class; dataset-shift tests the --target-datasets")
+    if "mean" in config.target_datasets:
+        fail("target_datasets", "'mean' names the summary's mean rows; rename that target")
+    if config.selection != "training-domain":
+        fail("selection", f"dataset-shift selects (lambda, k) on the source's validation split (training-domain); "
+                          f"{config.selection!r} is not available for it")
+    if config.test_split != "all":
+        fail("test_split", f"dataset-shift tests every image of each target dataset; {config.test_split!r} applies "
+                           "to domain-shift")
+
+
+def check_target_datasets(config: RunConfig, source: Dataset) -> None:
+    """Every target dataset listed and its classes matched to the source's: before anything is embedded."""
+    for name, url in config.target_datasets.items():
+        target = discover_dataset.fn(url, config.store_url, config.holdout, config.split_seed, config.class_policy)
+        match_classes(config.class_names, source.classes, target.classes, name)
 
 
 def check_device(device: str) -> None:

@@ -17,7 +17,7 @@ import typing
 
 from pydantic import ValidationError
 
-from flows.config import BENCH_PER_RUN_FIELDS, RunConfig, config_error, field_label
+from flows.config.run_config import BENCH_PER_RUN_FIELDS, RunConfig, config_error, field_label
 from tasks.errors import InputError
 
 log = logging.getLogger("clip_icm")
@@ -185,7 +185,7 @@ def dispatch(command: str, args: dict) -> None:
 
         print(read_bytes(join(reproduce(args["run"], args["store"]), "reproduce.md")).decode())
     else:
-        from flows.preflight import preflight
+        from flows.config.preflight import preflight
         from flows.run import run
         from flows.sweep import sweep
         from tasks.report.run_report import read_run, run_report

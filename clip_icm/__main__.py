@@ -1,0 +1,5 @@
+import sys
+
+from clip_icm.cli import main
+
+sys.exit(main())
