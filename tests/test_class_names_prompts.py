@@ -19,7 +19,7 @@ from tasks.data.datasets import IMAGEFOLDER_DOMAIN, discover
 from tasks.embed.images import embedding_metadata, embedding_table, read_embeddings
 from tasks.embed.text import TEXT_SCHEMA, embed_text
 from tasks.store.catalog import EmbeddingCatalog
-from tasks.data.interventions import prompt_bank_pairs
+from tasks.data.prompts import prompt_bank_pairs
 from tasks.embed.models import load_model
 from tasks.data.prompts import class_prompts, load_templates
 from tasks.store.storage import join, write_parquet

@@ -20,7 +20,9 @@ from tasks.embed.images import (
 )
 from tasks.vocabulary import INTERVENED, ORIGINAL
 from tasks.embed.text import embed_text
-from tasks.data.interventions import FAMILIES, InterventionConfig, load_text_pairs, prompt_bank_pairs
+from tasks.data.interventions import FAMILIES, InterventionConfig
+from tasks.data.prompts import load_text_pairs, prompt_bank_pairs
+from tasks.embed.intervene import intervene
 from tasks.embed.models import check_model, load_model
 from tasks.store.storage import read_parquet
 
@@ -111,10 +113,10 @@ def test_second_identical_call_embeds_nothing_and_seed_changes_only_intervened(m
 def test_each_intervention_changes_the_image_and_is_reproducible(family):
     image = colourful_image(np.random.default_rng(0), label=2, domain_index=1)
     config = InterventionConfig()
-    name, changed = config.apply(image, "d/c/img.jpg", family=family)
+    name, changed = intervene(config, image, "d/c/img.jpg", family=family)
     assert name == family
     assert np.abs(np.asarray(changed, float) - np.asarray(image, float)).max() > 0
-    _, again = config.apply(image, "d/c/img.jpg", family=family)
+    _, again = intervene(config, image, "d/c/img.jpg", family=family)
     assert np.array_equal(np.asarray(changed), np.asarray(again))
 
 

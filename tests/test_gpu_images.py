@@ -12,7 +12,8 @@ from PIL import Image
 from tasks.embed import gpu_images
 from tasks.data.datasets import discover
 from tasks.embed.cpu_images import pil_batches
-from tasks.embed.gpu_images import TensorPreprocess, assign_devices, decode_batch, tensor_batches, tensor_intervention
+from tasks.embed.gpu_images import TensorPreprocess, assign_devices, decode_batch, tensor_batches
+from tasks.embed.intervene import intervene
 from tasks.data.interventions import FAMILIES, InterventionConfig
 from tasks.store.storage import write_bytes
 
@@ -30,8 +31,8 @@ def test_each_tensor_intervention_matches_its_pil_counterpart(family):
     image = colourful_image(np.random.default_rng(0), label=2, domain_index=1, size=64)
     config = InterventionConfig()
     for sample_id in ("art/cat/001.jpg", "art/cat/002.jpg", "photo/dog/003.jpg"):
-        pil_family, pil = config.apply(image, sample_id, family)
-        tensor_family, tensor = tensor_intervention(config, as_tensor(image), sample_id, family)
+        pil_family, pil = intervene(config, image, sample_id, family)
+        tensor_family, tensor = intervene(config, as_tensor(image), sample_id, family)
         assert pil_family == tensor_family == family and tensor.dtype == torch.uint8
         difference = np.abs(np.asarray(pil, float) - tensor.permute(1, 2, 0).numpy())
         largest, mean = TOLERANCE.get(family, (0, 0))
@@ -42,7 +43,7 @@ def test_each_tensor_intervention_matches_its_pil_counterpart(family):
 def test_the_tensor_draw_is_the_pil_draw():
     config = InterventionConfig(seed=3)
     image = colourful_image(np.random.default_rng(1), label=0, domain_index=0)
-    drawn = [(config.apply(image, f"d/c/{i}.jpg")[0], tensor_intervention(config, as_tensor(image), f"d/c/{i}.jpg")[0])
+    drawn = [(intervene(config, image, f"d/c/{i}.jpg")[0], intervene(config, as_tensor(image), f"d/c/{i}.jpg")[0])
              for i in range(30)]
     assert all(pil == tensor for pil, tensor in drawn) and len({pil for pil, _ in drawn}) > 3
 

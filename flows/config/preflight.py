@@ -20,8 +20,7 @@ import torch
 
 from flows.config.run_config import RunConfig, field_label
 from tasks.data.class_names import class_display_names, match_classes
-from tasks.data.interventions import load_text_pairs
-from tasks.data.prompts import load_templates, text_inputs
+from tasks.data.prompts import load_templates, load_text_pairs, text_inputs
 from tasks.embed.checkpoints import check_checkpoint
 from tasks.data.datasets import Dataset, assign_split, discover_dataset
 from tasks.errors import InputError

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.data.interventions import FAMILIES, InterventionConfig
-from tasks.store.storage import stable_hash
+from tasks.store.keys import stable_hash
 from tasks.vocabulary import BOTH, DATASET_SHIFT, PROTOCOL_CHOICES, ROTATED_DIGITS, SELECTION_RULES
 
 DEFAULT_LAMS = [0.1, 1.0, 10.0, 100.0]

@@ -16,7 +16,6 @@ import io
 
 import pandas as pd
 
-from tasks.data.interventions import class_prompt_name
 from tasks.store.storage import filesystem
 from tasks.errors import InputError
 
@@ -48,6 +47,10 @@ def class_identity(spec: str | None, folder: str) -> str:
     if spec == IMAGENET and folder.isdigit() and int(folder) < len(imagenet_synsets()):
         return imagenet_synsets()[int(folder)]
     return folder
+
+
+def class_prompt_name(folder_name: str) -> str:
+    return folder_name.replace("_", " ").replace("-", " ")
 
 
 def read_class_names_csv(url: str) -> dict[str, str]:

@@ -14,7 +14,8 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.store.storage import exists, filesystem, join, stable_hash, write_bytes
+from tasks.store.storage import exists, filesystem, join, write_bytes
+from tasks.store.keys import stable_hash
 from tasks.errors import InputError
 from tasks.vocabulary import ROTATED_DIGITS
 

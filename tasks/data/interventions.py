@@ -1,7 +1,9 @@
-"""Image interventions (the paper's seven families) and the text-intervention prompt bank.
+"""Image interventions (the paper's seven families): which families, their parameters, and the per-sample draw.
 
 One image intervention is drawn per sample from an RNG keyed by (seed, sample id), so
-the result never depends on batch order, batch size or worker count.
+the result never depends on batch order, batch size or worker count. Applying them to pixels is
+the embedding stage's business (`tasks.embed.intervene`); the caption pairs of the text
+interventions are prompts (`tasks.data.prompts`).
 """
 from __future__ import annotations
 
@@ -12,12 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
-import torchvision.transforms.functional as TF
-from PIL import Image
 
 from tasks.errors import InputError
-from tasks.store.storage import filesystem, stable_hash
+from tasks.store.keys import stable_hash
 
 # Documented defaults; any entry can be overridden through InterventionConfig.params.
 DEFAULT_PARAMS = {
@@ -81,27 +80,6 @@ PARAMETER_RULES = {
 }
 
 
-def _color_jitter(image, rng, brightness, contrast, saturation, hue):
-    image = TF.adjust_brightness(image, rng.uniform(1 - brightness, 1 + brightness))
-    image = TF.adjust_contrast(image, rng.uniform(1 - contrast, 1 + contrast))
-    image = TF.adjust_saturation(image, rng.uniform(1 - saturation, 1 + saturation))
-    # keep the hue shift away from 0 so the intervention always moves colour
-    return TF.adjust_hue(image, rng.choice([-1, 1]) * rng.uniform(hue / 2, hue))
-
-
-_APPLY = {
-    "color_jitter": _color_jitter,
-    "grayscale": lambda image, rng: TF.rgb_to_grayscale(image, num_output_channels=3),
-    "gaussian_blur": lambda image, rng, kernel_size, sigma: TF.gaussian_blur(
-        image, kernel_size, float(rng.uniform(*sigma))
-    ),
-    "invert": lambda image, rng: TF.invert(image),
-    "posterize": lambda image, rng, bits: TF.posterize(image, int(rng.integers(bits[0], bits[1] + 1))),
-    "solarize": lambda image, rng, threshold: TF.solarize(image, float(rng.uniform(*threshold))),
-    "equalize": lambda image, rng: TF.equalize(image),
-}
-
-
 @dataclass(frozen=True)
 class InterventionConfig:
     families: tuple[str, ...] = FAMILIES
@@ -159,76 +137,9 @@ class InterventionConfig:
         digest = int.from_bytes(hashlib.sha256(sample_id.encode()).digest()[:8], "little")
         return np.random.default_rng([self.seed, digest])
 
-    def apply(self, image: Image.Image, sample_id: str, family: str | None = None) -> tuple[str, Image.Image]:
-        """(family, intervened image); the family is drawn per sample unless given."""
+    def draw(self, sample_id: str, family: str | None = None) -> tuple[str, np.random.Generator]:
+        """(family, RNG for its parameters) of one sample: drawn from (seed, sample id) alone, so neither batch
+        order, batch size nor worker count changes it. A given family replaces the drawn one."""
         rng = self.rng(sample_id)
         drawn = self.families[int(rng.integers(len(self.families)))]
-        family = family or drawn
-        return family, _APPLY[family](image.convert("RGB"), rng, **self.parameters(family))
-
-
-# Style/domain templates for text interventions: same class, different domain words.
-# Drawn from the kinds of templates open_clip ships for ImageNet zero-shot.
-STYLE_TEMPLATES = (
-    "a sketch of a {}.",
-    "a painting of a {}.",
-    "a cartoon {}.",
-    "a drawing of a {}.",
-    "art of the {}.",
-    "a black and white photo of a {}.",
-    "a blurry photo of a {}.",
-    "a pixelated photo of a {}.",
-    "a {} in the snow.",
-    "a {} at night.",
-    "a rendering of a {}.",
-    "a tattoo of a {}.",
-    "a plastic {}.",
-    "a {} in a video game.",
-    "an embroidered {}.",
-    "a low resolution photo of a {}.",
-)
-ANCHOR_TEMPLATE = "a photo of a {}."
-CLASS_TEMPLATES = ("a photo of a {}.",)
-
-
-def class_prompt_name(folder_name: str) -> str:
-    return folder_name.replace("_", " ").replace("-", " ")
-
-
-def prompt_bank_pairs(classes, anchor: str = ANCHOR_TEMPLATE, styles=STYLE_TEMPLATES, names=None) -> pd.DataFrame:
-    """One (anchor, style) caption pair per class and style: same class, different domain words.
-
-    `names` maps a class folder to the name its captions use (default: the folder name, spaced).
-    """
-    names = names or {name: class_prompt_name(name) for name in classes}
-    rows = [
-        {"class": name, "text_a": anchor.format(names[name]), "text_b": style.format(names[name])}
-        for name in classes
-        for style in styles
-    ]
-    return pd.DataFrame(rows, columns=["class", "text_a", "text_b"])
-
-
-def load_text_pairs(url: str, classes) -> pd.DataFrame:
-    """User-supplied caption pairs from CSV or Parquet with columns class, text_a, text_b."""
-    fs, path = filesystem(url)
-    if not fs.exists(path):
-        raise InputError(f"text pairs file {url!r} does not exist")
-    kind = "Parquet" if path.endswith(".parquet") else "CSV"
-    try:
-        with fs.open(path, "rb") as handle:
-            frame = pd.read_parquet(handle) if kind == "Parquet" else pd.read_csv(handle)
-    except (ValueError, OSError) as error:  # pandas and pyarrow parse errors are ValueErrors
-        first_line = str(error).splitlines()[0] if str(error) else ""
-        raise InputError(f"text pairs file {url!r} cannot be read as {kind} ({type(error).__name__}: {first_line}); "
-                         "write columns class,text_a,text_b") from error
-    missing = sorted({"class", "text_a", "text_b"} - set(frame.columns))
-    if missing:
-        raise InputError(f"text pairs file {url!r} lacks column(s) {missing}; it needs class, text_a, text_b")
-    blank = frame.index[frame[["class", "text_a", "text_b"]].isna().any(axis=1)].tolist()
-    if blank:
-        raise InputError(f"text pairs file {url!r} has empty cells in data row(s) {blank[:10]}; fill or drop them")
-    unknown = sorted(set(frame["class"].astype(str)) - set(classes))
-    if unknown:
-        raise InputError(f"text pairs file {url!r} names classes {unknown[:10]} that the dataset lacks")
-    return frame[["class", "text_a", "text_b"]].astype(str).reset_index(drop=True)
+        return family or drawn, rng

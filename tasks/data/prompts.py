@@ -1,20 +1,44 @@
-"""Zero-shot prompt templates, and the class prompts they make.
+"""Text: zero-shot prompt templates and the class prompts they make, and the caption pairs of the text interventions.
 
 `--templates` chooses a set: `simple` ("a photo of a {}."), `openai-imagenet` (the 80 templates
 OpenAI engineered for ImageNet, as open_clip ships them) or a text file, one template per line,
 each holding `{}` where the class name goes. A class's zero-shot embedding is the prompt
 ensemble: the L2-normalised mean of its L2-normalised template embeddings (CLIP_benchmark's rule).
+
+A text intervention is a pair of captions of one class that differ only in domain words ("a photo of
+a dog." / "a sketch of a dog."): the shipped prompt bank, or the user's pairs from a file.
 """
 from __future__ import annotations
 
 import pandas as pd
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
-from tasks.data.class_names import class_display_names
-from tasks.data.interventions import CLASS_TEMPLATES, load_text_pairs, prompt_bank_pairs
+from tasks.data.class_names import class_display_names, class_prompt_name
 from tasks.store.storage import filesystem
 from tasks.errors import InputError
 
+# Style/domain templates for text interventions: same class, different domain words.
+# Drawn from the kinds of templates open_clip ships for ImageNet zero-shot.
+STYLE_TEMPLATES = (
+    "a sketch of a {}.",
+    "a painting of a {}.",
+    "a cartoon {}.",
+    "a drawing of a {}.",
+    "art of the {}.",
+    "a black and white photo of a {}.",
+    "a blurry photo of a {}.",
+    "a pixelated photo of a {}.",
+    "a {} in the snow.",
+    "a {} at night.",
+    "a rendering of a {}.",
+    "a tattoo of a {}.",
+    "a plastic {}.",
+    "a {} in a video game.",
+    "an embroidered {}.",
+    "a low resolution photo of a {}.",
+)
+ANCHOR_TEMPLATE = "a photo of a {}."
+CLASS_TEMPLATES = ("a photo of a {}.",)
 PLACEHOLDER = "{}"
 TEMPLATE_SETS = {
     "simple": tuple(CLASS_TEMPLATES),
@@ -63,3 +87,42 @@ def text_inputs(data, text_pairs: str | None = None, templates: str = "simple", 
     prompts = class_prompts(data.classes, names, load_templates(templates))
     pairs = load_text_pairs(text_pairs, data.classes) if text_pairs else prompt_bank_pairs(data.classes, names=names)
     return prompts, pairs
+
+
+def prompt_bank_pairs(classes, anchor: str = ANCHOR_TEMPLATE, styles=STYLE_TEMPLATES, names=None) -> pd.DataFrame:
+    """One (anchor, style) caption pair per class and style: same class, different domain words.
+
+    `names` maps a class folder to the name its captions use (default: the folder name, spaced).
+    """
+    names = names or {name: class_prompt_name(name) for name in classes}
+    rows = [
+        {"class": name, "text_a": anchor.format(names[name]), "text_b": style.format(names[name])}
+        for name in classes
+        for style in styles
+    ]
+    return pd.DataFrame(rows, columns=["class", "text_a", "text_b"])
+
+
+def load_text_pairs(url: str, classes) -> pd.DataFrame:
+    """User-supplied caption pairs from CSV or Parquet with columns class, text_a, text_b."""
+    fs, path = filesystem(url)
+    if not fs.exists(path):
+        raise InputError(f"text pairs file {url!r} does not exist")
+    kind = "Parquet" if path.endswith(".parquet") else "CSV"
+    try:
+        with fs.open(path, "rb") as handle:
+            frame = pd.read_parquet(handle) if kind == "Parquet" else pd.read_csv(handle)
+    except (ValueError, OSError) as error:  # pandas and pyarrow parse errors are ValueErrors
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        raise InputError(f"text pairs file {url!r} cannot be read as {kind} ({type(error).__name__}: {first_line}); "
+                         "write columns class,text_a,text_b") from error
+    missing = sorted({"class", "text_a", "text_b"} - set(frame.columns))
+    if missing:
+        raise InputError(f"text pairs file {url!r} lacks column(s) {missing}; it needs class, text_a, text_b")
+    blank = frame.index[frame[["class", "text_a", "text_b"]].isna().any(axis=1)].tolist()
+    if blank:
+        raise InputError(f"text pairs file {url!r} has empty cells in data row(s) {blank[:10]}; fill or drop them")
+    unknown = sorted(set(frame["class"].astype(str)) - set(classes))
+    if unknown:
+        raise InputError(f"text pairs file {url!r} names classes {unknown[:10]} that the dataset lacks")
+    return frame[["class", "text_a", "text_b"]].astype(str).reset_index(drop=True)

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from tasks.data.interventions import InterventionConfig
+from tasks.embed.intervene import intervene
 from tasks.vocabulary import ORIGINAL
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
@@ -45,7 +46,7 @@ class ImageRows(torch.utils.data.Dataset):
             return {"index": index, "error": failure_reason(error)}
         view = ORIGINAL
         if self.interventions is not None:
-            view, image = self.interventions.apply(image, self.sample_ids[index])
+            view, image = intervene(self.interventions, image, self.sample_ids[index])
         return {"index": index, "pixels": self.preprocess(image), "view": view}
 
 

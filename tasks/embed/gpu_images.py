@@ -21,20 +21,11 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from tasks.embed.cpu_images import failure_reason, pil_batches
-from tasks.data.interventions import _APPLY, InterventionConfig
+from tasks.data.interventions import InterventionConfig
+from tasks.embed.intervene import intervene
 from tasks.vocabulary import ORIGINAL
 
 JPEG_MAGIC = b"\xff\xd8"
-
-
-def tensor_intervention(config: InterventionConfig, image: torch.Tensor, sample_id: str,
-                        family: str | None = None) -> tuple[str, torch.Tensor]:
-    """InterventionConfig.apply on a uint8 3xHxW tensor: the same per-sample draw, the same
-    torchvision functions, on the tensor's device."""
-    rng = config.rng(sample_id)
-    drawn = config.families[int(rng.integers(len(config.families)))]
-    family = family or drawn
-    return family, _APPLY[family](image, rng, **config.parameters(family))
 
 
 class TensorPreprocess:
@@ -126,7 +117,7 @@ def tensor_batches(rows: pd.DataFrame, preprocess, device: str, interventions: I
                 continue
             view = ORIGINAL
             if interventions is not None:
-                view, image = tensor_intervention(interventions, image, sample_ids[index])
+                view, image = intervene(interventions, image, sample_ids[index])
             indices.append(index)
             views.append(view)
             pixels.append(to_tensor(image))

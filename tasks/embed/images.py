@@ -30,7 +30,8 @@ from tasks.embed.cpu_images import pil_batches
 from tasks.data.interventions import InterventionConfig
 from tasks.embed.models import check_model, default_batch_size, default_loader_workers, load_model
 from tasks.vocabulary import INTERVENED, VIEWS
-from tasks.store.storage import atomic_writer, exists, join, read_parquet, remove_files, stable_hash, write_parquet
+from tasks.store.storage import atomic_writer, exists, join, read_parquet, remove_files, write_parquet
+from tasks.store.keys import stable_hash
 
 METADATA_KEY = b"clip_icm"
 # bumped whenever the meaning of a stored image embedding changes (raw-v2: not normalised)

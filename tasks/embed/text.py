@@ -15,7 +15,8 @@ from prefect.cache_policies import NO_CACHE
 from tasks import __version__
 from tasks.embed.images import embedding_table
 from tasks.embed.models import LoadedModel, check_model, load_model
-from tasks.store.storage import exists, join, stable_hash, write_parquet
+from tasks.store.storage import exists, join, write_parquet
+from tasks.store.keys import stable_hash
 
 TEXT_SCHEMA = pa.schema([
     ("class", pa.string()), ("label", pa.int32()), ("role", pa.string()), ("pair_id", pa.int32()), ("text", pa.string()),

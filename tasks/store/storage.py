@@ -6,7 +6,6 @@ are safe, and the last rename wins with identical bytes.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import uuid
@@ -109,8 +108,3 @@ def remove_files(urls, folder: str | None = None) -> None:
                 fs.rmdir(path)
         except (FileNotFoundError, OSError):
             pass  # gone already, refilled by another writer, or folders are implicit (object stores)
-
-
-def stable_hash(value, length: int = 16) -> str:
-    """A short hash of a JSON-able value, identical across processes and machines."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:length]
