@@ -32,6 +32,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tasks.data.datasets import discover  # noqa: E402
 from tasks.embed.images import embed_image_shard  # noqa: E402
+from tasks.specs import EmbedSpec  # noqa: E402
 from tasks.vocabulary import ORIGINAL  # noqa: E402
 from tasks.embed.models import default_batch_size, default_loader_workers, load_model, resolve_device  # noqa: E402
 
@@ -98,9 +99,9 @@ def main() -> None:
         stores = iter(range(1000))
 
         def pipeline():
-            embed_image_shard(data, "domain", ORIGINAL, args.model, args.pretrained, f"{tmp}/store{next(stores)}",
-                              device=device, batch_size=batch_size, num_workers=workers, shard_size=args.shard_size,
-                              precision=args.precision)
+            embed_image_shard(data, "domain", ORIGINAL, EmbedSpec(
+                args.model, args.pretrained, f"{tmp}/store{next(stores)}", device=device, batch_size=batch_size,
+                num_workers=workers, shard_size=args.shard_size, precision=args.precision))
 
         decoded = torch.stack([loaded.preprocess(Image.open(p).convert("RGB")) for p in sorted(root.rglob("*.jpg"))])
 

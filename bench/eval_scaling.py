@@ -9,7 +9,7 @@ as the writers of code from before raw embeddings stored them; each checkout rea
 own writers would have written. Then, each in its own process so that peak RSS is its own, it
 runs the domain-shift protocol as `flows.evaluate.evaluate_domain_shift` does (each domain's
 moments once, as Prefect's cache gives them; selection on the sources' validation split with
-the run's `tasks.fit.selection.select_by_rule` (`tasks.fit.moments.select_projection` in code from before it); the
+the run's `tasks.fit.selection.select_by_rule` (`tasks.fit.select_projection` in code from before it); the
 chosen projection's diagnostics (`tasks.fit.diagnostics.diagnose_projection`, where the code has them); the
 projection stored to a file; `tasks.evaluate.predictions.evaluate_target`
 on every target image) with:
@@ -188,43 +188,84 @@ class StageClock:
         setattr(owner, attribute, timed)
 
 
+def checkout_api(description: dict, solver: str):
+    """What this checkout's pipeline calls, by its layout: stage folders (tasks/<stage>/, today), the flat tasks/
+    with a catalog (v0.2, e.g. a8a453d), or the flat tasks/ from before issue 10 (e.g. 667e57b). Returns
+    (module holding LinearProbe and the zero-shot, zero-shot function name, Catalog, select, diagnose, store,
+    evaluate, moment functions, shards, text URL)."""
+    api = {}
+    try:  # today: stage folders, specs
+        import tasks.evaluate.predictions as evaluate_module
+    except ImportError:
+        evaluate_module = None
+    if evaluate_module is not None:
+        from tasks.fit.diagnostics import diagnose_projection
+        from tasks.fit.moments import accumulate_image_moments, accumulate_text_moments
+        from tasks.fit.projections import store_projection
+        from tasks.fit.selection import select_by_rule
+        from tasks.specs import Recipe, SelectionSpec
+        from tasks.store.catalog import EmbeddingCatalog
+
+        recipe, selection = Recipe(probe=solver, probe_c=PROBE_C), SelectionSpec(tuple(LAMS))
+        api.update(
+            module=evaluate_module, zero_shot="zero_shot_logits", Catalog=EmbeddingCatalog,
+            select=lambda per_domain, text, index, sources, target: select_by_rule.fn(
+                index, per_domain, text, sources, target, None, recipe, selection),
+            diagnose=diagnose_projection.fn, store=store_projection.fn,
+            evaluate=lambda index, sources, target, projection: evaluate_module.evaluate_target.fn(
+                index, sources, target, projection, recipe),
+            moments=(accumulate_image_moments.fn, accumulate_text_moments.fn),
+            shards=description["shards"], text_url=description["text_url"])
+        return api
+    import tasks.evaluate as evaluate_module
+    from tasks.fit import accumulate_image_moments, accumulate_text_moments
+
+    api.update(module=evaluate_module, moments=(accumulate_image_moments.fn, accumulate_text_moments.fn))
+    if "projection_url" in inspect.signature(evaluate_module.evaluate_target.fn).parameters:  # v0.2: flat, a catalog
+        from tasks.catalog import EmbeddingCatalog
+        from tasks.diagnostics import diagnose_projection
+        from tasks.fit import store_projection
+        from tasks.selection import select_by_rule
+
+        api.update(
+            zero_shot="zero_shot_scores", Catalog=EmbeddingCatalog,
+            select=lambda per_domain, text, index, sources, target: select_by_rule.fn(
+                index, per_domain, text, sources, target, None, LAMS, None, "largest", True),
+            diagnose=diagnose_projection.fn, store=store_projection.fn,
+            evaluate=lambda index, sources, target, projection: evaluate_module.evaluate_target.fn(
+                index, sources, target, projection, PROBE_C, "all", "default", solver),
+            shards=description["shards"], text_url=description["text_url"])
+        return api
+    # before issue 10: normalised embeddings at rest, an EmbeddingIndex, scikit-learn probe only
+    from tasks.fit import EmbeddingIndex, select_projection
+
+    if solver != "sklearn":
+        raise SystemExit("this checkout has no torch probe")
+    api.update(
+        zero_shot="zero_shot_predict", Catalog=EmbeddingIndex,
+        select=lambda per_domain, text, index, sources, target: select_projection.fn(
+            sum((per_domain[d] for d in sources[1:]), per_domain[sources[0]]) + text, index, sources, None, LAMS,
+            None, "largest", True),
+        diagnose=None, store=None,
+        evaluate=lambda index, sources, target, projection: evaluate_module.evaluate_target.fn(
+            index, sources, target, projection, PROBE_C),
+        shards=description["normalized_shards"], text_url=description["normalized_text_url"])
+    return api
+
+
 def run_one(description: dict, solver: str, out: str) -> dict:
     import pandas as pd
 
-    import tasks.evaluate.predictions
-    from tasks.fit.moments import accumulate_image_moments, accumulate_text_moments, store_projection
-
-    evaluate_target = tasks.evaluate.predictions.evaluate_target.fn
-    today = "projection_url" in inspect.signature(evaluate_target).parameters
-    if today:  # raw embeddings at rest, read through the catalog; the projection goes through a file
-        from tasks.store.catalog import EmbeddingCatalog as Catalog
-        from tasks.fit.diagnostics import diagnose_projection
-        from tasks.fit.selection import select_by_rule
-
-        diagnose = diagnose_projection.fn
-
-        def select(moments, index, sources, target):
-            return select_by_rule.fn(index, per_domain, text, sources, target, None, LAMS, None, "largest", True)
-
-        zero_shot, shards, text_url = "zero_shot_scores", description["shards"], description["text_url"]
-    else:  # code from before issue 10: normalised embeddings at rest, an EmbeddingIndex, scikit-learn probe only
-        from tasks.fit.moments import EmbeddingIndex as Catalog
-        from tasks.fit.moments import select_projection
-
-        def select(moments, index, sources, target):
-            return select_projection.fn(moments, index, sources, None, LAMS, None, "largest", True)
-
-        zero_shot, shards, text_url = "zero_shot_predict", description["normalized_shards"], description["normalized_text_url"]
-        if solver != "sklearn":
-            raise SystemExit("this checkout has no torch probe")
-
+    api = checkout_api(description, solver)
+    evaluate_module, Catalog = api["module"], api["Catalog"]
+    accumulate_image_moments, accumulate_text_moments = api["moments"]
     baseline_rss = peak_rss_mb()
     clock = StageClock()
     clock.wrap(Catalog, "load", "read")
     clock.wrap(Catalog, "class_embeddings", "read")
-    clock.wrap(tasks.evaluate.predictions, zero_shot, "zero-shot")
+    clock.wrap(evaluate_module, api["zero_shot"], "zero-shot")
 
-    class TimedProbe(tasks.evaluate.predictions.LinearProbe):  # the probe both APIs build from tasks.evaluate.predictions's namespace
+    class TimedProbe(evaluate_module.LinearProbe):  # the probe every layout builds from its evaluation module's namespace
         def stage(self):
             return clock.stage("probe CLIP" if self.projection is None else "probe CLIP-ICM")
 
@@ -240,37 +281,33 @@ def run_one(description: dict, solver: str, out: str) -> dict:
             with self.stage():
                 return super().decision_function(X)
 
-    tasks.evaluate.predictions.LinearProbe = TimedProbe
+    evaluate_module.LinearProbe = TimedProbe
     index = Catalog(dataset_root=description["dataset_root"], fingerprint=description["fingerprint"],
-                    domains=tuple(description["domains"]), classes=tuple(description["classes"]), shards=shards,
-                    text_url=text_url)
+                    domains=tuple(description["domains"]), classes=tuple(description["classes"]),
+                    shards=api["shards"], text_url=api["text_url"])
     projections = tempfile.TemporaryDirectory()
 
     started = clocks()
     per_domain, predictions, folds = {}, [], []
     with clock.stage("moments"):
-        text = accumulate_text_moments.fn(index)
+        text = accumulate_text_moments(index)
     for target in index.domains:
         fold_started = time.perf_counter()
         sources = [domain for domain in index.domains if domain != target]
         with clock.stage("moments"):
             for domain in sources:  # what Prefect's cache does across folds: each domain's sums once
                 if domain not in per_domain:
-                    per_domain[domain] = accumulate_image_moments.fn(index, domain)
-            moments = sum((per_domain[domain] for domain in sources[1:]), per_domain[sources[0]]) + text
+                    per_domain[domain] = accumulate_image_moments(index, domain)
         with clock.stage("selection"):
-            selection = select(moments, index, sources, target)
+            selection = api["select"](per_domain, text, index, sources, target)
         projection = selection.projection
-        if today:  # code from before issue 10 had no diagnostics
+        if api["diagnose"]:  # code from before issue 10 had no diagnostics, and took the projection itself
             with clock.stage("diagnostics"):
-                diagnose(index, selection, per_domain, text, sources, None)
+                api["diagnose"](index, selection, per_domain, text, sources, None)
             with clock.stage("selection"):
-                projection = store_projection.fn(projection, f"{projections.name}/{target}.npz")
+                projection = api["store"](projection, f"{projections.name}/{target}.npz")
         with clock.stage("evaluate (other)"):
-            if today:
-                frame = evaluate_target(index, sources, target, projection, PROBE_C, "all", "default", solver)
-            else:
-                frame = evaluate_target(index, sources, target, projection, PROBE_C)
+            frame = api["evaluate"](index, sources, target, projection)
         predictions.append(frame[["target", "method", "sample_id", "prediction", "correct"]])
         folds.append(time.perf_counter() - fold_started)
     wall, cpu = (now - then for now, then in zip(clocks(), started))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +24,8 @@ from icm_core import (
     InterventionMoments,
     InvariantProjection,
     LinearProbe,
-    ReleasedLinearProbe,
     accuracy,
     l2_normalize,
-    released_zero_shot_predict,
     zero_shot_predict,
 )
 from icm_core.synthetic import SyntheticSCM, largest_principal_angle_deg
@@ -34,7 +33,8 @@ from icm_core.synthetic import SyntheticSCM, largest_principal_angle_deg
 RESULTS = Path(__file__).parent / "results"
 RECIPES = {  # name: (normalise embeddings, eigenvector order, zero-shot, probe)
     "default": (True, "largest", zero_shot_predict, LinearProbe),
-    "released": (False, "released", released_zero_shot_predict, ReleasedLinearProbe),
+    "released": (False, "released", partial(zero_shot_predict, normalize_images=False),
+                 partial(LinearProbe, solver="sklearn")),
     "largest, raw embeddings": (False, "largest", zero_shot_predict, LinearProbe),
 }
 

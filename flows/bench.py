@@ -11,10 +11,11 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from flows.config.run_config import BENCH_PER_RUN_FIELDS, RunConfig
-from flows.embed import discover_dataset
 from flows.config.preflight import preflight
 from flows.run import run
-from tasks.store.history import config_url, latest_runs, resolve_run, store_url
+from tasks.data.datasets import discover_dataset
+from tasks.store.history import config_url, latest_runs, resolve_run
+from tasks.store.names import store_url
 from tasks.report.leaderboard import read_trials, write_leaderboard
 from tasks.store.storage import exists, join, read_json, write_json
 from tasks.errors import InputError
@@ -92,8 +93,7 @@ def bench(models: list[str], datasets: dict[str, str], trials: int = 3, name: st
     for labels, run_config in runs:
         url = run_config.dataset
         if url not in fingerprints:
-            fingerprints[url] = discover_dataset(url, run_config.store_url, run_config.holdout, run_config.split_seed,
-                                                 run_config.class_policy).fingerprint
+            fingerprints[url] = discover_dataset(run_config.data_spec()).fingerprint
         entry = completed_run(run_config, fingerprints[url])
         manifest.append({**labels, "config_name": run_config.name, "skipped": entry is not None})
         if entry:

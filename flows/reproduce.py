@@ -6,7 +6,8 @@ from prefect.utilities.annotations import quote
 
 from flows.config.run_config import RunConfig
 from flows.run import run
-from tasks.store.history import resolve_run, store_of, store_url
+from tasks.store.history import resolve_run, store_of
+from tasks.store.names import store_url
 from tasks.report.reproduce import accuracy_changes, reproduce_markdown, verdict, what_changed, write_reproduction
 from tasks.report.run_report import read_run_table
 from tasks.store.storage import join, read_json

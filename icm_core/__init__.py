@@ -21,7 +21,6 @@ from icm_core.predict import (
     zero_shot_predict,
 )
 from icm_core.projection import FORMAT_VERSION, InvariantProjection, eigendecompose, icm_matrix
-from icm_core.released import ReleasedLinearProbe, released_zero_shot_logits, released_zero_shot_predict
 from icm_core.selection import Selection, ValidationFold, select_hyperparameters, select_over_folds
 
 __all__ = [
@@ -29,7 +28,6 @@ __all__ = [
     "InterventionMoments",
     "InvariantProjection",
     "LinearProbe",
-    "ReleasedLinearProbe",
     "Selection",
     "ValidationFold",
     "accuracy",
@@ -46,8 +44,6 @@ __all__ = [
     "pair_movement",
     "per_class_accuracy",
     "positive_eigenvalues",
-    "released_zero_shot_logits",
-    "released_zero_shot_predict",
     "select_hyperparameters",
     "select_over_folds",
     "top_k_accuracy",

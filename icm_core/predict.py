@@ -35,9 +35,11 @@ def zero_shot_logits(image_embeddings, class_embeddings, projection=None, scale:
     return scale * images @ classes.T
 
 
-def zero_shot_predict(image_embeddings, class_embeddings, projection=None) -> np.ndarray:
-    return map_row_chunks(lambda part: zero_shot_logits(part, class_embeddings, projection).argmax(axis=1),
-                          image_embeddings)
+def zero_shot_predict(image_embeddings, class_embeddings, projection=None, *, normalize_images: bool = True) -> np.ndarray:
+    """The argmax of `zero_shot_logits`, a chunk of rows at a time."""
+    return map_row_chunks(
+        lambda part: zero_shot_logits(part, class_embeddings, projection, normalize_images=normalize_images).argmax(axis=1),
+        image_embeddings)
 
 
 SOLVERS = ("torch", "sklearn")

@@ -6,9 +6,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tasks.specs import EmbedSpec
 from tasks.store.storage import write_bytes
 
 TINY_MODEL = "ICM-Tiny"
+
+
+def tiny_embedding(store: str, **fields) -> EmbedSpec:
+    """What the tests embed: the tiny architecture with random weights, into `store`."""
+    return EmbedSpec(TINY_MODEL, "none", store, **fields)
 
 # before any test module imports prefect: its own home (results cache, database), no telemetry
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="clip-icm-prefect-"))

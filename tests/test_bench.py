@@ -16,7 +16,7 @@ from clip_icm.cli import main
 from tasks.store.history import LATEST, history, resolve_run
 from tasks.report.leaderboard import BASELINES, aggregate, cell, paper_tables
 from tasks.store.storage import join, read_bytes, read_json, read_parquet
-from tasks.store.keys import stable_hash
+from tasks.store.names import stable_hash
 
 FAST = ["--protocol", "domain-shift", "--lams", "1", "--ks", "4"]
 

@@ -4,7 +4,8 @@ import pkgutil
 import fsspec
 import numpy as np
 import pytest
-from conftest import TINY_MODEL, make_image_folder, make_imagefolder
+import torch
+from conftest import TINY_MODEL, tiny_embedding, make_image_folder, make_imagefolder
 
 from icm_core import LinearProbe, l2_normalize
 from tasks.data.class_names import (
@@ -139,7 +140,7 @@ def test_text_table_is_raw_has_every_template_per_class_and_keys_on_prompts(memo
     names = class_display_names(None, classes, "d")
     pairs = prompt_bank_pairs(classes, names=names)
     prompts = class_prompts(classes, names, load_templates("openai-imagenet"))
-    result = embed_text.fn(classes, prompts, pairs, TINY_MODEL, "none", memory_root)
+    result = embed_text.fn(classes, prompts, pairs, tiny_embedding(memory_root))
     rows, embeddings = read_embeddings(result["url"])
     assert result["embedded"] == len(rows) == 2 * 80 + 2 * 32
     class_rows = rows[rows["role"] == "class_prompt"]
@@ -148,13 +149,15 @@ def test_text_table_is_raw_has_every_template_per_class_and_keys_on_prompts(memo
     assert embedding_metadata(result["url"])["normalized"] is False
     # raw: the encoder's output before normalisation, which normalises to what CLIP compares
     loaded = load_model(TINY_MODEL, "none")
-    np.testing.assert_allclose(l2_normalize(embeddings), loaded.encode_texts(rows["text"].tolist()), atol=1e-5)
+    with torch.inference_mode():
+        normalised = loaded.model.encode_text(loaded.tokenizer(rows["text"].tolist()), normalize=True).numpy()
+    np.testing.assert_allclose(l2_normalize(embeddings), normalised, atol=1e-5)
     assert not np.allclose(np.linalg.norm(embeddings, axis=1), 1, atol=1e-3)
-    assert embed_text.fn(classes, prompts, pairs, TINY_MODEL, "none", memory_root)["embedded"] == 0
+    assert embed_text.fn(classes, prompts, pairs, tiny_embedding(memory_root))["embedded"] == 0
     simple = class_prompts(classes, names, load_templates("simple"))
-    assert embed_text.fn(classes, simple, pairs, TINY_MODEL, "none", memory_root)["url"] != result["url"]
+    assert embed_text.fn(classes, simple, pairs, tiny_embedding(memory_root))["url"] != result["url"]
     renamed = class_prompts(classes, {"bird": "sparrow", "cat": "cat"}, load_templates("simple"))
-    assert embed_text.fn(classes, renamed, pairs, TINY_MODEL, "none", memory_root)["url"] != result["url"]
+    assert embed_text.fn(classes, renamed, pairs, tiny_embedding(memory_root))["url"] != result["url"]
 
 
 def test_class_embedding_is_the_normalised_mean_of_normalised_templates(memory_root):

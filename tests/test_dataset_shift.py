@@ -11,8 +11,8 @@ from tasks.evaluate.dataset_shift import probe_scorer_among
 from icm_core import LinearProbe
 from tasks.data.class_names import imagenet_synsets
 from tasks.embed.images import read_embeddings
-from tasks.evaluate.predictions import METHODS
-from tasks.fit.moments import load_projection
+from tasks.vocabulary import METHODS
+from tasks.fit.projections import load_projection
 from tasks.store.storage import join, read_json, read_parquet
 from tasks.store.history import resolve_run
 

@@ -7,11 +7,12 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import torch
-from conftest import TINY_MODEL, colourful_image, make_image_folder
+from conftest import TINY_MODEL, tiny_embedding, colourful_image, make_image_folder
 from PIL import Image
 
 from tasks.embed import models
-from tasks.data.datasets import ROTATED_DIGITS_ANGLES, assign_split, discover, materialize_rotated_digits
+from tasks.data.datasets import ROTATED_DIGITS_ANGLES, discover, materialize_rotated_digits
+from tasks.data.splits import assign_split
 from tasks.embed.images import (
     embed_image_shard,
     embedding_metadata,
@@ -72,7 +73,7 @@ def test_embedding_parquet_schema_rows_and_skipped(memory_root):
     root = make_image_folder(f"{memory_root}/data", per_class=3, corrupt=[("art", "cat")])
     data = discover(root)
     store = f"{memory_root}/store"
-    result = embed(data, "art", INTERVENED, TINY_MODEL, "none", store, batch_size=4)
+    result = embed(data, "art", INTERVENED, tiny_embedding(store, batch_size=4))
     assert (result["images"], result["embedded"], result["skipped"]) == (13, 12, 1)
     table = read_parquet(result["url"])
     assert table.schema.field("embedding").type == pa.list_(pa.float32(), 32)
@@ -93,15 +94,15 @@ def test_embedding_parquet_schema_rows_and_skipped(memory_root):
 def test_second_identical_call_embeds_nothing_and_seed_changes_only_intervened(memory_root):
     data = discover(make_image_folder(f"{memory_root}/data", per_class=3))
     store = f"{memory_root}/store"
-    first = {view: embed(data, "photo", view, TINY_MODEL, "none", store) for view in (ORIGINAL, INTERVENED)}
-    again = {view: embed(data, "photo", view, TINY_MODEL, "none", store) for view in (ORIGINAL, INTERVENED)}
+    first = {view: embed(data, "photo", view, tiny_embedding(store)) for view in (ORIGINAL, INTERVENED)}
+    again = {view: embed(data, "photo", view, tiny_embedding(store)) for view in (ORIGINAL, INTERVENED)}
     assert [r["embedded"] for r in first.values()] == [12, 12]
     assert [r["embedded"] for r in again.values()] == [0, 0]
     assert read_parquet(first[INTERVENED]["url"]).equals(read_parquet(again[INTERVENED]["url"]))
 
     reseeded = InterventionConfig(seed=1)
-    other_original = embed(data, "photo", ORIGINAL, TINY_MODEL, "none", store, interventions=reseeded)
-    other_intervened = embed(data, "photo", INTERVENED, TINY_MODEL, "none", store, interventions=reseeded)
+    other_original = embed(data, "photo", ORIGINAL, tiny_embedding(store, interventions=reseeded))
+    other_intervened = embed(data, "photo", INTERVENED, tiny_embedding(store, interventions=reseeded))
     assert other_original["embedded"] == 0 and other_original["url"] == first[ORIGINAL]["url"]
     assert other_intervened["embedded"] == 12 and other_intervened["url"] != first[INTERVENED]["url"]
     _, seed0 = read_embeddings(first[INTERVENED]["url"])
@@ -122,8 +123,8 @@ def test_each_intervention_changes_the_image_and_is_reproducible(family):
 
 def test_intervention_draw_depends_on_sample_not_batching(memory_root):
     data = discover(make_image_folder(f"{memory_root}/data", per_class=4))
-    small = embed(data, "art", INTERVENED, TINY_MODEL, "none", f"{memory_root}/s1", batch_size=2)
-    large = embed(data, "art", INTERVENED, TINY_MODEL, "none", f"{memory_root}/s2", batch_size=7, shard_size=5)
+    small = embed(data, "art", INTERVENED, tiny_embedding(f"{memory_root}/s1", batch_size=2))
+    large = embed(data, "art", INTERVENED, tiny_embedding(f"{memory_root}/s2", batch_size=7, shard_size=5))
     rows_small, emb_small = read_embeddings(small["url"])
     rows_large, emb_large = read_embeddings(large["url"])
     assert rows_small["view"].tolist() == rows_large["view"].tolist()
@@ -142,7 +143,7 @@ def test_intervention_config_rejects_unknown_names():
 
 def test_killed_run_resumes_with_missing_parts_only(memory_root, monkeypatch):
     data = discover(make_image_folder(f"{memory_root}/data", per_class=3))
-    reference = embed(data, "sketch", INTERVENED, TINY_MODEL, "none", f"{memory_root}/ref", batch_size=2, shard_size=4)
+    reference = embed(data, "sketch", INTERVENED, tiny_embedding(f"{memory_root}/ref", batch_size=2, shard_size=4))
     store = f"{memory_root}/store"
     real_encode, calls = models.LoadedModel.encode_images, []
 
@@ -154,7 +155,7 @@ def test_killed_run_resumes_with_missing_parts_only(memory_root, monkeypatch):
 
     monkeypatch.setattr(models.LoadedModel, "encode_images", failing_encode)
     with pytest.raises(RuntimeError, match="worker killed"):
-        embed(data, "sketch", INTERVENED, TINY_MODEL, "none", store, batch_size=2, shard_size=4)
+        embed(data, "sketch", INTERVENED, tiny_embedding(store, batch_size=2, shard_size=4))
     files = all_files(store)
     assert not any(".tmp-" in f for f in files)
     assert not any(f.endswith(".parquet") and "parts" not in f for f in files)  # no final file yet
@@ -162,7 +163,7 @@ def test_killed_run_resumes_with_missing_parts_only(memory_root, monkeypatch):
     assert len(parts) == 2  # 4 batches of 2 = 2 parts of 4 done
 
     monkeypatch.setattr(models.LoadedModel, "encode_images", real_encode)
-    resumed = embed(data, "sketch", INTERVENED, TINY_MODEL, "none", store, batch_size=2, shard_size=4)
+    resumed = embed(data, "sketch", INTERVENED, tiny_embedding(store, batch_size=2, shard_size=4))
     assert resumed["embedded"] == 12 - 8
     assert read_parquet(resumed["url"]).equals(read_parquet(reference["url"]))
     leftovers = [f for f in all_files(store) if ".parts" in f or ".tmp-" in f]
@@ -171,7 +172,7 @@ def test_killed_run_resumes_with_missing_parts_only(memory_root, monkeypatch):
 
 def test_works_on_a_local_path(tmp_path):
     data = discover(make_image_folder(str(tmp_path / "data"), per_class=2))
-    result = embed(data, "art", ORIGINAL, TINY_MODEL, "none", str(tmp_path / "store"))
+    result = embed(data, "art", ORIGINAL, tiny_embedding(str(tmp_path / "store")))
     rows, embeddings = read_embeddings(result["url"])
     assert result["url"].startswith(str(tmp_path)) and embeddings.shape == (8, 32)
     assert rows["path"].map(lambda p: (tmp_path / "data").as_posix() in p).all()
@@ -183,11 +184,11 @@ def test_text_embeddings_of_prompts_and_pairs(memory_root, tmp_path):
     assert len(pairs) == 2 * 16 and set(pairs["class"]) == set(classes)
     assert (pairs["text_a"] != pairs["text_b"]).all() and pairs["text_b"].str.contains("cat").sum() == 16
     prompts = pd.DataFrame({"class": classes, "text": ["a photo of a bird.", "a photo of a cat."]})
-    result = embed_text.fn(classes, prompts, pairs, TINY_MODEL, "none", memory_root)
+    result = embed_text.fn(classes, prompts, pairs, tiny_embedding(memory_root))
     rows, embeddings = read_embeddings(result["url"])
     assert result["embedded"] == len(rows) == 2 + 2 * 32
     assert set(rows["role"]) == {"class_prompt", "pair_a", "pair_b"}
-    assert embed_text.fn(classes, prompts, pairs, TINY_MODEL, "none", memory_root)["embedded"] == 0
+    assert embed_text.fn(classes, prompts, pairs, tiny_embedding(memory_root))["embedded"] == 0
 
     user = tmp_path / "pairs.csv"
     user.write_text("class,text_a,text_b\ncat,a photo of a cat,a cat drawn in crayon\n")

@@ -17,10 +17,11 @@ from icm_core import movement_kept
 from tasks.embed.images import read_embeddings
 from tasks.evaluate.predictions import evaluate_open_class_target, evaluate_target
 from tasks.store.catalog import EmbeddingCatalog
-from tasks.fit.moments import load_projection
+from tasks.fit.projections import load_projection
 from tasks.report.run_report import accuracy_plot_png
 from tasks.store.storage import join, read_json, read_parquet, write_parquet
 from tasks.embed.images import IMAGE_SCHEMA, embedding_table
+from tasks.specs import Recipe, SelectionSpec
 from tasks.store.history import resolve_run
 from tasks.report.run_report import read_run, run_report
 
@@ -129,7 +130,7 @@ def test_only_the_oracle_rule_reads_the_target(workspace, tmp_path, evaluate):
     grids = {}
     for rule in ("training-domain", "leave-one-domain-out", "oracle"):
         for name, which in (("clean", index), ("dirty", corrupted)):
-            result = evaluate(which, str(tmp_path / f"{rule}-{name}"), ["sketch"], LAMS, selection=rule)
+            result = evaluate(which, str(tmp_path / f"{rule}-{name}"), ["sketch"], Recipe(), SelectionSpec(tuple(LAMS), rule=rule))
             grids[rule, name] = result.selections
             assert (result.selections["selection"] == rule).all()
     for rule in ("training-domain", "leave-one-domain-out"):
@@ -147,12 +148,12 @@ def test_each_test_split_row_count(workspace):
     assert counts == {"train": 24, "val": 6}  # 30 images, 20% held out
     expected = {"all": 30, "in": counts["train"], "out": counts["val"]}
     for test_split, n in expected.items():
-        rows = evaluate_target.fn(index, ["photo", "sketch"], "art", projection, test_split=test_split)
+        rows = evaluate_target.fn(index, ["photo", "sketch"], "art", projection, Recipe(test_split=test_split))
         assert rows.groupby("method").size().tolist() == [n] * 4
-        open_rows = evaluate_open_class_target.fn(index, "art", projection, test_split=test_split)
+        open_rows = evaluate_open_class_target.fn(index, "art", projection, Recipe(test_split=test_split))
         assert len(open_rows) == 2 * n
-    inside = evaluate_target.fn(index, ["photo", "sketch"], "art", projection, test_split="in")
-    outside = evaluate_target.fn(index, ["photo", "sketch"], "art", projection, test_split="out")
+    inside = evaluate_target.fn(index, ["photo", "sketch"], "art", projection, Recipe(test_split="in"))
+    outside = evaluate_target.fn(index, ["photo", "sketch"], "art", projection, Recipe(test_split="out"))
     assert not set(inside["sample_id"]) & set(outside["sample_id"])
 
 
@@ -256,7 +257,7 @@ def test_probes_read_the_held_arrays_in_place_and_the_icm_probe_starts_from_clip
     real_fit = icm_core.predict.fit_logistic
     monkeypatch.setattr(icm_core.predict, "fit_logistic", recorded)
     projection_url = join(workspace["run"], "projections", "domain-shift-art.npz")
-    predictions = evaluate_target.fn(index, ["photo", "sketch"], "art", projection_url)
+    predictions = evaluate_target.fn(index, ["photo", "sketch"], "art", projection_url, Recipe())
     (clip_blocks, clip_options, clip_fit), (icm_blocks, icm_options, _) = fits
     held = [index.load([domain])[1] for domain in ("photo", "sketch")]
     for blocks in (clip_blocks, icm_blocks):  # one block per source, no stacked copy of the training set

@@ -8,7 +8,7 @@ from sklearn.metrics import balanced_accuracy_score, top_k_accuracy_score
 from icm_core import (
     InterventionMoments,
     InvariantProjection,
-    ReleasedLinearProbe,
+    LinearProbe,
     ValidationFold,
     accuracy,
     balanced_accuracy,
@@ -19,8 +19,6 @@ from icm_core import (
     movement_kept_by_family,
     pair_movement,
     positive_eigenvalues,
-    released_zero_shot_logits,
-    released_zero_shot_predict,
     select_hyperparameters,
     select_over_folds,
     top_k_accuracy,
@@ -32,7 +30,8 @@ from icm_core import (
 )
 from icm_core.chunks import CHUNK_ROWS
 from icm_core.synthetic import SyntheticSCM
-from tasks.evaluate.predictions import ranked, summarize
+from tasks.evaluate.predictions import ranked
+from tasks.evaluate.summary import summarize
 
 # 3 images x 6 classes; row 0's ranking is 5,4,3,2,1,0, row 1's 0,1,2,3,4,5, row 2 ties at the top
 SCORES = np.array([
@@ -169,9 +168,10 @@ def test_released_zero_shot_and_probe_follow_the_recipe():
     projection = InvariantProjection(3, lam=1, order="released").fit(rng.normal(size=(50, 8)), rng.normal(size=(50, 8)))
     A = projection.components_
     text = classes / np.linalg.norm(classes, axis=1, keepdims=True)
-    np.testing.assert_allclose(released_zero_shot_logits(images, classes, projection), 100 * (images @ A) @ (text @ A).T)
+    np.testing.assert_allclose(zero_shot_logits(images, classes, projection, normalize_images=False),
+                               100 * (images @ A) @ (text @ A).T)
     labels = rng.integers(4, size=30)
-    probe = ReleasedLinearProbe(projection).fit(images, labels)
+    probe = LinearProbe(projection, solver="sklearn").fit(images, labels)
     reference = LogisticRegression(C=0.316, max_iter=1000, random_state=0).fit(images @ A, labels)
     np.testing.assert_array_equal(probe.predict(images), reference.predict(images @ A))
     np.testing.assert_allclose(probe.decision_function(images), reference.decision_function(images @ A))
@@ -185,8 +185,8 @@ def test_scoring_a_chunk_of_rows_at_a_time_equals_scoring_all_rows():
     for fitted in (None, projection):
         logits = zero_shot_logits(images, classes, fitted)
         np.testing.assert_array_equal(zero_shot_predict(images, classes, fitted), logits.argmax(axis=1))
-        np.testing.assert_array_equal(released_zero_shot_predict(images, classes, fitted),
-                                      released_zero_shot_logits(images, classes, fitted).argmax(axis=1))
+        np.testing.assert_array_equal(zero_shot_predict(images, classes, fitted, normalize_images=False),
+                                      zero_shot_logits(images, classes, fitted, normalize_images=False).argmax(axis=1))
         chunked = ranked(lambda part: zero_shot_logits(part, classes, fitted), every_class, images)
         np.testing.assert_array_equal(chunked, top_k_labels(logits, 5))
     # named columns, fewer than 5 of them: as many ranks as columns

@@ -19,9 +19,11 @@ from flows.config.preflight import preflight
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from icm_core import InterventionMoments, harmonic_mean
 from tasks.embed.images import embedding_table, read_embeddings, IMAGE_SCHEMA
-from tasks.evaluate.predictions import METHODS, split_base_novel
+from tasks.data.splits import split_base_novel
+from tasks.vocabulary import METHODS
 from tasks.store.catalog import EmbeddingCatalog
-from tasks.fit.moments import load_projection
+from tasks.fit.projections import load_projection
+from tasks.specs import Recipe, SelectionSpec
 from tasks.store.history import resolve_run
 from tasks.store.storage import join, read_bytes, read_json, read_parquet, write_parquet
 
@@ -118,9 +120,9 @@ def corrupted_copy(index, tmp_path, domains, rows_to_corrupt) -> EmbeddingCatalo
 
 def fits_agree(evaluate, index, corrupted, target, protocol, tmp_path):
     """Run one protocol on the clean and the corrupted index; return whether selection and projection agree."""
-    lams = [float(lam) for lam in LAMS]
-    clean = evaluate(index, str(tmp_path / "clean"), [target], lams)
-    dirty = evaluate(corrupted, str(tmp_path / "dirty"), [target], lams)
+    selection = SelectionSpec(tuple(float(lam) for lam in LAMS))
+    clean = evaluate(index, str(tmp_path / "clean"), [target], Recipe(), selection)
+    dirty = evaluate(corrupted, str(tmp_path / "dirty"), [target], Recipe(), selection)
     pd.testing.assert_frame_equal(clean.selections, dirty.selections)
     projection = f"projections/{protocol}-{target}.npz"
     assert read_bytes(str(tmp_path / "clean" / projection)) == read_bytes(str(tmp_path / "dirty" / projection))
@@ -162,7 +164,7 @@ def test_each_domain_is_read_once_and_its_moments_accumulated_once_across_folds(
     real_update, real_read = InterventionMoments.update, tasks.store.catalog.read_domain
     monkeypatch.setattr(InterventionMoments, "update", lambda self, Z, *a: accumulated.append(len(Z)) or real_update(self, Z, *a))
     monkeypatch.setattr(tasks.store.catalog, "read_domain", lambda url, *a: reads.append(url) or real_read(url, *a))
-    evaluate_domain_shift(fresh, str(tmp_path / "run"), None, [1.0])
+    evaluate_domain_shift(fresh, str(tmp_path / "run"), None, Recipe(), SelectionSpec(lams=(1.0,)))
     # 3 folds x 2 sources each, yet each domain's originals and interventions are read once, summed once
     assert sorted(reads) == sorted(fresh.shards.values())
     assert sum(accumulated) == sum(len(fresh.load([domain], "train")[1]) for domain in fresh.domains)

@@ -6,7 +6,7 @@ import pickle
 import fsspec
 import numpy as np
 import pandas as pd
-from conftest import TINY_MODEL, make_image_folder
+from conftest import TINY_MODEL, tiny_embedding, make_image_folder
 
 from tasks.data.datasets import Dataset, discover
 from tasks.embed.images import (
@@ -27,12 +27,12 @@ def all_files(url):
 
 def test_a_domain_larger_than_the_shard_size_runs_as_parts_and_reads_back_as_one_table(memory_root):
     data = discover(make_image_folder(f"{memory_root}/data", per_class=4, corrupt=[("art", "cat")]))
-    plan = plan_shard(data, "art", INTERVENED, TINY_MODEL, "none", f"{memory_root}/parts", shard_size=5)
+    plan = plan_shard(data, "art", INTERVENED, tiny_embedding(f"{memory_root}/parts", shard_size=5))
     assert [len(rows) for rows in plan.parts] == [5, 5, 5, 2]  # 17 images: ceil(17 / 5) parts
     assert pd.concat(plan.parts)["sample_id"].is_monotonic_increasing
 
-    parted = embed_image_shard(data, "art", INTERVENED, TINY_MODEL, "none", f"{memory_root}/parts", shard_size=5)
-    single = embed_image_shard(data, "art", INTERVENED, TINY_MODEL, "none", f"{memory_root}/one", shard_size=8192)
+    parted = embed_image_shard(data, "art", INTERVENED, tiny_embedding(f"{memory_root}/parts", shard_size=5))
+    single = embed_image_shard(data, "art", INTERVENED, tiny_embedding(f"{memory_root}/one", shard_size=8192))
     assert (parted["images"], parted["embedded"], parted["skipped"]) == (17, 16, 1)
     rows_parted, emb_parted = read_embeddings(parted["url"])
     rows_single, emb_single = read_embeddings(single["url"])
@@ -42,7 +42,7 @@ def test_a_domain_larger_than_the_shard_size_runs_as_parts_and_reads_back_as_one
     assert read_parquet(skipped_url(parted["url"])).equals(read_parquet(skipped_url(single["url"])))
     assert not [f for f in all_files(f"{memory_root}/parts") if ".parts" in f or ".tmp-" in f]
 
-    again = embed_image_shard(data, "art", INTERVENED, TINY_MODEL, "none", f"{memory_root}/parts", shard_size=5)
+    again = embed_image_shard(data, "art", INTERVENED, tiny_embedding(f"{memory_root}/parts", shard_size=5))
     assert again["embedded"] == 0 and again["url"] == parted["url"]
 
 
@@ -55,7 +55,7 @@ def test_imagenet_sized_domain_plans_ceil_n_over_shard_size_small_tasks():
     })
     data = Dataset("s3://bucket/imagenet", samples, ("imagenet",), tuple(sorted(samples["class"].unique())), "f" * 16,
                    0.2, 0)
-    plan = plan_shard(data, "imagenet", ORIGINAL, TINY_MODEL, "none", "s3://bucket/store", shard_size=shard_size)
+    plan = plan_shard(data, "imagenet", ORIGINAL, tiny_embedding("s3://bucket/store", shard_size=shard_size))
     assert len(plan.parts) == math.ceil(n / shard_size) == 157
     assert max(len(rows) for rows in plan.parts) == shard_size and plan.images == n
     # what one task is sent: its own rows (never the dataset table) and a few strings
@@ -72,7 +72,7 @@ def write_shard(root, store, barrier):
     data = discover(root)
     if barrier is not None:
         barrier.wait(timeout=120)
-    return embed_image_shard(data, "art", INTERVENED, TINY_MODEL, "none", store, shard_size=3, batch_size=2)["url"]
+    return embed_image_shard(data, "art", INTERVENED, tiny_embedding(store, shard_size=3, batch_size=2))["url"]
 
 
 def test_concurrent_writer_processes_on_one_store_all_succeed_with_one_writers_bytes(tmp_path):
@@ -95,8 +95,8 @@ def test_concurrent_writer_processes_on_one_store_all_succeed_with_one_writers_b
 def test_identical_runs_write_byte_identical_skipped_tables_with_stable_reasons(memory_root):
     root = make_image_folder(f"{memory_root}/data", per_class=2, corrupt=[("art", "cat"), ("art", "fish")])
     data = discover(root)
-    first = embed_image_shard(data, "art", ORIGINAL, TINY_MODEL, "none", f"{memory_root}/one", shard_size=4)
-    second = embed_image_shard(data, "art", ORIGINAL, TINY_MODEL, "none", f"{memory_root}/two", shard_size=4)
+    first = embed_image_shard(data, "art", ORIGINAL, tiny_embedding(f"{memory_root}/one", shard_size=4))
+    second = embed_image_shard(data, "art", ORIGINAL, tiny_embedding(f"{memory_root}/two", shard_size=4))
     assert read_bytes(skipped_url(first["url"])) == read_bytes(skipped_url(second["url"]))
     reasons = read_parquet(skipped_url(first["url"])).column("reason").to_pylist()
     assert len(reasons) == 2 and all(reason.startswith("UnidentifiedImageError: cannot identify") for reason in reasons)

@@ -11,6 +11,7 @@ config that passed in this process is not checked twice.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 import importlib.util
 import os
 import uuid
@@ -22,11 +23,11 @@ from flows.config.run_config import RunConfig, field_label
 from tasks.data.class_names import class_display_names, match_classes
 from tasks.data.prompts import load_templates, load_text_pairs, text_inputs
 from tasks.embed.checkpoints import check_checkpoint
-from tasks.data.datasets import Dataset, assign_split, discover_dataset
+from tasks.data.datasets import Dataset, discover_dataset
+from tasks.data.splits import assign_split, split_base_novel
 from tasks.errors import InputError
-from tasks.evaluate.predictions import split_base_novel
 from tasks.embed.models import check_model
-from tasks.embed.plan import cached_index
+from tasks.embed.plan import cached_catalog
 from tasks.store.storage import filesystem
 from tasks.vocabulary import DATASET_SHIFT, OPEN_CLASS, RANDOM_WEIGHTS, protocols
 
@@ -83,7 +84,7 @@ def check_shift_options(config: RunConfig) -> None:
 def check_target_datasets(config: RunConfig, source: Dataset) -> None:
     """Every target dataset listed and its classes matched to the source's: before anything is embedded."""
     for name, url in config.target_datasets.items():
-        target = discover_dataset.fn(url, config.store_url, config.holdout, config.split_seed, config.class_policy)
+        target = discover_dataset.fn(replace(config.data_spec(), dataset=url))
         match_classes(config.class_names, source.classes, target.classes, name)
 
 
@@ -175,8 +176,7 @@ def check_dataset(config: RunConfig) -> Dataset:
     """The listing: readable, enough domains and classes for the protocol, targets that exist, and a
     holdout that leaves every source domain both training and validation images."""
     try:
-        data = discover_dataset.fn(config.dataset, config.store_url, config.holdout, config.split_seed,
-                                   config.class_policy)
+        data = discover_dataset.fn(config.data_spec())
     except (ValueError, OSError, ImportError) as error:
         fail("dataset", error)
     domains = list(data.domains)
@@ -285,7 +285,7 @@ def check_sweep_options(config: RunConfig) -> None:
 def check_cached(config: RunConfig, data: Dataset) -> None:
     """Runs that read the store only (sweep) need every embedding file there already."""
     try:
-        cached_index(data, config.model, config.pretrained, config.store_url, config.intervention_config(),
-                     text_inputs(data, config.text_pairs, config.templates, config.class_names))
+        embedding = config.embed_spec()
+        cached_catalog(data, embedding, text_inputs(data, embedding))
     except InputError as error:
         fail("store", error)

@@ -7,21 +7,23 @@ need the dataset listing, the model config, the checkpoint, the device or the st
 """
 from __future__ import annotations
 
-import os
 import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.data.interventions import FAMILIES, InterventionConfig
-from tasks.store.keys import stable_hash
-from tasks.vocabulary import BOTH, DATASET_SHIFT, PROTOCOL_CHOICES, ROTATED_DIGITS, SELECTION_RULES
+from tasks.specs import DEFAULT_SHARD_SIZE, DataSpec, EmbedSpec, Recipe, SelectionSpec
+from tasks.store.names import stable_hash, store_url
+from tasks.vocabulary import (
+    BOTH, DATASET_SHIFT, PROTOCOL_CHOICES, ROTATED_DIGITS, SELECTION_RULES, dataset_label,
+)
 
 DEFAULT_LAMS = [0.1, 1.0, 10.0, 100.0]
 MAX_LAMBDA = 1e12
 
 # `--preset released`: the authors' released code (raw embeddings, smallest eigenvalues, its zero-shot and
-# sklearn probe at C=0.316, the target's 20% split, one template, no text pairs); icm_core.released
+# sklearn probe at C=0.316, the target's 20% split, one template, no text pairs); see RunConfig.recipe
 RELEASED_PRESET = {"normalize": False, "order": "released", "test_split": "out", "templates": "simple",
                    "use_text": False, "probe": "sklearn", "probe_c": 0.316}
 
@@ -87,7 +89,7 @@ class RunConfig(BaseModel):
         "embedding precision: auto (bf16/fp16 autocast on GPU, fp32 on CPU) or a fixed one"))
     batch_size: int | None = Field(None, gt=0, description="images per batch (default: 256 on GPU, 64 on CPU)")
     num_workers: int | None = Field(None, ge=0, description="DataLoader workers (default: sized to the host's cores on GPU, 0 on CPU)")
-    shard_size: int = Field(8192, gt=0, description="images per embedding task: a (domain, view) splits into shards of at most this many")
+    shard_size: int = Field(DEFAULT_SHARD_SIZE, gt=0, description="images per embedding task: a (domain, view) splits into shards of at most this many")
     task_runner: Literal["threads", "dask", "ray"] = Field("threads", description="how embedding shards run in parallel: threads, or dask/ray to scale out")
     max_workers: int = Field(4, gt=0, description="parallel tasks (threads, or Dask/Ray workers)")
     run_name: str | None = Field(None, description="run folder name under STORE/runs (default: derived from the config)")
@@ -157,13 +159,34 @@ class RunConfig(BaseModel):
     def _run_name_is_a_name(cls, run_name):
         return run_name if run_name is None else _check_name(run_name, "a run name")
 
-    def intervention_config(self) -> InterventionConfig:
-        families = tuple(self.interventions) if self.interventions else InterventionConfig().families
-        return InterventionConfig(families, self.intervention_seed, self.intervention_params or {})
-
     @property
     def store_url(self) -> str:
-        return self.store if "://" in self.store else os.path.abspath(self.store)
+        return store_url(self.store)
+
+    # ---- what each stage is asked to do (tasks.specs)
+
+    def data_spec(self) -> DataSpec:
+        return DataSpec(self.dataset, self.store_url, self.holdout, self.split_seed, self.class_policy)
+
+    def embed_spec(self) -> EmbedSpec:
+        families = tuple(self.interventions) if self.interventions else FAMILIES
+        return EmbedSpec(
+            model=self.model, pretrained=self.pretrained, store=self.store_url,
+            interventions=InterventionConfig(families, self.intervention_seed, self.intervention_params or {}),
+            templates=self.templates, class_names=self.class_names, text_pairs=self.text_pairs, device=self.device,
+            precision=self.precision, batch_size=self.batch_size, num_workers=self.num_workers,
+            shard_size=self.shard_size,
+        )
+
+    def recipe(self) -> Recipe:
+        """How CLIP-ICM fits and predicts; the one place the preset is read (its fields were set when the config
+        was built, and its zero-shot is the method's on raw images)."""
+        return Recipe(normalize=self.normalize, order=self.order, use_text=self.use_text,
+                      zero_shot_normalizes_images=self.preset != "released", probe=self.probe,
+                      probe_c=self.probe_c, test_split=self.test_split)
+
+    def selection_spec(self) -> SelectionSpec:
+        return SelectionSpec(tuple(self.lams), tuple(self.ks) if self.ks else None, self.selection)
 
     @property
     def name(self) -> str:
@@ -171,8 +194,8 @@ class RunConfig(BaseModel):
         if self.run_name:
             return self.run_name
         decisive = self.model_dump(exclude=set(EXECUTION_FIELDS))
-        dataset = self.dataset.rstrip("/").rsplit("/", 1)[-1]
-        return NOT_IN_NAMES.sub("_", f"{dataset}-{self.model}-{stable_hash(decisive, 8)}").lstrip(".")
+        label = f"{dataset_label(self.dataset)}-{self.model}-{stable_hash(decisive, 8)}"
+        return NOT_IN_NAMES.sub("_", label).lstrip(".")
 
 
 # a name becomes one folder under STORE/runs: letters, digits, . _ - and no leading dot (no "..", no hidden file)

@@ -5,7 +5,6 @@ ROOT/<class>/<image> (ImageNet and its variants): one domain, named IMAGEFOLDER_
 """
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import dataclass, field
 
@@ -15,8 +14,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.store.storage import exists, filesystem, join, write_bytes
-from tasks.store.keys import stable_hash
+from tasks.store.names import stable_hash
+from tasks.data.splits import assign_split
 from tasks.errors import InputError
+from tasks.specs import DataSpec
 from tasks.vocabulary import ROTATED_DIGITS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -46,21 +47,6 @@ class Dataset:
         if classes is not None:
             frame = frame[frame["class"].isin(list(classes))]
         return frame
-
-
-def _split_key(seed: int, sample_id: str) -> str:
-    return hashlib.sha256(f"{seed}:{sample_id}".encode()).hexdigest()
-
-
-def assign_split(sample_ids: pd.Series, holdout: float, seed: int) -> np.ndarray:
-    """Exactly round(holdout * n) ids become "val": those with the smallest seeded hashes.
-
-    Depends only on the ids and the seed, so listing order, machine and run never change it.
-    """
-    keys = sample_ids.map(lambda sample_id: _split_key(seed, sample_id))
-    n_val = int(round(holdout * len(sample_ids)))
-    val = set(keys.sort_values().index[:n_val])
-    return np.array(["val" if index in val else "train" for index in sample_ids.index])
 
 
 def _list_images(fs, base: str, root: str) -> tuple[pd.DataFrame, bool]:
@@ -196,6 +182,7 @@ def resolve_dataset(dataset: str, cache_url: str) -> str:
 
 
 @task(name="discover-dataset", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def discover_dataset(dataset: str, store: str, holdout: float, split_seed: int, class_policy: str) -> Dataset:
-    """The dataset argument (a folder URL or the built-in name) listed and split."""
-    return discover(resolve_dataset(dataset, store), holdout=holdout, seed=split_seed, class_policy=class_policy)
+def discover_dataset(data: DataSpec) -> Dataset:
+    """The dataset (a folder URL or the built-in name) listed and split."""
+    return discover(resolve_dataset(data.dataset, data.store), holdout=data.holdout, seed=data.split_seed,
+                    class_policy=data.class_policy)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tasks.errors import InputError
-from tasks.store.keys import stable_hash
+from tasks.store.names import stable_hash
 
 # Documented defaults; any entry can be overridden through InterventionConfig.params.
 DEFAULT_PARAMS = {

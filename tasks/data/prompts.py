@@ -81,11 +81,13 @@ def class_prompts(classes, names: dict[str, str], templates) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["class", "text"])
 
 
-def text_inputs(data, text_pairs: str | None = None, templates: str = "simple", class_names: str | None = None):
-    """(class prompts: every template per class, caption pairs: the shipped prompt bank's or the user's file)."""
-    names = class_display_names(class_names, data.classes, f"dataset {data.root!r}")
-    prompts = class_prompts(data.classes, names, load_templates(templates))
-    pairs = load_text_pairs(text_pairs, data.classes) if text_pairs else prompt_bank_pairs(data.classes, names=names)
+def text_inputs(dataset, embedding) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A dataset's text for an EmbedSpec: (class prompts, every template per class; caption pairs, the shipped
+    prompt bank's or the user's file)."""
+    names = class_display_names(embedding.class_names, dataset.classes, f"dataset {dataset.root!r}")
+    prompts = class_prompts(dataset.classes, names, load_templates(embedding.templates))
+    pairs = (load_text_pairs(embedding.text_pairs, dataset.classes) if embedding.text_pairs
+             else prompt_bank_pairs(dataset.classes, names=names))
     return prompts, pairs
 
 

@@ -27,16 +27,15 @@ from tqdm.auto import tqdm
 from tasks import __version__
 from tasks.data.datasets import Dataset
 from tasks.embed.cpu_images import pil_batches
-from tasks.data.interventions import InterventionConfig
 from tasks.embed.models import check_model, default_batch_size, default_loader_workers, load_model
+from tasks.specs import EmbedSpec
 from tasks.vocabulary import INTERVENED, VIEWS
 from tasks.store.storage import atomic_writer, exists, join, read_parquet, remove_files, write_parquet
-from tasks.store.keys import stable_hash
+from tasks.store.names import stable_hash
 
 METADATA_KEY = b"clip_icm"
 # bumped whenever the meaning of a stored image embedding changes (raw-v2: not normalised)
 IMAGE_FORMAT = "raw-v2"
-DEFAULT_SHARD_SIZE = 8192
 PART_COLUMNS = ["sample_id", "path", "domain", "class", "label", "split"]
 IMAGE_SCHEMA = pa.schema([
     ("sample_id", pa.string()), ("path", pa.string()), ("domain", pa.string()), ("class", pa.string()),
@@ -48,14 +47,14 @@ SKIPPED_SCHEMA = pa.schema([
 ])
 
 
-def image_shard_url(store, model, weights_id, dataset: Dataset, domain, view, interventions: InterventionConfig) -> str:
+def image_shard_url(embedding: EmbedSpec, weights_id: str, dataset: Dataset, domain: str, view: str) -> str:
     """Where a shard lives; computable without loading the model (the sweep relies on it)."""
     key = stable_hash({
-        "model": model, "weights": weights_id, "dataset": dataset.fingerprint, "holdout": dataset.holdout,
+        "model": embedding.model, "weights": weights_id, "dataset": dataset.fingerprint, "holdout": dataset.holdout,
         "split_seed": dataset.seed, "domain": domain, "view": view, "code": __version__, "format": IMAGE_FORMAT,
-        "interventions": interventions.key if view == INTERVENED else None,
+        "interventions": embedding.interventions.key if view == INTERVENED else None,
     })
-    return join(store, "embeddings", model, domain, f"{view}-{key}.parquet")
+    return join(embedding.store, "embeddings", embedding.model, domain, f"{view}-{key}.parquet")
 
 
 def skipped_url(shard_url: str) -> str:
@@ -150,49 +149,41 @@ def split_rows(rows: pd.DataFrame, shard_size: int) -> tuple[pd.DataFrame, ...]:
     return tuple(rows.iloc[start : start + shard_size].reset_index(drop=True) for start in range(0, len(rows), shard_size))
 
 
-def plan_shard(dataset: Dataset, domain: str, view: str, model: str, pretrained: str, store: str,
-               interventions: InterventionConfig = InterventionConfig(), shard_size: int = DEFAULT_SHARD_SIZE) -> ShardPlan:
+def plan_shard(dataset: Dataset, domain: str, view: str, embedding: EmbedSpec) -> ShardPlan:
     """Where one (domain, view) goes and how it splits; needs no model."""
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
-    weights_id = check_model(model, pretrained)
+    weights_id = check_model(embedding.model, embedding.pretrained)
+    interventions = embedding.interventions
     metadata = {
-        "model": model, "pretrained": pretrained, "weights_id": weights_id, "dataset_fingerprint": dataset.fingerprint,
+        "model": embedding.model, "pretrained": embedding.pretrained, "weights_id": weights_id,
+        "dataset_fingerprint": dataset.fingerprint,
         "domain": domain, "view": view, "code_version": __version__, "format": IMAGE_FORMAT, "normalized": False,
         "interventions": {"families": list(interventions.families), "seed": interventions.seed,
                           "params": {f: interventions.parameters(f) for f in interventions.families}}
         if view == INTERVENED else None,
     }
     return ShardPlan(
-        url=image_shard_url(store, model, weights_id, dataset, domain, view, interventions),
+        url=image_shard_url(embedding, weights_id, dataset, domain, view),
         label=f"{domain}/{view}",
-        parts=split_rows(dataset.rows(domains=[domain]), shard_size),
+        parts=split_rows(dataset.rows(domains=[domain]), embedding.shard_size),
         metadata=metadata,
     )
 
 
 @task(name="embed-image-part", task_run_name="embed {label}", tags=["gpu"], cache_policy=NO_CACHE, retries=1)
-def embed_image_part(
-    rows: pd.DataFrame,
-    shard_url: str,
-    metadata: dict,
-    label: str = "",
-    interventions: InterventionConfig = InterventionConfig(),
-    device: str = "auto",
-    batch_size: int | None = None,
-    num_workers: int | None = None,
-    precision: str = "auto",
-) -> dict:
+def embed_image_part(rows: pd.DataFrame, shard_url: str, metadata: dict, embedding: EmbedSpec, label: str = "") -> dict:
     """Embed one part of a (domain, view): only these rows; skipped when the part or the shard exists."""
     url = part_url(shard_url, rows)
     result = {"url": url, "images": len(rows), "embedded": 0}
     if exists(url) or exists(shard_url):
         return result
-    loaded = load_model(metadata["model"], metadata["pretrained"], device)
+    loaded = load_model(embedding.model, embedding.pretrained, embedding.device)
     kept, embeddings, failed = embed_rows(
-        loaded, rows, interventions if metadata["view"] == INTERVENED else None,
-        batch_size or default_batch_size(loaded.device),
-        default_loader_workers(loaded.device) if num_workers is None else num_workers, precision, label,
+        loaded, rows, embedding.interventions if metadata["view"] == INTERVENED else None,
+        embedding.batch_size or default_batch_size(loaded.device),
+        default_loader_workers(loaded.device) if embedding.num_workers is None else embedding.num_workers,
+        embedding.precision, label,
     )
     metadata = {**metadata, "preprocess": repr(loaded.preprocess)}
     # the skipped rows first: a part's table existing means the part is complete
@@ -225,16 +216,12 @@ def merge_image_shard(shard_url: str, parts: list[dict], label: str = "") -> dic
     return {**result, "skipped": read_parquet(skipped_url(shard_url)).num_rows}
 
 
-def embed_image_shard(dataset: Dataset, domain: str, view: str, model: str, pretrained: str, store: str,
-                      interventions: InterventionConfig = InterventionConfig(), device: str = "auto",
-                      batch_size: int | None = None, num_workers: int | None = None,
-                      shard_size: int = DEFAULT_SHARD_SIZE, precision: str = "auto") -> dict:
+def embed_image_shard(dataset: Dataset, domain: str, view: str, embedding: EmbedSpec) -> dict:
     """One (domain, view) in this process, part after part (the flow runs the parts as parallel tasks)."""
-    plan = plan_shard(dataset, domain, view, model, pretrained, store, interventions, shard_size)
+    plan = plan_shard(dataset, domain, view, embedding)
     if exists(plan.url):
         return {"url": plan.url, "images": plan.images, "embedded": 0,
                 "skipped": read_parquet(skipped_url(plan.url)).num_rows}
-    parts = [embed_image_part.fn(rows, plan.url, plan.metadata, plan.label, interventions, device, batch_size,
-                                 num_workers, precision) for rows in plan.parts]
+    parts = [embed_image_part.fn(rows, plan.url, plan.metadata, embedding, plan.label) for rows in plan.parts]
     return merge_image_shard.fn(plan.url, parts, plan.label)
 

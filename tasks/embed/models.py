@@ -91,14 +91,14 @@ class LoadedModel:
         return features.float().cpu().numpy()
 
     @torch.inference_mode()
-    def encode_texts(self, texts, batch_size: int = 256) -> np.ndarray:
+    def encode_texts(self, texts, precision: str = "auto", batch_size: int = 256) -> np.ndarray:
+        """The text encoder's raw output (not normalised: that is the reader's choice), float32."""
         chunks = []
         for start in range(0, len(texts), batch_size):
             tokens = self.tokenizer(list(texts[start : start + batch_size])).to(self.device)
-            with self.autocast():
-                chunks.append(self.model.encode_text(tokens, normalize=True).float().cpu().numpy())
-        width = self.model.text_projection.shape[-1] if hasattr(self.model, "text_projection") else 0
-        return np.concatenate(chunks) if chunks else np.zeros((0, width), np.float32)
+            with self.autocast(precision):
+                chunks.append(self.model.encode_text(tokens, normalize=False).float().cpu().numpy())
+        return np.concatenate(chunks)
 
 
 def autocast_dtype(device: str, precision: str = "auto"):

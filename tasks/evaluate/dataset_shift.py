@@ -9,18 +9,18 @@ from prefect.cache_policies import NO_CACHE
 
 from icm_core import LinearProbe
 from tasks.evaluate.predictions import fit_linear_probes, method_rows, zero_shot_scorers
-from tasks.fit.moments import load_projection
+from tasks.fit.projections import load_projection
+from tasks.specs import Recipe
 from tasks.store.catalog import EmbeddingCatalog
-from tasks.vocabulary import DATASET_SHIFT
+from tasks.vocabulary import DATASET_SHIFT, TRAIN
 
 
 # the projection travels as its stored file, not as a subflow's result (which the Prefect UI cannot show)
 @task(name="fit-linear-probes", cache_policy=NO_CACHE)
-def fit_probes(index: EmbeddingCatalog, projection_url: str, probe_c: float = 0.316,
-               preset: str = "default", solver: str = "torch") -> dict[str, LinearProbe]:
+def fit_probes(catalog: EmbeddingCatalog, projection_url: str, recipe: Recipe) -> dict[str, LinearProbe]:
     """CLIP and CLIP-ICM probes over every source class, on the source's train split; fitted once for all targets."""
-    rows, blocks = index.blocks(index.domains, "train")
-    return fit_linear_probes(preset, load_projection(projection_url), probe_c, solver, blocks, rows["label"])
+    rows, blocks = catalog.blocks(catalog.domains, TRAIN)
+    return fit_linear_probes(recipe, load_projection(projection_url), blocks, rows["label"])
 
 
 def probe_scorer_among(probe: LinearProbe, labels):
@@ -30,9 +30,9 @@ def probe_scorer_among(probe: LinearProbe, labels):
     return (lambda part: probe.decision_function(part)[:, keep]), probe.classes_[keep]
 
 
-@task(name="evaluate-dataset-shift", task_run_name="evaluate target dataset {name}", cache_policy=NO_CACHE)
+@task(name="evaluate-target-dataset", task_run_name="evaluate target dataset {name}", cache_policy=NO_CACHE)
 def evaluate_target_dataset(source: EmbeddingCatalog, target: EmbeddingCatalog, name: str, class_map: dict[str, str],
-                            projection_url: str, probes: dict[str, LinearProbe], preset: str = "default") -> pd.DataFrame:
+                            projection_url: str, probes: dict[str, LinearProbe], recipe: Recipe) -> pd.DataFrame:
     """The four methods on every image of one target, each scoring the target's classes only."""
     rows, embeddings = target.load(target.domains)
     label = {folder: index for index, folder in enumerate(source.classes)}
@@ -41,6 +41,6 @@ def evaluate_target_dataset(source: EmbeddingCatalog, target: EmbeddingCatalog, 
     labels = np.array(sorted(label[class_map[folder]] for folder in target.classes))
     class_embeddings = source.class_embeddings([source.classes[i] for i in labels])
     return method_rows(DATASET_SHIFT, name, rows, embeddings, {
-        **zero_shot_scorers(preset, class_embeddings, load_projection(projection_url), labels),
+        **zero_shot_scorers(recipe, class_embeddings, load_projection(projection_url), labels),
         **{method: probe_scorer_among(probe, labels) for method, probe in probes.items()},
     })

@@ -1,4 +1,4 @@
-"""Evaluation tasks: per-sample predictions of CLIP and CLIP-ICM, and their summaries."""
+"""Evaluation tasks: per-sample predictions of CLIP and CLIP-ICM (zero-shot and linear probe) on a target."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,47 +6,29 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from icm_core import (
-    LinearProbe,
-    ReleasedLinearProbe,
-    balanced_accuracy,
-    harmonic_mean,
-    released_zero_shot_logits,
-    top_k_correct,
-    top_k_labels,
-    zero_shot_logits,
-)
+from icm_core import LinearProbe, top_k_correct, top_k_labels, zero_shot_logits
 from icm_core.chunks import map_row_chunks
+from tasks.fit.projections import load_projection
+from tasks.specs import Recipe
 from tasks.store.catalog import EmbeddingCatalog
-from tasks.fit.moments import load_projection
 from tasks.store.memory import release_freed_memory
-from tasks.errors import InputError
-from tasks.vocabulary import DOMAIN_SHIFT, METHODS, OPEN_CLASS, TEST_SPLITS
+from tasks.vocabulary import (
+    CLIP_ICM_LINEAR_PROBE, CLIP_ICM_ZERO_SHOT, CLIP_LINEAR_PROBE, CLIP_ZERO_SHOT, DOMAIN_SHIFT, METHODS, OPEN_CLASS,
+    TEST_SPLITS, TRAIN,
+)
 
 PREDICTION_COLUMNS = ["protocol", "target", "method", "sample_id", "class", "label", "prediction", "correct",
                       "top5_correct"]
 TOP_K = 5
 
 
-def zero_shot_scores(preset: str, images, classes, projection=None) -> np.ndarray:
-    """Zero-shot logits: normalise-then-project (the method) or the released code's recipe."""
-    logits = released_zero_shot_logits if preset == "released" else zero_shot_logits
-    return logits(images, classes, projection)
-
-
-def make_probe(preset: str, projection, probe_c: float, solver: str = "torch", start_from=None):
-    """The released recipe's probe, or ours (warm-started at `start_from`'s solution where it can be)."""
-    if preset == "released":
-        return ReleasedLinearProbe(projection)
-    return LinearProbe(projection, C=probe_c, solver=solver, start_from=start_from)
-
-
-def fit_linear_probes(preset: str, projection, probe_c: float, solver: str, blocks, labels) -> dict:
-    """{method: fitted probe}: CLIP's on the embeddings, then CLIP-ICM's started from CLIP's solution."""
-    clip_probe = make_probe(preset, None, probe_c, solver).fit(blocks, labels)
-    icm_probe = make_probe(preset, projection, probe_c, solver, start_from=clip_probe).fit(blocks, labels)
+def fit_linear_probes(recipe: Recipe, projection, blocks, labels) -> dict:
+    """{method: fitted probe}: CLIP's on the embeddings, then CLIP-ICM's started from CLIP's solution (the torch
+    solver warm-starts there; scikit-learn's starts from zero)."""
+    clip_probe = LinearProbe(None, C=recipe.probe_c, solver=recipe.probe).fit(blocks, labels)
+    icm_probe = LinearProbe(projection, C=recipe.probe_c, solver=recipe.probe, start_from=clip_probe).fit(blocks, labels)
     release_freed_memory()  # the probes' passes: many chunk-sized buffers, freed
-    return {"clip_linear_probe": clip_probe, "clip_icm_linear_probe": icm_probe}
+    return {CLIP_LINEAR_PROBE: clip_probe, CLIP_ICM_LINEAR_PROBE: icm_probe}
 
 
 def probe_scorer(probe) -> tuple:
@@ -77,13 +59,15 @@ def _rows(protocol, target, method, frame, ranking) -> pd.DataFrame:
     })[PREDICTION_COLUMNS]
 
 
-def zero_shot_scorers(preset: str, class_embeddings, projection, columns=None) -> dict:
+def zero_shot_scorers(recipe: Recipe, class_embeddings, projection, columns=None) -> dict:
     """CLIP's and CLIP-ICM's zero-shot scorers for `method_rows`; columns: the label of each class embedding."""
     columns = np.arange(len(class_embeddings)) if columns is None else columns
-    return {
-        "clip_zero_shot": (lambda part: zero_shot_scores(preset, part, class_embeddings), columns),
-        "clip_icm_zero_shot": (lambda part: zero_shot_scores(preset, part, class_embeddings, projection), columns),
-    }
+    normalize = recipe.zero_shot_normalizes_images
+
+    def scorer(projected):
+        return lambda part: zero_shot_logits(part, class_embeddings, projected, normalize_images=normalize)
+
+    return {CLIP_ZERO_SHOT: (scorer(None), columns), CLIP_ICM_ZERO_SHOT: (scorer(projection), columns)}
 
 
 def method_rows(protocol, target, frame, embeddings, scorers) -> pd.DataFrame:
@@ -93,86 +77,26 @@ def method_rows(protocol, target, frame, embeddings, scorers) -> pd.DataFrame:
                       for method in METHODS if method in scorers], ignore_index=True)
 
 
-def load_target(index: EmbeddingCatalog, target: str, test_split: str):
-    if test_split not in TEST_SPLITS:
-        raise ValueError(f"config field 'test_split': {test_split!r} is not one of {list(TEST_SPLITS)}")
-    rows, embeddings = index.load([target], TEST_SPLITS[test_split])
-    if len(rows) == 0:
-        raise InputError(f"target {target!r} has no images in test split {test_split!r}; choose --test-split all")
-    return rows, embeddings
-
-
-@task(name="evaluate-domain-shift", task_run_name="evaluate target {target}", cache_policy=NO_CACHE)
-def evaluate_target(
-    index: EmbeddingCatalog, sources, target: str, projection_url: str, probe_c: float = 0.316,
-    test_split: str = "all", preset: str = "default", probe: str = "torch",
-) -> pd.DataFrame:
+@task(name="evaluate-target", task_run_name="evaluate target {target}", cache_policy=NO_CACHE)
+def evaluate_target(catalog: EmbeddingCatalog, sources, target: str, projection_url: str, recipe: Recipe) -> pd.DataFrame:
     """The four methods on the target's test split, from the same cached embeddings.
 
     The probes read the sources' held arrays in place (one block per domain); the CLIP-ICM
     probe starts from the CLIP probe's solution, carried into the invariant subspace.
     """
     projection = load_projection(projection_url)
-    train_rows, train_blocks = index.blocks(sources, "train")
-    target_rows, target_embeddings = load_target(index, target, test_split)
-    classes = index.class_embeddings()
-    probes = fit_linear_probes(preset, projection, probe_c, probe, train_blocks, train_rows["label"])
+    train_rows, train_blocks = catalog.blocks(sources, TRAIN)
+    target_rows, target_embeddings = catalog.load([target], TEST_SPLITS[recipe.test_split])
+    probes = fit_linear_probes(recipe, projection, train_blocks, train_rows["label"])
     return method_rows(DOMAIN_SHIFT, target, target_rows, target_embeddings, {
-        **zero_shot_scorers(preset, classes, projection),
+        **zero_shot_scorers(recipe, catalog.class_embeddings(), projection),
         **{method: probe_scorer(fitted) for method, fitted in probes.items()},
     })
 
 
-@task(name="evaluate-open-class", task_run_name="open-class target {target}", cache_policy=NO_CACHE)
-def evaluate_open_class_target(
-    index: EmbeddingCatalog, target: str, projection_url: str, test_split: str = "all", preset: str = "default",
-) -> pd.DataFrame:
+@task(name="evaluate-open-class-target", task_run_name="open-class target {target}", cache_policy=NO_CACHE)
+def evaluate_open_class_target(catalog: EmbeddingCatalog, target: str, projection_url: str, recipe: Recipe) -> pd.DataFrame:
     """Zero-shot over base + novel class names on the target's test split, CLIP and CLIP-ICM."""
-    projection = load_projection(projection_url)
-    target_rows, target_embeddings = load_target(index, target, test_split)
-    classes = index.class_embeddings()
+    target_rows, target_embeddings = catalog.load([target], TEST_SPLITS[recipe.test_split])
     return method_rows(OPEN_CLASS, target, target_rows, target_embeddings,
-                       zero_shot_scorers(preset, classes, projection))
-
-
-def split_base_novel(classes) -> tuple[list[str], list[str]]:
-    """Base = the first half (floor) of the sorted class names, novel = the rest."""
-    ordered = sorted(classes)
-    return ordered[: len(ordered) // 2], ordered[len(ordered) // 2 :]
-
-
-def _metrics(group: pd.DataFrame) -> dict:
-    top5 = group["top5_correct"]
-    return {
-        "accuracy": group["correct"].mean(),
-        "top5_accuracy": float("nan") if top5.isna().any() else top5.astype(bool).mean(),
-        "balanced_accuracy": balanced_accuracy(group["label"].to_numpy(), group["prediction"].to_numpy()),
-    }
-
-
-def summarize(predictions: pd.DataFrame, classes, selection: str = "training-domain") -> pd.DataFrame:
-    """Top-1, top-5 and balanced accuracy per protocol x method x target, a 'mean' row per method
-    (the mean over targets; NaN when a target has none), open-class base/novel/HM, and the selection rule."""
-    base, _ = split_base_novel(classes)
-    rows = []
-    for (protocol, method, target), group in predictions.groupby(["protocol", "method", "target"], sort=True):
-        row = {"protocol": protocol, "method": method, "target": target, **_metrics(group), "n": len(group)}
-        if protocol == OPEN_CLASS:
-            is_base = group["class"].isin(base)
-            row["base_accuracy"] = group.loc[is_base, "correct"].mean()
-            row["novel_accuracy"] = group.loc[~is_base, "correct"].mean()
-            row["harmonic_mean"] = harmonic_mean(row["base_accuracy"], row["novel_accuracy"])
-        rows.append(row)
-    summary = pd.DataFrame(rows)
-    metrics = [column for column in summary.select_dtypes("number").columns if column != "n"]
-    grouped = summary.groupby(["protocol", "method"], sort=True)
-    means = grouped[metrics].agg(lambda column: column.mean(skipna=False)).reset_index()
-    means["target"] = "mean"
-    means["n"] = grouped["n"].sum().to_numpy()
-    if "harmonic_mean" in means:
-        open_class = means["protocol"] == OPEN_CLASS
-        means.loc[open_class, "harmonic_mean"] = [
-            harmonic_mean(b, n) for b, n in means.loc[open_class, ["base_accuracy", "novel_accuracy"]].to_numpy()
-        ]
-    summary = pd.concat([summary, means], ignore_index=True).assign(selection=selection)
-    return summary.sort_values(["protocol", "method", "target"], key=lambda c: c.replace("mean", "~")).reset_index(drop=True)
+                       zero_shot_scorers(recipe, catalog.class_embeddings(), load_projection(projection_url)))

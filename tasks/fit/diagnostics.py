@@ -10,8 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from icm_core import (Selection, eigengap, kept_share, kept_share_by_family, pair_movement, positive_eigenvalues,
                       variance_kept)
 from tasks.store.catalog import EmbeddingCatalog
-from tasks.fit.moments import paired_rows
-from tasks.fit.selection import total_moments
+from tasks.fit.moments import paired_rows, total_moments
 from tasks.store.storage import join, write_bytes
 from tasks.vocabulary import INTERVENED, ORIGINAL, protocol_title
 from tasks.report.figures import figure_png, pyplot
@@ -44,6 +43,14 @@ def diagnose_projection(index: EmbeddingCatalog, selection: Selection, per_domai
         for family, share in kept_share_by_family(movement, families).items():
             diagnostics[f"movement_kept_val_{family}"] = share
     return diagnostics
+
+
+def selection_table(selection: Selection, diagnostics: dict, rule: str) -> pd.DataFrame:
+    """One row per (lambda, k) with its validation accuracy and the rule; the chosen row carries the diagnostics."""
+    grid = pd.DataFrame(selection.grid).assign(selection=rule)
+    for name, value in diagnostics.items():
+        grid[name] = grid["selected"].map({True: value, False: float("nan")})
+    return grid
 
 
 def chosen_diagnostics(selections: pd.DataFrame) -> list[dict]:

@@ -1,16 +1,18 @@
-"""Tasks that turn the catalog's embeddings into moments, a selected projection, and a stored projection file."""
+"""Moments: the sums M is made of, one cached task per source domain (and one for the caption pairs), added up per fold."""
 from __future__ import annotations
+
+from functools import reduce
+from operator import add
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from prefect import task
-from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CacheKeyFnPolicy
 
-from icm_core import InterventionMoments, InvariantProjection
+from icm_core import InterventionMoments
 from tasks.store.catalog import EmbeddingCatalog
 from tasks.store.memory import release_freed_memory
-from tasks.store.storage import join, read_bytes, write_bytes
 from tasks.vocabulary import INTERVENED, ORIGINAL
 
 
@@ -39,8 +41,6 @@ def paired_rows(originals: np.ndarray, intervened: np.ndarray) -> np.ndarray:
 def accumulate_image_moments(catalog: EmbeddingCatalog, domain: str, classes=None, split: str = "train") -> InterventionMoments:
     """Sums over one domain's split: originals, and original-minus-intervened differences."""
     originals, Z = catalog.load([domain], split, classes, ORIGINAL)
-    if len(Z) == 0:
-        raise ValueError(f"domain {domain!r} has no readable {split} images{' of classes ' + str(classes) if classes else ''}")
     intervened, Z_intervened = catalog.load([domain], split, classes, INTERVENED)
     twin = paired_rows(originals["sample_id"].to_numpy(), intervened["sample_id"].to_numpy())
     paired = np.flatnonzero(twin >= 0)
@@ -62,19 +62,7 @@ def accumulate_text_moments(catalog: EmbeddingCatalog, classes=None) -> Interven
     return moments.update_differences(a, b, source="text") if len(a) else moments
 
 
-def default_ks(dim: int) -> list[int]:
-    return sorted({max(1, round(fraction * dim)) for fraction in (0.125, 0.25, 0.5, 0.75)})
-
-
-@task(name="store-projection", cache_policy=NO_CACHE, retries=2)
-def store_projection(projection: InvariantProjection, url: str, **metadata) -> str:
-    return write_bytes(url, projection.to_bytes(**metadata))
-
-
-def projection_url(run_url: str, protocol: str, target: str | None = None) -> str:
-    """RUN/projections/<protocol>-<target>.npz, or <protocol>.npz for one projection that serves every target."""
-    return join(run_url, "projections", f"{protocol}-{target}.npz" if target else f"{protocol}.npz")
-
-
-def load_projection(url: str) -> InvariantProjection:
-    return InvariantProjection.from_bytes(read_bytes(url), source=url)
+def total_moments(per_domain: dict, domains, text=None) -> InterventionMoments:
+    """The moments of some domains' train splits, plus the text pairs when given."""
+    moments = reduce(add, [per_domain[domain] for domain in domains])
+    return moments + text if text is not None else moments

@@ -1,67 +1,54 @@
 """Task: choose (lambda, k) under a DomainBed model-selection rule."""
 from __future__ import annotations
 
-from functools import reduce
-from operator import add
+from functools import partial
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from icm_core import Selection, ValidationFold, released_zero_shot_predict, select_over_folds, zero_shot_predict
+from icm_core import Selection, ValidationFold, select_over_folds, zero_shot_predict
+from tasks.fit.moments import total_moments
+from tasks.specs import Recipe, SelectionSpec
 from tasks.store.catalog import EmbeddingCatalog
-from tasks.fit.moments import default_ks
-from tasks.errors import InputError
-
-ZERO_SHOT = {"default": zero_shot_predict, "released": released_zero_shot_predict}
+from tasks.vocabulary import LEAVE_ONE_DOMAIN_OUT, ORACLE, SELECTION_RULES, TRAIN, TRAINING_DOMAIN, VAL
 
 
-def total_moments(per_domain: dict, domains, text=None):
-    """The moments of some domains' train splits, plus the text pairs when given."""
-    moments = reduce(add, [per_domain[domain] for domain in domains])
-    return moments + text if text is not None else moments
+def default_ks(dim: int) -> list[int]:
+    """The k grid when none is given: 1/8, 1/4, 1/2 and 3/4 of the embedding width."""
+    return sorted({max(1, round(fraction * dim)) for fraction in (0.125, 0.25, 0.5, 0.75)})
 
 
-def _fold(index: EmbeddingCatalog, moments, domains, split, classes, class_names, name) -> ValidationFold:
-    rows, embeddings = index.load(domains, split, classes)
-    if len(rows) == 0:
-        fix = "raise --holdout" if split == "val" else "lower --holdout"
-        raise InputError(f"domain(s) {list(domains)} have no {split} images to select (lambda, k) on; "
-                         f"{fix}, add data, or choose another --selection rule")
+def _fold(catalog: EmbeddingCatalog, moments, domains, split, classes, class_names, name) -> ValidationFold:
+    rows, embeddings = catalog.load(domains, split, classes)
     labels = rows["class"].map({name: i for i, name in enumerate(class_names)}).to_numpy()
     return ValidationFold(moments, embeddings, labels, name)
 
 
-def validation_folds(index, moments, per_domain, text, sources, target, classes, rule) -> list[ValidationFold]:
+def validation_folds(catalog, moments, per_domain, text, sources, target, classes, rule) -> list[ValidationFold]:
     """The rule's folds; `moments` are all sources' (the final fit). Only `oracle` reads the target."""
-    class_names = list(classes if classes is not None else index.classes)
-    if rule == "training-domain":
-        return [_fold(index, moments, sources, "val", classes, class_names, "sources")]
-    if rule == "oracle":
-        return [_fold(index, moments, [target], "val", classes, class_names, target)]
-    if rule == "leave-one-domain-out":
-        if len(sources) < 2:
-            raise InputError(
-                f"config field 'selection': leave-one-domain-out needs at least 2 source domains, "
-                f"target {target!r} leaves {list(sources)}; use --selection training-domain"
-            )
+    class_names = list(classes if classes is not None else catalog.classes)
+    if rule == TRAINING_DOMAIN:
+        return [_fold(catalog, moments, sources, VAL, classes, class_names, "sources")]
+    if rule == ORACLE:
+        return [_fold(catalog, moments, [target], VAL, classes, class_names, target)]
+    if rule == LEAVE_ONE_DOMAIN_OUT:
         # DomainBed scores each held-out source on its 80% ("in") split; the fit never saw any of it
         return [
-            _fold(index, total_moments(per_domain, [d for d in sources if d != held_out], text),
-                  [held_out], "train", classes, class_names, held_out)
+            _fold(catalog, total_moments(per_domain, [d for d in sources if d != held_out], text),
+                  [held_out], TRAIN, classes, class_names, held_out)
             for held_out in sources
         ]
-    raise InputError(f"config field 'selection': unknown rule {rule!r}")
+    raise ValueError(f"unknown selection rule {rule!r}; one of {SELECTION_RULES}")
 
 
-@task(name="select-projection", task_run_name="select (lambda, k) by {rule}", cache_policy=NO_CACHE)
-def select_by_rule(
-    index: EmbeddingCatalog, per_domain: dict, text, sources, target: str, classes, lams, ks, order: str,
-    use_text: bool, rule: str = "training-domain", preset: str = "default",
-) -> Selection:
+@task(name="select-projection", task_run_name="select (lambda, k) by {selection.rule}", cache_policy=NO_CACHE)
+def select_by_rule(catalog: EmbeddingCatalog, per_domain: dict, text, sources, target: str, classes, recipe: Recipe,
+                   selection: SelectionSpec) -> Selection:
     """The (lambda, k) with the best mean zero-shot accuracy over the rule's folds, refit on every source."""
     moments = total_moments(per_domain, sources, text)
-    folds = validation_folds(index, moments, per_domain, text, sources, target, classes, rule)
+    folds = validation_folds(catalog, moments, per_domain, text, sources, target, classes, selection.rule)
     return select_over_folds(
-        moments, folds, index.class_embeddings(list(classes if classes is not None else index.classes)),
-        lams, ks or default_ks(moments.dim), order, use_text=use_text, predict=ZERO_SHOT[preset],
+        moments, folds, catalog.class_embeddings(list(classes if classes is not None else catalog.classes)),
+        selection.lams, selection.ks or default_ks(moments.dim), recipe.order, use_text=recipe.use_text,
+        predict=partial(zero_shot_predict, normalize_images=recipe.zero_shot_normalizes_images),
     )

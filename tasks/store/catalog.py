@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from tasks.store.memory import release_freed_memory
 from tasks.store.storage import filesystem
-from tasks.store.keys import stable_hash
+from tasks.store.names import stable_hash
 from tasks.vocabulary import ORIGINAL
 
 IMAGE_COLUMNS = ("sample_id", "class", "label", "split", "view")  # view: the intervention family of a row

@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import os
 import platform
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-
-from prefect.runtime import flow_run
 
 from tasks import __version__
 from tasks.store.storage import exists, filesystem, join, read_bytes, write_bytes
@@ -28,12 +25,7 @@ LATEST = "LATEST"
 RUN_RECORD = "run.json"
 # libraries whose versions can change a run's numbers (distribution names)
 LIBRARIES = ("torch", "torchvision", "open_clip_torch", "numpy", "scipy", "scikit-learn", "pandas", "pyarrow", "prefect")
-SOURCE_PACKAGES = ("icm_core", "tasks", "flows")
-
-
-def store_url(store: str) -> str:
-    """A store path made absolute (run records name it); URLs as they are."""
-    return store if "://" in store else os.path.abspath(store)
+SOURCE_PACKAGES = ("icm_core", "tasks", "flows", "clip_icm")
 
 
 def config_url(store_url: str, config_name: str) -> str:
@@ -42,7 +34,7 @@ def config_url(store_url: str, config_name: str) -> str:
 
 def new_entry(store_url: str, config_name: str, dataset_fingerprint: str, flow_run_id: str | None = None) -> str:
     """A fresh, never reused folder for this execution of the config."""
-    run_id = str(flow_run_id or flow_run.id or uuid.uuid4())
+    run_id = str(flow_run_id or uuid.uuid4())
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return join(config_url(store_url, config_name), f"{stamp}-{dataset_fingerprint[:8]}-{run_id[:8]}")
 
