@@ -17,7 +17,7 @@ import typing
 
 from pydantic import ValidationError
 
-from flows.config.run_config import BENCH_PER_RUN_FIELDS, RunConfig, config_error, field_label
+from flows.config.run_config import BENCH_PER_RUN_FIELDS, RunConfig
 from tasks.errors import InputError
 
 log = logging.getLogger("clip_icm")
@@ -30,6 +30,31 @@ FLAG_NAMES = {"use_text": "--no-text"}
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def config_flag(name: str) -> str:
+    """The command-line flag of a RunConfig field: --ks; a flag that turns a boolean off, --no-normalize."""
+    if RunConfig.model_fields[name].annotation is bool:
+        return FLAG_NAMES.get(name, _flag("no_" + name.removeprefix("use_")))
+    return _flag(name)
+
+
+def field_label(field: str) -> str:
+    """How errors name a field: 'config field 'ks' (--ks)', the CLI flag beside the config key."""
+    name = field.split(".")[0]
+    return f"config field {field!r} ({config_flag(name)})" if name in RunConfig.model_fields else f"config field {field!r}"
+
+
+def describe(error: ValidationError | InputError) -> str:
+    """One line naming each bad field with its flag: 'config field 'lams' (--lams): ...'."""
+    if isinstance(error, InputError):
+        return f"{field_label(error.field)}: {error.message}" if error.field else error.message
+    problems = []
+    for problem in error.errors():
+        field = ".".join(str(part) for part in problem["loc"]) or "config"
+        problems.append(f"{field_label(field)}: {problem['msg'].removeprefix('Value error, ')} "
+                        f"(got {problem.get('input')!r})")
+    return "; ".join(problems)
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -59,8 +84,7 @@ def _option(name: str, info) -> tuple[list[str], dict]:
     origin = typing.get_origin(annotation)
     default = info.default
     if annotation is bool:
-        flag = FLAG_NAMES.get(name, _flag("no_" + name.removeprefix("use_")))
-        return [flag], {"dest": name, "action": "store_false", "help": f"turn off: {help_text}"}
+        return [config_flag(name)], {"dest": name, "action": "store_false", "help": f"turn off: {help_text}"}
     kwargs = {"dest": name, "help": help_text + (f" (default: {default})" if default is not None else "")}
     if origin is list:
         (item,) = args
@@ -142,8 +166,7 @@ def config_from_args(args: dict) -> RunConfig:
         names = [name for name, _ in args["target_datasets"]]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
-            raise InputError(f"{field_label('target_datasets')}: {repeated[0]!r} given twice; "
-                             "give each target dataset one NAME=URL", "target_datasets")
+            raise InputError(f"{repeated[0]!r} given twice; give each target dataset one NAME=URL", "target_datasets")
         args["target_datasets"] = dict(args["target_datasets"])
     return RunConfig(**args)
 
@@ -207,7 +230,7 @@ def main(argv=None) -> int:
         with patient_prefect_server():
             dispatch(command, args)
     except (ValidationError, InputError) as error:
-        message = config_error(error) if isinstance(error, ValidationError) else str(error)
+        message = describe(error)
         log.debug("input error", exc_info=True)
         if debug:
             traceback.print_exc()

@@ -41,10 +41,10 @@ def trial_configs(models: list[str], datasets: dict[str, str], trials: int, conf
         raise InputError("a bench needs at least one --models NAME:PRETRAINED and one --datasets NAME=URL")
     for field in ("run_name", "targets", "target_datasets"):
         if getattr(config, field) is not None:
-            raise InputError(f"config field {field!r}: a bench sets it per run; leave it unset")
+            raise InputError("a bench sets it per run; leave it unset", field)
     if config.protocol == DATASET_SHIFT:
-        raise InputError("config field 'protocol': a bench runs domain-shift, open-class or both; "
-                         "run dataset-shift with `clip-icm run`")
+        raise InputError("a bench runs domain-shift, open-class or both; run dataset-shift with `clip-icm run`",
+                         "protocol")
     base = config.model_dump(exclude=set(BENCH_PER_RUN_FIELDS))
     runs = []
     for spec in models:

@@ -1,7 +1,9 @@
 """Bad input fails before any model is loaded or image embedded: exit 2, one line naming the field
 or file, no traceback. No Prefect server starts here: failing before the flow is the point."""
 import os
+import pathlib
 import pickle
+import re
 import subprocess
 import sys
 
@@ -19,7 +21,7 @@ import flows.run
 import flows.sweep
 import tasks.embed.images
 import tasks.embed.models
-from clip_icm.cli import main, patient_prefect_server
+from clip_icm.cli import describe, main, patient_prefect_server
 from flows.config.run_config import NAME, RunConfig
 from flows.config.preflight import preflight
 from flows.run import run as run_flow
@@ -277,9 +279,10 @@ def test_valid_intervention_parameters_pass_and_are_used(params):
 
 
 @pytest.mark.parametrize("kwargs, field", [
-    ({"seed": -1}, "seed"), ({"seed": 1.5}, "seed"), ({"seed": True}, "seed"),
-    ({"families": ()}, "families"), ({"families": ("invert", "invert")}, "families"), ({"families": ("fog",)}, "families"),
-    ({"params": {"invert": 3}}, "params"), ({"params": [("invert", {})]}, "params"),
+    ({"seed": -1}, "intervention_seed"), ({"seed": 1.5}, "intervention_seed"), ({"seed": True}, "intervention_seed"),
+    ({"families": ()}, "interventions"), ({"families": ("invert", "invert")}, "interventions"),
+    ({"families": ("fog",)}, "interventions"),
+    ({"params": {"invert": 3}}, "intervention_params"), ({"params": [("invert", {})]}, "intervention_params"),
 ])
 def test_intervention_config_validates_itself(kwargs, field):
     """Flows that build an InterventionConfig directly (the embed-dataset deployment) get the same checks."""
@@ -415,6 +418,17 @@ def test_debug_prints_the_traceback(files, capsys):
     err = capsys.readouterr().err
     assert "Traceback" in err and "InputError" in err
     assert err.splitlines()[-1].startswith("clip-icm: config field 'ks'")
+
+
+def test_whoever_finds_bad_input_names_the_field_and_the_cli_alone_adds_its_flag():
+    assert describe(InputError("pick k between 1 and 512", "ks")) == "config field 'ks' (--ks): pick k between 1 and 512"
+    assert describe(InputError("x", "normalize")) == "config field 'normalize' (--no-normalize): x"
+    assert describe(InputError("x", "use_text")) == "config field 'use_text' (--no-text): x"
+    assert str(InputError("x", "ks")) == "config field 'ks': x" and str(InputError("no field")) == "no field"
+    # nothing else spells out the wording
+    sources = [path for package in ("tasks", "flows", "icm_core", "clip_icm") for path in pathlib.Path(ROOT, package).rglob("*.py")]
+    spelled = {str(path.relative_to(ROOT)) for path in sources if re.search(r"config field ['{]", path.read_text())}
+    assert spelled == {"clip_icm/cli.py", "tasks/errors.py"}
 
 
 def test_internal_errors_keep_their_traceback(files, monkeypatch):

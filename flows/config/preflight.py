@@ -19,7 +19,7 @@ import uuid
 import open_clip
 import torch
 
-from flows.config.run_config import RunConfig, field_label
+from flows.config.run_config import RunConfig
 from tasks.data.class_names import class_display_names, match_classes
 from tasks.data.prompts import load_templates, load_text_pairs, text_inputs
 from tasks.embed.checkpoints import check_checkpoint
@@ -37,7 +37,9 @@ _PASSED: set[tuple[str, bool]] = set()  # configs that passed in this process, a
 
 
 def fail(field: str, problem) -> None:
-    raise InputError(f"{field_label(field)}: {problem}", field)
+    """Raise InputError about `field`: `problem` is the message, or the error whose message it is."""
+    message = problem.message if isinstance(problem, InputError) else str(problem)
+    raise InputError(message, field) from (problem if isinstance(problem, Exception) else None)
 
 
 def preflight(config: RunConfig, *, cached: bool = False) -> RunConfig:
@@ -84,8 +86,11 @@ def check_shift_options(config: RunConfig) -> None:
 def check_target_datasets(config: RunConfig, source: Dataset) -> None:
     """Every target dataset listed and its classes matched to the source's: before anything is embedded."""
     for name, url in config.target_datasets.items():
-        target = discover_dataset.fn(replace(config.data_spec(), dataset=url))
-        match_classes(config.class_names, source.classes, target.classes, name)
+        try:
+            target = discover_dataset.fn(replace(config.data_spec(), dataset=url))
+            match_classes(config.class_names, source.classes, target.classes, name)
+        except InputError as error:
+            fail("target_datasets", error)
 
 
 def check_device(device: str) -> None:
@@ -149,20 +154,11 @@ def _remove_empty_folders(path: str, top: str) -> None:
 
 def check_weights(model: str, pretrained: str) -> int:
     """The model name, the weights (a tag, or a checkpoint file that fits); returns the embedding width."""
-    try:
-        check_model(model, RANDOM_WEIGHTS)  # the name alone
-    except ValueError as error:
-        fail("model", error)
+    check_model(model, RANDOM_WEIGHTS)  # the name alone
     if pretrained != RANDOM_WEIGHTS and os.path.exists(pretrained):
-        try:
-            check_checkpoint(pretrained, model)
-        except InputError as error:  # it names the file and what is wrong with it
-            fail("pretrained", error)
+        check_checkpoint(pretrained, model)  # it names the file and what is wrong with it
     else:
-        try:
-            check_model(model, pretrained)
-        except ValueError as error:
-            fail("pretrained", error)
+        check_model(model, pretrained)
     return int(open_clip.get_model_config(model)["embed_dim"])
 
 

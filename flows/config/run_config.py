@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tasks.data.interventions import FAMILIES, InterventionConfig
+from tasks.errors import InputError
 from tasks.specs import DEFAULT_SHARD_SIZE, DataSpec, EmbedSpec, Recipe, SelectionSpec
 from tasks.store.names import stable_hash, store_url
 from tasks.vocabulary import (
@@ -137,7 +138,10 @@ class RunConfig(BaseModel):
     def _usable_intervention_params(cls, params, info):
         if params and "interventions" in info.data and "intervention_seed" in info.data:
             families = tuple(info.data["interventions"] or FAMILIES)
-            InterventionConfig(families, info.data["intervention_seed"], params)  # raises naming the parameter
+            try:
+                InterventionConfig(families, info.data["intervention_seed"], params)
+            except InputError as error:  # pydantic names the field itself
+                raise ValueError(error.message) from None
         return params
 
     @field_validator("target_datasets")
@@ -215,22 +219,3 @@ def _distinct(values: list) -> list:
     if repeated:
         raise ValueError(f"{repeated} listed more than once; list each value once")
     return values
-
-
-def config_error(error: ValidationError) -> str:
-    """One line per bad field, naming it: 'config field 'lams' (--lams): ...'."""
-    lines = []
-    for problem in error.errors():
-        field = ".".join(str(part) for part in problem["loc"]) or "config"
-        message = problem["msg"].removeprefix("Value error, ")
-        lines.append(f"{field_label(field)}: {message} (got {problem.get('input')!r})")
-    return "; ".join(lines)
-
-
-def field_label(field: str) -> str:
-    """How errors name a field: 'config field 'ks' (--ks)', the CLI flag beside the config key."""
-    name = field.split(".")[0]
-    if name not in RunConfig.model_fields:
-        return f"config field {field!r}"
-    flag = "--no-text" if name == "use_text" else "--" + name.replace("_", "-")
-    return f"config field {field!r} ({flag})"

@@ -81,10 +81,6 @@ def discover(root: str, *, holdout: float = 0.2, seed: int = 0, class_policy: st
     class_policy "strict" fails when domains disagree on their classes; "intersection"
     keeps the classes every domain has.
     """
-    if not 0 < holdout < 1:
-        raise InputError(f"holdout must be in (0, 1), got {holdout}")
-    if class_policy not in ("strict", "intersection"):
-        raise InputError(f"class_policy must be 'strict' or 'intersection', got {class_policy!r}")
     fs, base = filesystem(root)
     if not fs.isdir(base):
         raise InputError(

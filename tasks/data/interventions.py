@@ -91,39 +91,39 @@ class InterventionConfig:
         families = list(self.families) if isinstance(self.families, (list, tuple)) else None
         if not families or any(not isinstance(family, str) for family in families):
             raise InputError(f"interventions must be a non-empty list of family names from {list(FAMILIES)}, "
-                             f"got {self.families!r}", "families")
+                             f"got {self.families!r}", "interventions")
         unknown = sorted(set(families) - set(FAMILIES))
         if unknown:
-            raise InputError(f"unknown or no intervention families {unknown}; choose from {list(FAMILIES)}", "families")
+            raise InputError(f"unknown or no intervention families {unknown}; choose from {list(FAMILIES)}", "interventions")
         repeated = sorted({family for family in families if families.count(family) > 1})
         if repeated:
-            raise InputError(f"intervention families {repeated} are listed twice; list each family once", "families")
+            raise InputError(f"intervention families {repeated} are listed twice; list each family once", "interventions")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise InputError(f"intervention seed must be an integer >= 0, got {self.seed!r}", "seed")
+            raise InputError(f"intervention seed must be an integer >= 0, got {self.seed!r}", "intervention_seed")
         if not isinstance(self.params, Mapping):
             raise InputError(f'intervention parameters must be a mapping {{family: {{parameter: value}}}}, '
-                             f'got {self.params!r}', "params")
+                             f'got {self.params!r}', "intervention_params")
         for family, overrides in self.params.items():
             if family not in FAMILIES:
                 raise InputError(f"parameters given for unknown intervention family {family!r}; "
-                                 f"choose from {list(FAMILIES)}", "params")
+                                 f"choose from {list(FAMILIES)}", "intervention_params")
             if family not in families:
                 raise InputError(f"parameters given for intervention {family!r}, which is not among the "
-                                 f"families used {families}; add it or drop its parameters", "params")
+                                 f"families used {families}; add it or drop its parameters", "intervention_params")
             if not isinstance(overrides, Mapping):
                 raise InputError(f"intervention {family!r}: parameters must be a mapping {{parameter: value}}, "
                                  f"e.g. {json.dumps(DEFAULT_PARAMS[family]) if DEFAULT_PARAMS[family] else '{}'}; "
-                                 f"got {overrides!r}", "params")
+                                 f"got {overrides!r}", "intervention_params")
             bad = sorted(set(overrides) - set(DEFAULT_PARAMS[family]))
             if bad:
                 raise InputError(
                     f"intervention {family!r} has no parameter(s) {bad}; it takes {sorted(DEFAULT_PARAMS[family])}",
-                    "params")
+                    "intervention_params")
             for name, value in overrides.items():
                 problem = PARAMETER_RULES[family, name](value)
                 if problem:
                     raise InputError(f"intervention {family!r} parameter {name!r} must be {problem}, got {value!r} "
-                                     f"(default {json.dumps(DEFAULT_PARAMS[family][name])})", "params")
+                                     f"(default {json.dumps(DEFAULT_PARAMS[family][name])})", "intervention_params")
 
     def parameters(self, family: str) -> dict:
         return {**DEFAULT_PARAMS[family], **self.params.get(family, {})}

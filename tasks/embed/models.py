@@ -15,6 +15,7 @@ import numpy as np
 import open_clip
 import torch
 
+from tasks.errors import InputError
 from tasks.vocabulary import RANDOM_WEIGHTS
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ def check_model(name: str, pretrained: str) -> str:
     models = open_clip.list_models()
     if name not in models:
         close = difflib.get_close_matches(name, models, n=5, cutoff=0.5)
-        raise ValueError(f"unknown open_clip model {name!r}; close names: {close or 'none'} (open_clip.list_models())")
+        raise InputError(f"unknown open_clip model {name!r}; close names: {close or 'none'} (open_clip.list_models())",
+                         "model")
     if pretrained == RANDOM_WEIGHTS:
         return RANDOM_WEIGHTS
     if os.path.isfile(pretrained):
@@ -62,10 +64,10 @@ def check_model(name: str, pretrained: str) -> str:
     tags = open_clip.list_pretrained_tags_by_model(name)
     if pretrained not in tags:
         close = difflib.get_close_matches(pretrained, tags, n=5, cutoff=0.3) or tags[:8]
-        raise ValueError(
+        raise InputError(
             f"pretrained {pretrained!r} is neither an open_clip tag of {name!r} nor an existing checkpoint file; "
-            f"tags for {name!r}: {close or 'none'}; or pass a local file path, or 'none' for random weights"
-        )
+            f"tags for {name!r}: {close or 'none'}; or pass a local file path, or 'none' for random weights",
+            "pretrained")
     return pretrained
 
 
