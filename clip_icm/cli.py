@@ -185,40 +185,55 @@ def patient_prefect_server():
         yield
 
 
-def dispatch(command: str, args: dict) -> None:
-    """Run one command and print what it reports."""
-    if command == "report":
-        from tasks.store.history import resolve_run
-        from tasks.report.run_report import read_run, run_report
+def print_report(args: dict) -> None:
+    """`clip-icm report`: a run's report, read from the store (no Prefect, no model)."""
+    from tasks.report.run_report import read_run, run_report
+    from tasks.store.history import resolve_run
 
-        print(run_report(*read_run(resolve_run(args["run"]))))
-    elif command in ("bench", "leaderboard"):
-        from flows.bench import bench, leaderboard
-        from tasks.store.storage import join, read_bytes
+    print(run_report(*read_run(resolve_run(args["run"]))))
 
+
+def print_leaderboard(args: dict) -> None:
+    """`clip-icm leaderboard`: rebuilt from the runs in the store (no Prefect, no model)."""
+    from tasks.report.leaderboard import rebuild_leaderboard
+
+    print_leaderboard_of(rebuild_leaderboard(args["store"], args["name"]))
+
+
+def print_leaderboard_of(folder: str) -> None:
+    from tasks.store.storage import join, read_bytes
+
+    print(read_bytes(join(folder, "leaderboard.md")).decode() + f"\nleaderboard in {folder}")
+
+
+def run_flows(command: str, args: dict) -> None:
+    """`run`, `sweep`, `bench` and `reproduce`: the flows, with a Prefect API (a temporary server unless one is set)."""
+    with patient_prefect_server():
         if command == "bench":
+            from flows.bench import bench
+
             plan = {key: args.pop(key) for key in ("models", "datasets", "trials", "name")}
-            folder = bench(plan["models"], dict(plan["datasets"]), plan["trials"], plan["name"], config_from_args(args))
-        else:
-            folder = leaderboard(args["store"], args["name"])
-        print(read_bytes(join(folder, "leaderboard.md")).decode() + f"\nleaderboard in {folder}")
-    elif command == "reproduce":
-        from flows.reproduce import reproduce
-        from tasks.store.storage import join, read_bytes
+            print_leaderboard_of(bench(plan["models"], dict(plan["datasets"]), plan["trials"], plan["name"],
+                                       config_from_args(args)))
+        elif command == "reproduce":
+            from flows.reproduce import reproduce
+            from tasks.store.storage import join, read_bytes
 
-        print(read_bytes(join(reproduce(args["run"], args["store"]), "reproduce.md")).decode())
-    else:
-        from flows.config.preflight import preflight
-        from flows.run import run
-        from flows.sweep import sweep
-        from tasks.report.run_report import read_run, run_report
-
-        config = config_from_args(args)  # field checks
-        preflight(config, cached=command == "sweep")  # the machine, store, model, weights and dataset
-        if command == "run":  # the same report as the UI's: headline, targets x methods, then the folder
-            print(run_report(*read_run(run(config))))
+            print(read_bytes(join(reproduce(args["run"], args["store"]), "reproduce.md")).decode())
         else:
-            print(sweep(config))
+            from flows.config.preflight import preflight
+            from flows.run import run
+            from flows.sweep import sweep
+
+            config = config_from_args(args)  # field checks
+            preflight(config, cached=command == "sweep")  # the machine, store, model, weights and dataset
+            if command == "run":  # the same report as the UI's: headline, targets x methods, then the folder
+                print_report({"run": run(config)})
+            else:
+                print(sweep(config))
+
+
+COMMANDS = {"report": print_report, "leaderboard": print_leaderboard}  # the rest run flows
 
 
 def main(argv=None) -> int:
@@ -227,8 +242,10 @@ def main(argv=None) -> int:
     args = vars(build_parser().parse_args(argv))
     command, debug = args.pop("command"), args.pop("debug")
     try:
-        with patient_prefect_server():
-            dispatch(command, args)
+        if command in COMMANDS:
+            COMMANDS[command](args)
+        else:
+            run_flows(command, args)
     except (ValidationError, InputError) as error:
         message = describe(error)
         log.debug("input error", exc_info=True)

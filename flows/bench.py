@@ -9,19 +9,18 @@ STORE/benchmarks/NAME/manifest.json, so the leaderboard can be rebuilt at any ti
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
+from prefect.utilities.annotations import quote
 
 from flows.config.run_config import BENCH_PER_RUN_FIELDS, RunConfig
 from flows.config.preflight import preflight
 from flows.run import run
 from tasks.data.datasets import discover_dataset
-from tasks.store.history import config_url, latest_runs, resolve_run
-from tasks.store.names import store_url
-from tasks.report.leaderboard import read_trials, write_leaderboard
-from tasks.store.storage import exists, join, read_json, write_json
 from tasks.errors import InputError
+from tasks.report.leaderboard import ALL_RUNS
+from tasks.report.publish import write_bench_manifest, write_leaderboard
+from tasks.store.history import config_url, resolve_run
+from tasks.store.storage import join, read_json
 from tasks.vocabulary import DATASET_SHIFT
-
-ALL_RUNS = "all"  # the leaderboard of every latest run in a store: STORE/benchmarks/all
 
 
 def parse_model(spec: str) -> tuple[str, str]:
@@ -68,10 +67,6 @@ def completed_run(config: RunConfig, fingerprint: str) -> str | None:
     return entry if read_json(join(entry, "run.json"))["dataset"]["fingerprint"] == fingerprint else None
 
 
-def benchmark_url(store_url: str, name: str) -> str:
-    return join(store_url, "benchmarks", name)
-
-
 @flow(name="clip-icm-bench", flow_run_name="bench {name}")
 def bench(models: list[str], datasets: dict[str, str], trials: int = 3, name: str = "bench",
           config: RunConfig = RunConfig()) -> str:
@@ -103,26 +98,9 @@ def bench(models: list[str], datasets: dict[str, str], trials: int = 3, name: st
             title = f"run {labels['dataset']} {labels['model']}:{labels['pretrained']} trial {labels['trial']}"
             entry = run.with_options(flow_run_name=title)(run_config)
         manifest[-1]["run"] = entry
-    write_json(join(benchmark_url(config.store_url, name), "manifest.json"), {
+    # quoted: the manifest names the run subflows' results, which a task input must not reference
+    write_bench_manifest(config.store_url, name, quote({
         "name": name, "models": models, "datasets": datasets, "trials": trials, "config": config.model_dump(),
         "runs": manifest,
-    })
-    return leaderboard(config.store_url, name)
-
-
-@flow(name="clip-icm-leaderboard", flow_run_name="leaderboard {name}")
-def leaderboard(store: str, name: str | None = None) -> str:
-    """Rebuild STORE/benchmarks/NAME from the runs of the bench NAME, or STORE/benchmarks/all from
-    the latest entry of every config in the store; returns the folder."""
-    store = store_url(store)
-    if name:
-        manifest_url = join(benchmark_url(store, name), "manifest.json")
-        if not exists(manifest_url):
-            raise InputError(f"{manifest_url} does not exist: run `clip-icm bench --name {name}` first, "
-                                    "or leave out --name for the leaderboard of every run in the store")
-        runs = [{"run": item["run"], "dataset": item["dataset"]} for item in read_json(manifest_url)["runs"]]
-    else:
-        runs = [{"run": entry} for entry in latest_runs(store)]
-    folder = benchmark_url(store, name or ALL_RUNS)
-    write_leaderboard(read_trials(runs), folder, f"CLIP-ICM leaderboard: {name or 'every run in ' + store}")
-    return folder
+    }))
+    return write_leaderboard(config.store_url, name)

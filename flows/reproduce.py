@@ -8,7 +8,8 @@ from flows.config.run_config import RunConfig
 from flows.run import run
 from tasks.store.history import resolve_run, store_of
 from tasks.store.names import store_url
-from tasks.report.reproduce import accuracy_changes, reproduce_markdown, verdict, what_changed, write_reproduction
+from tasks.report.publish import write_reproduction
+from tasks.report.reproduce import accuracy_changes, reproduce_markdown, verdict, what_changed
 from tasks.report.run_report import read_run_table
 from tasks.store.storage import join, read_json
 

@@ -16,10 +16,11 @@ from tasks.data.datasets import discover_dataset
 from tasks.data.prompts import load_templates
 from tasks.embed.models import check_model
 from tasks.embed.runners import make_task_runner
-from tasks.fit.diagnostics import write_spectrum_plot
-from tasks.report.publish import label_run
+from tasks.report.publish import (
+    label_run, publish_run_report, write_plot, write_run_json, write_spectrum_plot, write_table,
+)
 from tasks.report.record import RunTables, Stopwatch, run_record
-from tasks.report.run_report import publish_run_report, run_title, write_plot, write_run_json, write_table
+from tasks.report.run_report import run_title
 from tasks.store.history import mark_latest, new_entry, provenance
 from tasks.vocabulary import DATASET_SHIFT, DOMAIN_SHIFT, OPEN_CLASS, protocols
 

@@ -13,8 +13,7 @@ from tasks.data.datasets import discover_dataset
 from tasks.data.prompts import text_inputs
 from tasks.embed.plan import cached_catalog
 from tasks.evaluate.sweep import sweep_target
-from tasks.report.publish import label_run
-from tasks.report.run_report import publish_sweep_artifact, write_table
+from tasks.report.publish import label_run, publish_sweep_artifact, write_table
 from tasks.store.history import config_url
 from tasks.vocabulary import artifact_key
 

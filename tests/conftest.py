@@ -1,13 +1,16 @@
 import io
+import json
 import os
 import tempfile
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pytest
 from PIL import Image
 
 from tasks.specs import EmbedSpec
-from tasks.store.storage import write_bytes
+from tasks.store.storage import read_parquet, write_bytes
 
 TINY_MODEL = "ICM-Tiny"
 
@@ -63,6 +66,84 @@ def make_imagefolder(root: str, classes, per_class: int = 5, style: int = 0, pat
             colourful_image(rng, pattern, style).save(buffer, format="JPEG", quality=95)
             write_bytes(f"{root}/{name}/{index:03d}.jpg", buffer.getvalue())
     return root
+
+
+# ---- a run's reports, made by hand: what the report and leaderboard readers are tested on
+
+
+def hand_made_summary() -> pd.DataFrame:
+    """Two targets and the mean, both protocols; photo has no novel-class image (no novel accuracy, no HM)."""
+    domain_shift = {  # method: (art, photo, mean)
+        "clip_zero_shot": (0.5, 0.25, 0.375), "clip_icm_zero_shot": (0.75, 0.5, 0.625),
+        "clip_linear_probe": (0.6, 0.4, 0.5), "clip_icm_linear_probe": (0.5, 0.45, 0.475),
+    }
+    open_class = {  # method: {target: (accuracy, base, novel, HM)}
+        "clip_zero_shot": {"art": (0.4, 0.6, 0.2, 0.3), "photo": (0.3, 0.5, np.nan, np.nan),
+                           "mean": (0.35, 0.55, 0.2, 0.2933)},
+        "clip_icm_zero_shot": {"art": (0.5, 0.6, 0.4, 0.48), "photo": (0.45, 0.7, np.nan, np.nan),
+                               "mean": (0.475, 0.65, 0.4, 0.4952)},
+    }
+    rows = [{"protocol": "domain-shift", "method": method, "target": target, "accuracy": value, "n": 8}
+            for method, values in domain_shift.items() for target, value in zip(("art", "photo", "mean"), values)]
+    rows += [{"protocol": "open-class", "method": method, "target": target, "accuracy": a, "n": 8,
+              "base_accuracy": b, "novel_accuracy": n, "harmonic_mean": hm}
+             for method, targets in open_class.items() for target, (a, b, n, hm) in targets.items()]
+    summary = pd.DataFrame(rows)
+    # columns other helpers add: the pivots must ignore them
+    return summary.assign(top5_accuracy=1.0, balanced_accuracy=summary["accuracy"], selection="training-domain")
+
+
+def hand_made_selection() -> pd.DataFrame:
+    grid = [(protocol, target, lam, k, lam == 10 and k == 8)
+            for protocol in ("domain-shift", "open-class") for target in ("art", "photo")
+            for lam in (0.1, 10.0) for k in (4, 8)]
+    frame = pd.DataFrame(grid, columns=["protocol", "target", "lam", "n_components", "selected"])
+    return frame.assign(val_accuracy=np.where(frame["selected"], 0.875, 0.5))
+
+
+def hand_made_record(pretrained="none") -> dict:
+    return {
+        "config": {"dataset": "/data/Office_Home", "model": "ViT-B-16", "pretrained": pretrained, "protocol": "both",
+                   "selection": "training-domain", "split_seed": 0, "intervention_seed": 0},
+        "model": {"name": "ViT-B-16", "pretrained": pretrained},
+        "dataset": {"root": "/data/Office_Home", "domains": ["art", "photo"], "classes": ["bird", "cat", "dog", "fish"]},
+        "timings": {"domain-shift_s": 2.0, "embed_s": 10.3, "open-class_s": 1.0, "total_s": 13.3},
+        "run_url": "/store/runs/Office_Home-ViT-B-16-abc",
+    }
+
+
+def write_hand_made_run(store: str, name: str = "office", entry: str = "20261201T000000Z-abc-def") -> str:
+    """STORE/runs/NAME/ENTRY holding the hand-made summary, selection and run.json, and LATEST naming it."""
+    import pyarrow as pa
+
+    from tasks.store.storage import write_json, write_parquet
+
+    url = f"{store}/runs/{name}/{entry}"
+    write_parquet(pa.Table.from_pandas(hand_made_summary(), preserve_index=False), f"{url}/summary.parquet")
+    write_parquet(pa.Table.from_pandas(hand_made_selection(), preserve_index=False), f"{url}/selection.parquet")
+    write_json(f"{url}/run.json", {**hand_made_record("openai"), "run_url": url})
+    write_bytes(f"{store}/runs/{name}/LATEST", entry.encode())
+    return url
+
+
+def read_embedding_file(url: str, filters=None) -> tuple[pd.DataFrame, np.ndarray]:
+    """(metadata columns, n x d float32 embeddings) of an embedding Parquet file, read with pyarrow alone (not
+    through the project's catalog, which the tests check against it); `filters` keeps rows by column values."""
+    table = read_parquet(url)
+    if filters:
+        mask = np.ones(table.num_rows, bool)
+        for column, values in filters.items():
+            mask &= table.column(column).to_pandas().isin(list(values)).to_numpy()
+        table = table.filter(pa.array(mask))
+    column = table.column("embedding").combine_chunks()
+    width = column.type.list_size
+    embeddings = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+    return table.drop_columns(["embedding"]).to_pandas(), embeddings
+
+
+def embedding_file_metadata(url: str) -> dict:
+    """The clip-icm metadata an embedding Parquet file carries in its schema."""
+    return json.loads(read_parquet(url).schema.metadata[b"clip_icm"])
 
 
 @pytest.fixture(scope="session")

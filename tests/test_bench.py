@@ -13,12 +13,21 @@ from conftest import TINY_MODEL, colourful_image, make_image_folder
 import tasks.embed.models
 from flows.bench import parse_model
 from clip_icm.cli import main
-from tasks.store.history import LATEST, history, resolve_run
+from tasks.store.history import LATEST, RUN_RECORD, resolve_run
 from tasks.report.leaderboard import BASELINES, aggregate, cell, paper_tables
-from tasks.store.storage import join, read_bytes, read_json, read_parquet
+from tasks.store.storage import exists, filesystem, join, read_bytes, read_json, read_parquet
 from tasks.store.names import stable_hash
 
 FAST = ["--protocol", "domain-shift", "--lams", "1", "--ks", "4"]
+
+
+def history(config_folder: str) -> list[str]:
+    """Every complete entry of a config, oldest first."""
+    fs, path = filesystem(config_folder)
+    if not fs.isdir(path):
+        return []
+    names = sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False) if fs.isdir(entry))
+    return [join(config_folder, name) for name in names if exists(join(config_folder, name, RUN_RECORD))]
 
 
 @pytest.fixture(scope="module")

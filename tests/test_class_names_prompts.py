@@ -5,7 +5,7 @@ import fsspec
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_MODEL, tiny_embedding, make_image_folder, make_imagefolder
+from conftest import TINY_MODEL, embedding_file_metadata, make_image_folder, make_imagefolder, read_embedding_file, tiny_embedding
 
 from icm_core import LinearProbe, l2_normalize
 from tasks.data.class_names import (
@@ -17,7 +17,7 @@ from tasks.data.class_names import (
     read_class_names_csv,
 )
 from tasks.data.datasets import IMAGEFOLDER_DOMAIN, discover
-from tasks.embed.images import embedding_metadata, embedding_table, read_embeddings
+from tasks.embed.images import embedding_table
 from tasks.embed.text import TEXT_SCHEMA, embed_text
 from tasks.store.catalog import EmbeddingCatalog
 from tasks.data.prompts import prompt_bank_pairs
@@ -141,12 +141,12 @@ def test_text_table_is_raw_has_every_template_per_class_and_keys_on_prompts(memo
     pairs = prompt_bank_pairs(classes, names=names)
     prompts = class_prompts(classes, names, load_templates("openai-imagenet"))
     result = embed_text.fn(classes, prompts, pairs, tiny_embedding(memory_root))
-    rows, embeddings = read_embeddings(result["url"])
+    rows, embeddings = read_embedding_file(result["url"])
     assert result["embedded"] == len(rows) == 2 * 80 + 2 * 32
     class_rows = rows[rows["role"] == "class_prompt"]
     assert class_rows.groupby("class")["text"].nunique().to_dict() == {"bird": 80, "cat": 80}
     assert (class_rows["label"] == class_rows["class"].map({"bird": 0, "cat": 1})).all()
-    assert embedding_metadata(result["url"])["normalized"] is False
+    assert embedding_file_metadata(result["url"])["normalized"] is False
     # raw: the encoder's output before normalisation, which normalises to what CLIP compares
     loaded = load_model(TINY_MODEL, "none")
     with torch.inference_mode():

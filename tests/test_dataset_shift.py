@@ -4,13 +4,12 @@ import os
 
 import numpy as np
 import pytest
-from conftest import TINY_MODEL, make_imagefolder
+from conftest import TINY_MODEL, make_imagefolder, read_embedding_file
 
 from clip_icm.cli import main
 from tasks.evaluate.dataset_shift import probe_scorer_among
 from icm_core import LinearProbe
 from tasks.data.class_names import imagenet_synsets
-from tasks.embed.images import read_embeddings
 from tasks.vocabulary import METHODS
 from tasks.fit.projections import load_projection
 from tasks.store.storage import join, read_json, read_parquet
@@ -95,7 +94,7 @@ def test_summary_selection_projection_and_run_json(shift):
     assert set(record["target_datasets"]["imagenet-a"]["shards"]) == {"all/original"}  # no interventions
     assert record["target_datasets"]["imagenet-a"]["embedded_this_run"] == 2 * PER_CLASS["imagenet-a"]
     # the source's text table: 80 prompts per class, named with CLIP's ImageNet names
-    rows, _ = read_embeddings(record["embeddings"]["text"], {"role": ["class_prompt"]})
+    rows, _ = read_embedding_file(record["embeddings"]["text"], {"role": ["class_prompt"]})
     assert rows.groupby("class").size().to_dict() == {synset: 80 for synset in SYNSETS}
     assert "a bad photo of a stingray." in set(rows.loc[rows["class"] == SYNSETS[1], "text"])
 

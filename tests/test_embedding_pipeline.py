@@ -7,7 +7,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import torch
-from conftest import TINY_MODEL, tiny_embedding, colourful_image, make_image_folder
+from conftest import TINY_MODEL, colourful_image, embedding_file_metadata, make_image_folder, read_embedding_file, tiny_embedding
 from PIL import Image
 
 from tasks.embed import models
@@ -15,8 +15,6 @@ from tasks.data.datasets import ROTATED_DIGITS_ANGLES, discover, materialize_rot
 from tasks.data.splits import assign_split
 from tasks.embed.images import (
     embed_image_shard,
-    embedding_metadata,
-    read_embeddings,
     skipped_url,
 )
 from tasks.vocabulary import INTERVENED, ORIGINAL
@@ -78,9 +76,9 @@ def test_embedding_parquet_schema_rows_and_skipped(memory_root):
     table = read_parquet(result["url"])
     assert table.schema.field("embedding").type == pa.list_(pa.float32(), 32)
     assert table.schema.names == ["sample_id", "path", "domain", "class", "label", "split", "view", "embedding"]
-    rows, embeddings = read_embeddings(result["url"])
+    rows, embeddings = read_embedding_file(result["url"])
     assert len(rows) == 12 and set(rows["view"]) <= set(FAMILIES) and len(set(rows["view"])) > 1
-    metadata = embedding_metadata(result["url"])
+    metadata = embedding_file_metadata(result["url"])
     # raw model output at rest: what open_clip's encode_image returns unnormalised
     assert metadata["normalized"] is False and metadata["format"] == "raw-v2"
     assert np.abs(np.linalg.norm(embeddings, axis=1) - 1).max() > 1e-2
@@ -105,8 +103,8 @@ def test_second_identical_call_embeds_nothing_and_seed_changes_only_intervened(m
     other_intervened = embed(data, "photo", INTERVENED, tiny_embedding(store, interventions=reseeded))
     assert other_original["embedded"] == 0 and other_original["url"] == first[ORIGINAL]["url"]
     assert other_intervened["embedded"] == 12 and other_intervened["url"] != first[INTERVENED]["url"]
-    _, seed0 = read_embeddings(first[INTERVENED]["url"])
-    _, seed1 = read_embeddings(other_intervened["url"])
+    _, seed0 = read_embedding_file(first[INTERVENED]["url"])
+    _, seed1 = read_embedding_file(other_intervened["url"])
     assert np.abs(seed0 - seed1).max() > 1e-3
 
 
@@ -125,8 +123,8 @@ def test_intervention_draw_depends_on_sample_not_batching(memory_root):
     data = discover(make_image_folder(f"{memory_root}/data", per_class=4))
     small = embed(data, "art", INTERVENED, tiny_embedding(f"{memory_root}/s1", batch_size=2))
     large = embed(data, "art", INTERVENED, tiny_embedding(f"{memory_root}/s2", batch_size=7, shard_size=5))
-    rows_small, emb_small = read_embeddings(small["url"])
-    rows_large, emb_large = read_embeddings(large["url"])
+    rows_small, emb_small = read_embedding_file(small["url"])
+    rows_large, emb_large = read_embedding_file(large["url"])
     assert rows_small["view"].tolist() == rows_large["view"].tolist()
     np.testing.assert_allclose(emb_small, emb_large, atol=1e-5)
 
@@ -173,7 +171,7 @@ def test_killed_run_resumes_with_missing_parts_only(memory_root, monkeypatch):
 def test_works_on_a_local_path(tmp_path):
     data = discover(make_image_folder(str(tmp_path / "data"), per_class=2))
     result = embed(data, "art", ORIGINAL, tiny_embedding(str(tmp_path / "store")))
-    rows, embeddings = read_embeddings(result["url"])
+    rows, embeddings = read_embedding_file(result["url"])
     assert result["url"].startswith(str(tmp_path)) and embeddings.shape == (8, 32)
     assert rows["path"].map(lambda p: (tmp_path / "data").as_posix() in p).all()
 
@@ -185,7 +183,7 @@ def test_text_embeddings_of_prompts_and_pairs(memory_root, tmp_path):
     assert (pairs["text_a"] != pairs["text_b"]).all() and pairs["text_b"].str.contains("cat").sum() == 16
     prompts = pd.DataFrame({"class": classes, "text": ["a photo of a bird.", "a photo of a cat."]})
     result = embed_text.fn(classes, prompts, pairs, tiny_embedding(memory_root))
-    rows, embeddings = read_embeddings(result["url"])
+    rows, embeddings = read_embedding_file(result["url"])
     assert result["embedded"] == len(rows) == 2 + 2 * 32
     assert set(rows["role"]) == {"class_prompt", "pair_a", "pair_b"}
     assert embed_text.fn(classes, prompts, pairs, tiny_embedding(memory_root))["embedded"] == 0

@@ -5,7 +5,7 @@ from unittest import mock
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_MODEL, make_image_folder
+from conftest import TINY_MODEL, make_image_folder, read_embedding_file
 from prefect.client.orchestration import get_client
 from sklearn.linear_model import LogisticRegression
 
@@ -14,11 +14,10 @@ from flows.config.run_config import RELEASED_PRESET, RunConfig
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 import icm_core.predict
 from icm_core import movement_kept
-from tasks.embed.images import read_embeddings
 from tasks.evaluate.predictions import evaluate_open_class_target, evaluate_target
 from tasks.store.catalog import EmbeddingCatalog
 from tasks.fit.projections import load_projection
-from tasks.report.run_report import accuracy_plot_png
+from tasks.report.plots import accuracy_plot_png
 from tasks.store.storage import join, read_json, read_parquet, write_parquet
 from tasks.embed.images import IMAGE_SCHEMA, embedding_table
 from tasks.specs import Recipe, SelectionSpec
@@ -57,7 +56,7 @@ def with_corrupted_domain(index, tmp_path, domain) -> EmbeddingCatalog:
     shards, rng = dict(index.shards), np.random.default_rng(0)
     for key, url in index.shards.items():
         if key.startswith(domain + "/"):
-            rows, embeddings = read_embeddings(url)
+            rows, embeddings = read_embedding_file(url)
             rows["label"] = rng.permutation(rows["label"].to_numpy(copy=True))
             rows["class"] = rows["label"].map(dict(enumerate(CLASSES)))
             shards[key] = str(tmp_path / key.replace("/", "-")) + ".parquet"
@@ -189,7 +188,7 @@ def test_released_preset_sets_its_fields_and_refuses_contradictions():
 def released_reference(shards, text_url, sources, target, lam, k):
     """The released recipe in plain numpy + scikit-learn, from the cached Parquet files."""
     def read(domain, view):
-        rows, embeddings = read_embeddings(shards[f"{domain}/{view}"])
+        rows, embeddings = read_embedding_file(shards[f"{domain}/{view}"])
         return rows.set_index("sample_id"), embeddings.astype(np.float64)
 
     train_rows, Z, Z_twin = [], [], []
@@ -204,7 +203,7 @@ def released_reference(shards, text_url, sources, target, lam, k):
     D = Z - Z_twin
     M = Z.T @ Z / len(Z) - lam * D.T @ D / len(D)
     A = np.linalg.eigh(M)[1][:, :k]  # the smallest eigenvalues
-    text_rows, text = read_embeddings(text_url, {"role": ["class_prompt"]})
+    text_rows, text = read_embedding_file(text_url, {"role": ["class_prompt"]})
     T = text.astype(np.float64)[np.argsort(text_rows["label"].to_numpy())]
     T = T / np.linalg.norm(T, axis=1, keepdims=True)
     rows, X = read(target, "original")

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import TINY_MODEL, make_image_folder
+from conftest import TINY_MODEL, make_image_folder, read_embedding_file
 
 import tasks.store.catalog
 import tasks.embed.models
@@ -18,7 +18,7 @@ from flows.config.run_config import RunConfig
 from flows.config.preflight import preflight
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from icm_core import InterventionMoments, harmonic_mean
-from tasks.embed.images import embedding_table, read_embeddings, IMAGE_SCHEMA
+from tasks.embed.images import IMAGE_SCHEMA, embedding_table
 from tasks.data.splits import split_base_novel
 from tasks.vocabulary import METHODS
 from tasks.store.catalog import EmbeddingCatalog
@@ -107,8 +107,8 @@ def corrupted_copy(index, tmp_path, domains, rows_to_corrupt) -> EmbeddingCatalo
     for key, url in index.shards.items():
         if key.split("/")[0] not in domains:
             continue
-        rows, embeddings = read_embeddings(url)
-        embeddings = embeddings.copy()  # read_embeddings is zero-copy, read-only
+        rows, embeddings = read_embedding_file(url)
+        embeddings = embeddings.copy()  # read_embedding_file is zero-copy, read-only
         chosen = rows_to_corrupt(rows).to_numpy()
         rows.loc[chosen, "label"] = rng.permutation(rows.loc[chosen, "label"].to_numpy(copy=True))
         rows.loc[chosen, "class"] = rows.loc[chosen, "label"].map(dict(enumerate(CLASSES)))
@@ -178,7 +178,7 @@ def test_catalog_serves_normalised_arrays_split_by_split_and_is_keyed_by_its_sha
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1, rtol=1e-5)
     train_rows, train = catalog.load(["art"], "train")
     assert np.shares_memory(train, embeddings)  # a split of one domain is a view, not a copy
-    file_rows, file_embeddings = read_embeddings(catalog.shard("art", "original"))
+    file_rows, file_embeddings = read_embedding_file(catalog.shard("art", "original"))
     by_id = dict(zip(file_rows["sample_id"], file_embeddings / np.linalg.norm(file_embeddings, axis=1, keepdims=True)))
     np.testing.assert_allclose(train, np.stack([by_id[s] for s in train_rows["sample_id"]]), atol=1e-6)
     assert sorted(train_rows["sample_id"]) == sorted(file_rows.loc[file_rows["split"] == "train", "sample_id"])
@@ -197,7 +197,7 @@ def test_catalog_serves_normalised_arrays_split_by_split_and_is_keyed_by_its_sha
     raw = replace(catalog, normalize=False).load(["art"])[1]
     np.testing.assert_allclose(raw, np.stack([dict(zip(file_rows["sample_id"], file_embeddings))[s] for s in rows["sample_id"]]))
     # class embeddings: normalised mean of normalised templates, in the order asked
-    text_rows, text = read_embeddings(catalog.text_url, {"role": ["class_prompt"]})
+    text_rows, text = read_embedding_file(catalog.text_url, {"role": ["class_prompt"]})
     dog = text[(text_rows["class"] == "dog").to_numpy()].astype(float)
     dog = (dog / np.linalg.norm(dog, axis=1, keepdims=True)).mean(axis=0)
     np.testing.assert_allclose(catalog.class_embeddings(["dog", "bird"])[0], dog / np.linalg.norm(dog), atol=1e-6)

@@ -6,14 +6,13 @@ import pickle
 import fsspec
 import numpy as np
 import pandas as pd
-from conftest import TINY_MODEL, tiny_embedding, make_image_folder
+from conftest import make_image_folder, read_embedding_file, tiny_embedding
 
 from tasks.data.datasets import Dataset, discover
 from tasks.embed.images import (
     PART_COLUMNS,
     embed_image_shard,
     plan_shard,
-    read_embeddings,
     skipped_url,
 )
 from tasks.vocabulary import INTERVENED, ORIGINAL
@@ -34,8 +33,8 @@ def test_a_domain_larger_than_the_shard_size_runs_as_parts_and_reads_back_as_one
     parted = embed_image_shard(data, "art", INTERVENED, tiny_embedding(f"{memory_root}/parts", shard_size=5))
     single = embed_image_shard(data, "art", INTERVENED, tiny_embedding(f"{memory_root}/one", shard_size=8192))
     assert (parted["images"], parted["embedded"], parted["skipped"]) == (17, 16, 1)
-    rows_parted, emb_parted = read_embeddings(parted["url"])
-    rows_single, emb_single = read_embeddings(single["url"])
+    rows_parted, emb_parted = read_embedding_file(parted["url"])
+    rows_single, emb_single = read_embedding_file(single["url"])
     pd.testing.assert_frame_equal(rows_parted, rows_single)
     np.testing.assert_allclose(emb_parted, emb_single, rtol=1e-4, atol=1e-5)  # other batches, other rounding
     assert read_parquet(parted["url"]).schema.metadata == read_parquet(single["url"]).schema.metadata

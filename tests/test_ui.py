@@ -7,12 +7,10 @@ import os
 import re
 import typing
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pytest
 import yaml
-from conftest import TINY_MODEL, make_image_folder
+from conftest import TINY_MODEL, hand_made_record, hand_made_selection, hand_made_summary, make_image_folder
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import ArtifactCreate
 from prefect.client.schemas.filters import (
@@ -27,8 +25,9 @@ from prefect.utilities.callables import parameter_schema
 from tasks.store.history import resolve_run
 from clip_icm.cli import main
 from flows.config.run_config import DEFAULT_LAMS, RunConfig
+from tasks.report.plots import accuracy_figure
 from tasks.report.run_report import (
-    DELTA, MISSING, SMOKE_BANNER, accuracy_figure, chosen_hyperparameters, mean_comparison, method_table,
+    DELTA, MISSING, SMOKE_BANNER, chosen_hyperparameters, mean_comparison, method_table,
     open_class_table, read_run, read_run_table, run_report, table_markdown,
 )
 from tasks.store.storage import write_parquet
@@ -37,50 +36,6 @@ from tasks.vocabulary import artifact_key, run_tags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ("bird", "cat", "dog", "fish")
 NUMBER = re.compile(r"[+-]?\d+\.\d+")
-
-# ---- the reports, on a hand-made summary
-
-
-def hand_made_summary() -> pd.DataFrame:
-    """Two targets and the mean, both protocols; photo has no novel-class image (no novel accuracy, no HM)."""
-    domain_shift = {  # method: (art, photo, mean)
-        "clip_zero_shot": (0.5, 0.25, 0.375), "clip_icm_zero_shot": (0.75, 0.5, 0.625),
-        "clip_linear_probe": (0.6, 0.4, 0.5), "clip_icm_linear_probe": (0.5, 0.45, 0.475),
-    }
-    open_class = {  # method: {target: (accuracy, base, novel, HM)}
-        "clip_zero_shot": {"art": (0.4, 0.6, 0.2, 0.3), "photo": (0.3, 0.5, np.nan, np.nan),
-                           "mean": (0.35, 0.55, 0.2, 0.2933)},
-        "clip_icm_zero_shot": {"art": (0.5, 0.6, 0.4, 0.48), "photo": (0.45, 0.7, np.nan, np.nan),
-                               "mean": (0.475, 0.65, 0.4, 0.4952)},
-    }
-    rows = [{"protocol": "domain-shift", "method": method, "target": target, "accuracy": value, "n": 8}
-            for method, values in domain_shift.items() for target, value in zip(("art", "photo", "mean"), values)]
-    rows += [{"protocol": "open-class", "method": method, "target": target, "accuracy": a, "n": 8,
-              "base_accuracy": b, "novel_accuracy": n, "harmonic_mean": hm}
-             for method, targets in open_class.items() for target, (a, b, n, hm) in targets.items()]
-    summary = pd.DataFrame(rows)
-    # columns other helpers add: the pivots must ignore them
-    return summary.assign(top5_accuracy=1.0, balanced_accuracy=summary["accuracy"], selection="training-domain")
-
-
-def hand_made_selection() -> pd.DataFrame:
-    grid = [(protocol, target, lam, k, lam == 10 and k == 8)
-            for protocol in ("domain-shift", "open-class") for target in ("art", "photo")
-            for lam in (0.1, 10.0) for k in (4, 8)]
-    frame = pd.DataFrame(grid, columns=["protocol", "target", "lam", "n_components", "selected"])
-    return frame.assign(val_accuracy=np.where(frame["selected"], 0.875, 0.5))
-
-
-def hand_made_record(pretrained="none") -> dict:
-    return {
-        "config": {"dataset": "/data/Office_Home", "model": "ViT-B-16", "pretrained": pretrained, "protocol": "both",
-                   "selection": "training-domain"},
-        "model": {"name": "ViT-B-16", "pretrained": pretrained},
-        "dataset": {"root": "/data/Office_Home", "domains": ["art", "photo"], "classes": list(CLASSES)},
-        "timings": {"domain-shift_s": 2.0, "embed_s": 10.3, "open-class_s": 1.0, "total_s": 13.3},
-        "run_url": "/store/runs/Office_Home-ViT-B-16-abc",
-    }
-
 
 def test_targets_by_methods_with_the_difference_and_the_mean_last():
     table = method_table(hand_made_summary(), "domain-shift")

@@ -79,24 +79,6 @@ def embedding_table(frame: pd.DataFrame, schema: pa.Schema, embeddings: np.ndarr
     return table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True)})
 
 
-def read_embeddings(url: str, filters=None) -> tuple[pd.DataFrame, np.ndarray]:
-    """(metadata columns, n x d float32 embeddings) of an embedding Parquet file."""
-    table = read_parquet(url)
-    if filters:
-        mask = np.ones(table.num_rows, bool)
-        for column, values in filters.items():
-            mask &= table.column(column).to_pandas().isin(list(values)).to_numpy()
-        table = table.filter(pa.array(mask))
-    column = table.column("embedding").combine_chunks()
-    width = column.type.list_size
-    embeddings = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
-    return table.drop_columns(["embedding"]).to_pandas(), embeddings
-
-
-def embedding_metadata(url: str) -> dict:
-    return json.loads(read_parquet(url).schema.metadata[METADATA_KEY])
-
-
 def skipped_images(catalog) -> pd.DataFrame:
     """Unreadable images, once each (the original and intervened shards skip the same files)."""
     tables = [read_parquet(skipped_url(url)).to_pandas() for key, url in catalog.shards.items() if key.endswith("/original")]

@@ -1,4 +1,4 @@
-"""Diagnostics of each fitted projection (what it keeps, how clear the cut at k is) and the eigen-spectrum plot."""
+"""Diagnostics of each fitted projection: what it keeps, how clear the cut at k is, and M's spectrum."""
 from __future__ import annotations
 
 
@@ -11,9 +11,7 @@ from icm_core import (Selection, eigengap, kept_share, kept_share_by_family, pai
                       variance_kept)
 from tasks.store.catalog import EmbeddingCatalog
 from tasks.fit.moments import paired_rows, total_moments
-from tasks.store.storage import join, write_bytes
-from tasks.vocabulary import INTERVENED, ORIGINAL, protocol_title
-from tasks.report.figures import figure_png, pyplot
+from tasks.vocabulary import INTERVENED, ORIGINAL
 
 
 @task(name="diagnose-projection", cache_policy=NO_CACHE)
@@ -64,28 +62,3 @@ def spectrum_rows(selection) -> pd.DataFrame:
     values = selection.eigenvalues[selection.lam]
     return pd.DataFrame({"lam": selection.lam, "rank": range(1, len(values) + 1), "eigenvalue": values,
                          "kept": [rank < selection.n_components for rank in range(len(values))]})
-
-
-def spectrum_plot_png(spectra: pd.DataFrame, title: str) -> bytes:
-    """One panel per protocol: M's eigenvalues by rank for each target, the chosen k marked."""
-    plt = pyplot()
-
-    protocols = sorted(spectra["protocol"].unique())
-    figure, axes = plt.subplots(1, len(protocols), figsize=(6 * len(protocols), 4), squeeze=False)
-    for axis, protocol in zip(axes[0], protocols):
-        for target, curve in spectra[spectra["protocol"] == protocol].groupby("target", sort=True):
-            line, = axis.plot(curve["rank"], curve["eigenvalue"], label=f"{target} (λ={curve['lam'].iat[0]:g})")
-            axis.axvline(curve["kept"].sum() + 0.5, color=line.get_color(), linestyle=":", linewidth=1)
-        axis.axhline(0, color="grey", linewidth=0.8)
-        axis.set_xlabel("rank (kept first; dotted: chosen k)")
-        axis.set_ylabel("eigenvalue of M")
-        axis.set_title(protocol_title(protocol))
-        axis.legend(fontsize=8)
-    figure.suptitle(title)
-    figure.tight_layout()
-    return figure_png(figure)
-
-
-@task(name="write-spectrum-plot", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def write_spectrum_plot(spectra: pd.DataFrame, run_url: str, title: str) -> str:
-    return write_bytes(join(run_url, "eigen_spectrum.png"), spectrum_plot_png(spectra, title))

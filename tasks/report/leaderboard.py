@@ -3,21 +3,25 @@ over the matching CLIP baseline, a paper-style table (Markdown and LaTeX) and a 
 
 Input: one row per (run, protocol, method) holding the run's mean accuracy over its targets
 (the `mean` rows of summary.parquet) with the run's labels (model, pretrained, dataset,
-seeds). Everything here except `read_trials` and `write_leaderboard` is pure.
+seeds), read from the runs a bench's manifest lists, or from the latest run of every config in a
+store. Nothing here needs Prefect or torch: `clip-icm leaderboard` answers at once.
+
+    STORE/benchmarks/NAME/manifest.json            the bench's parameters and its runs
+    STORE/benchmarks/NAME/trials.parquet           the inputs
+    STORE/benchmarks/NAME/leaderboard.{parquet,md,tex}, leaderboard_gain.png
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
-from tasks.store.storage import join, read_json, write_bytes, write_parquet
 from tasks.errors import InputError
-from tasks.report.figures import figure_png, pyplot
 from tasks.report.run_report import read_summary
-from tasks.vocabulary import BASELINES, METHODS, dataset_label, model_label
+from tasks.store.history import latest_runs
+from tasks.store.names import store_url
+from tasks.store.storage import exists, join, read_json, read_parquet, write_bytes, write_parquet
+from tasks.vocabulary import BASELINES, METHODS, dataset_label, model_label, protocol_title
 
 GROUP = ["model", "pretrained", "dataset", "protocol", "method"]
 TRIAL_COLUMNS = ["model", "pretrained", "dataset", "split_seed", "intervention_seed", "run", "protocol", "method",
@@ -32,7 +36,24 @@ def run_labels(record: dict, dataset: str | None = None) -> dict:
             "split_seed": config["split_seed"], "intervention_seed": config["intervention_seed"]}
 
 
-@task(name="read-trials", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+ALL_RUNS = "all"  # the leaderboard of every latest run in a store: STORE/benchmarks/all
+
+
+def benchmark_url(store: str, name: str) -> str:
+    return join(store, "benchmarks", name)
+
+
+def bench_runs(store: str, name: str | None) -> list[dict]:
+    """The runs of the bench NAME (with its dataset labels), or the latest run of every config in the store."""
+    if not name:
+        return [{"run": entry} for entry in latest_runs(store)]
+    manifest = join(benchmark_url(store, name), "manifest.json")
+    if not exists(manifest):
+        raise InputError(f"{manifest} does not exist: run `clip-icm bench --name {name}` first, "
+                         "or leave out --name for the leaderboard of every run in the store")
+    return [{"run": item["run"], "dataset": item["dataset"]} for item in read_json(manifest)["runs"]]
+
+
 def read_trials(runs: list[dict]) -> pd.DataFrame:
     """One row per run x protocol x method: the run's accuracy averaged over its targets.
 
@@ -106,7 +127,7 @@ def leaderboard_markdown(board: pd.DataFrame, title: str) -> str:
     sections = [f"# {title}", "Accuracy (%) averaged over each dataset's held-out targets: mean ± standard error "
                 "over trials; Avg is the mean over datasets."]
     for protocol, table in paper_tables(board).items():
-        sections += [f"## {protocol}", table.to_markdown(index=False, disable_numparse=True)]
+        sections += [f"## {protocol_title(protocol)}", table.to_markdown(index=False, disable_numparse=True)]
     return "\n\n".join(sections) + "\n"
 
 
@@ -124,42 +145,44 @@ def leaderboard_latex(board: pd.DataFrame, title: str) -> str:
         rows = [" & ".join(latex_text(column) for column in table.columns) + r" \\"]
         rows += [" & ".join(latex_text(value) for value in record) + r" \\" for record in table.itertuples(index=False)]
         parts.append("\n".join([
-            f"% {latex_text(protocol)}", r"\begin{tabular}{ll" + "r" * (table.shape[1] - 2) + "}", r"\toprule",
+            f"% {latex_text(protocol_title(protocol))}", r"\begin{tabular}{ll" + "r" * (table.shape[1] - 2) + "}", r"\toprule",
             rows[0], r"\midrule", *rows[1:], r"\bottomrule", r"\end{tabular}", "",
         ]))
     return "\n".join(parts)
 
 
-def gain_plot_png(board: pd.DataFrame, title: str) -> bytes:
-    """CLIP-ICM − CLIP (percentage points) per dataset, one bar per model and CLIP-ICM method."""
-    plt = pyplot()
-
-    gains = board[board["method"].isin(list(BASELINES))]
-    protocols = sorted(gains["protocol"].unique())
-    figure, axes = plt.subplots(1, max(1, len(protocols)), figsize=(6 * max(1, len(protocols)), 4), squeeze=False)
-    for axis, protocol in zip(axes[0], protocols):
-        rows = gains[gains["protocol"] == protocol].assign(
-            series=lambda f: [f"{model_label(m, p)} {method.removeprefix('clip_icm_')}"
-                              for m, p, method in zip(f["model"], f["pretrained"], f["method"])])
-        means = rows.pivot(index="dataset", columns="series", values="delta") * 100
-        errors = rows.pivot(index="dataset", columns="series", values="delta_se").fillna(0) * 100
-        means.plot.bar(ax=axis, yerr=errors, rot=0, capsize=3)
-        axis.axhline(0, color="black", linewidth=0.8)
-        axis.set_ylabel("CLIP-ICM − CLIP (points)")
-        axis.set_title(protocol)
-        axis.legend(fontsize=7)
-    figure.suptitle(title)
-    figure.tight_layout()
-    return figure_png(figure)
-
-
-@task(name="write-leaderboard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def write_leaderboard(trials: pd.DataFrame, folder: str, title: str) -> pd.DataFrame:
-    """trials.parquet (the inputs), leaderboard.parquet/.md/.tex and leaderboard_gain.png under `folder`."""
+    """trials.parquet (the inputs), leaderboard.parquet/.md/.tex and leaderboard_gain.png under `folder`;
+    nothing is rewritten when the trials and the title are those already there."""
+    from tasks.report.plots import gain_plot_png  # matplotlib, only when there is something new to draw
+
     board = aggregate(trials)
+    markdown = leaderboard_markdown(board, title)
+    if _written(folder, trials, markdown):
+        return board
     write_parquet(pa.Table.from_pandas(trials, preserve_index=False), join(folder, "trials.parquet"))
     write_parquet(pa.Table.from_pandas(board, preserve_index=False), join(folder, "leaderboard.parquet"))
-    write_bytes(join(folder, "leaderboard.md"), leaderboard_markdown(board, title).encode())
     write_bytes(join(folder, "leaderboard.tex"), leaderboard_latex(board, title).encode())
     write_bytes(join(folder, "leaderboard_gain.png"), gain_plot_png(board, title))
+    write_bytes(join(folder, "leaderboard.md"), markdown.encode())  # last: it marks the folder complete
     return board
+
+
+def _written(folder: str, trials: pd.DataFrame, markdown: str) -> bool:
+    names = ("trials.parquet", "leaderboard.parquet", "leaderboard.tex", "leaderboard_gain.png", "leaderboard.md")
+    if not all(exists(join(folder, name)) for name in names):
+        return False
+    from tasks.store.storage import read_bytes
+
+    return (read_bytes(join(folder, "leaderboard.md")).decode() == markdown
+            and read_parquet(join(folder, "trials.parquet")).to_pandas().equals(trials))
+
+
+def rebuild_leaderboard(store: str, name: str | None = None) -> str:
+    """STORE/benchmarks/NAME from the bench NAME's runs, or STORE/benchmarks/all from the latest run of every
+    config in the store; returns the folder."""
+    store = store_url(store)
+    folder = benchmark_url(store, name or ALL_RUNS)
+    write_leaderboard(read_trials(bench_runs(store, name)), folder,
+                      f"CLIP-ICM leaderboard: {name or 'every run in ' + store}")
+    return folder

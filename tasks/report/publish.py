@@ -1,12 +1,21 @@
-"""What a run shows in the Prefect UI: its tags, the smoke-run warning in its own log (a plain logger's
-warning never reaches the UI), and its reports as artifacts."""
+"""The report stage's tasks: a run's tables, run.json and plots written to the store; the run report, the sweep and
+the run's tags in the Prefect UI (and the smoke-run warning in its own log: a plain logger's warning never
+reaches the UI); a leaderboard and a reproduction written. What they write is rendered by the modules beside this one."""
 from __future__ import annotations
 
-from prefect import get_run_logger
+import pandas as pd
+import pyarrow as pa
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 
-from tasks.vocabulary import RANDOM_WEIGHTS, run_tags
+from tasks.report.leaderboard import benchmark_url, rebuild_leaderboard
+from tasks.report.plots import accuracy_plot_png, spectrum_plot_png
+from tasks.report.run_report import run_report
+from tasks.store.storage import join, write_bytes, write_json, write_parquet
+from tasks.vocabulary import DOMAIN_SHIFT, OPEN_CLASS, RANDOM_WEIGHTS, artifact_key, run_label, run_tags
 
 
 def label_run(dataset: str, model: str, pretrained: str) -> None:
@@ -17,3 +26,65 @@ def label_run(dataset: str, model: str, pretrained: str) -> None:
     if pretrained == RANDOM_WEIGHTS:
         get_run_logger().warning(
             "SMOKE RUN: random weights for %s (--pretrained none): the numbers test the pipeline, not the method", model)
+
+
+@task(name="write-table", task_run_name="write {name}", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def write_table(frame: pd.DataFrame, run_url: str, name: str) -> str:
+    return write_parquet(pa.Table.from_pandas(frame, preserve_index=False), join(run_url, name))
+
+
+@task(name="write-run-json", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def write_run_json(run_url: str, record: dict) -> str:
+    return write_json(join(run_url, "run.json"), record)
+
+
+@task(name="publish-run-report", cache_policy=NO_CACHE)
+def publish_run_report(summary: pd.DataFrame, selection: pd.DataFrame, record: dict) -> None:
+    """The run report as a markdown artifact, keyed per dataset, model and weights."""
+    config = record["config"]
+    create_markdown_artifact(
+        run_report(summary, selection, record),
+        key=artifact_key("run", config["dataset"], config["model"], config["pretrained"]),
+        description=f"CLIP vs CLIP-ICM: {run_label(config['dataset'], config['model'], config['pretrained'])}",
+    )
+
+
+@task(name="write-plot", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def write_plot(summary: pd.DataFrame, run_url: str, record: dict) -> str | None:
+    if not summary["protocol"].isin([DOMAIN_SHIFT, OPEN_CLASS]).any():
+        return None
+    return write_bytes(join(run_url, "accuracy_by_target.png"), accuracy_plot_png(summary, record))
+
+
+@task(name="write-spectrum-plot", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def write_spectrum_plot(spectra: pd.DataFrame, run_url: str, title: str) -> str:
+    return write_bytes(join(run_url, "eigen_spectrum.png"), spectrum_plot_png(spectra, title))
+
+
+@task(name="publish-sweep-artifact", cache_policy=NO_CACHE)
+def publish_sweep_artifact(sweep: pd.DataFrame, run_url: str, title: str, key: str) -> None:
+    """The whole grid as markdown, the selection rule's pick per target marked; `key` from `artifact_key`."""
+    columns = ["target", "lam", "n_components", "val_accuracy", "target_zero_shot_accuracy",
+               "target_linear_probe_accuracy", "selected"]
+    create_markdown_artifact(
+        f"# {title}\n\n" + sweep[columns].to_markdown(index=False, floatfmt=".4f") + f"\n\nTable: `{run_url}/sweep.parquet`",
+        key=key, description=title,
+    )
+
+
+@task(name="write-bench-manifest", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def write_bench_manifest(store: str, name: str, manifest: dict) -> str:
+    """STORE/benchmarks/NAME/manifest.json: the bench's parameters and its runs, from which its leaderboard is built."""
+    return write_json(join(benchmark_url(store, name), "manifest.json"), manifest)
+
+
+@task(name="write-leaderboard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def write_leaderboard(store: str, name: str) -> str:
+    """STORE/benchmarks/NAME rebuilt from the bench's runs; returns the folder."""
+    return rebuild_leaderboard(store, name)
+
+
+@task(name="write-reproduction", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def write_reproduction(changes: pd.DataFrame, markdown: str, folder: str) -> str:
+    write_parquet(pa.Table.from_pandas(changes, preserve_index=False), join(folder, "reproduce.parquet"))
+    return write_bytes(join(folder, "reproduce.md"), markdown.encode())

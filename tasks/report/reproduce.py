@@ -1,14 +1,9 @@
 """Compare a re-execution with the run it reproduces: per target and method the old and new
 accuracy, how many predictions changed, and what changed between them (data per domain, code,
-weights, libraries). Pure functions and one write task."""
+weights, libraries)."""
 from __future__ import annotations
 
 import pandas as pd
-import pyarrow as pa
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
-from tasks.store.storage import join, write_bytes, write_parquet
 
 KEYS = ["protocol", "target", "method"]
 
@@ -76,9 +71,3 @@ def verdict(changes: pd.DataFrame, inputs: list[str]) -> str:
 def reproduce_markdown(changes: pd.DataFrame, line: str, old_url: str, new_url: str) -> str:
     return (f"# Reproduction of `{old_url}`\n\nNew run: `{new_url}`\n\n**Verdict: {line}**\n\n"
             + changes.to_markdown(index=False, floatfmt=".4f") + "\n")
-
-
-@task(name="write-reproduction", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def write_reproduction(changes: pd.DataFrame, markdown: str, folder: str) -> str:
-    write_parquet(pa.Table.from_pandas(changes, preserve_index=False), join(folder, "reproduce.parquet"))
-    return write_bytes(join(folder, "reproduce.md"), markdown.encode())

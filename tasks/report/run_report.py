@@ -1,8 +1,10 @@
-"""Report tasks: Parquet tables, run.json, the run report (headline + tables), a plot, and Prefect artifacts.
+"""The run report: a run's tables read back, and rendered as markdown (the headline, targets x methods, the chosen
+(lambda, k), the timings).
 
 Every view of a run's results (the Prefect UI's artifact, the terminal at the end of `clip-icm run`,
 `clip-icm report`, the plot) is rendered from the same three things, all on the store: the summary,
-the selection grid and the run.json record. So the UI and the terminal never disagree.
+the selection grid and the run.json record. So the UI and the terminal never disagree. Nothing here
+needs Prefect, torch or matplotlib: `clip-icm report` answers at once.
 """
 from __future__ import annotations
 
@@ -10,16 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from prefect import task
-from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 
 from tasks.errors import InputError
-from tasks.store.storage import filesystem, join, read_json, read_parquet, write_bytes, write_json, write_parquet
-from tasks.report.figures import figure_png, pyplot
-from tasks.vocabulary import (
-    DOMAIN_SHIFT, LEGACY_PROTOCOLS, METHOD_PAIRS, OPEN_CLASS, RANDOM_WEIGHTS, artifact_key, protocol_title, run_label,
-)
+from tasks.store.storage import filesystem, join, read_json, read_parquet
+from tasks.vocabulary import LEGACY_PROTOCOLS, METHOD_PAIRS, OPEN_CLASS, RANDOM_WEIGHTS, protocol_title, run_label
 
 DECIMALS = 3  # every accuracy and difference in every report
 MISSING = "—"  # a cell with no value (a method or class group a target lacks), never "nan"
@@ -27,16 +23,6 @@ DELTA = "Δ"  # CLIP-ICM − CLIP
 OPEN_CLASS_METRICS = {"base": "base_accuracy", "novel": "novel_accuracy", "HM": "harmonic_mean"}
 SMOKE_BANNER = ("> **SMOKE RUN**: random weights (`--pretrained none`). These numbers test the pipeline, "
                 "not the method.")
-
-
-@task(name="write-table", task_run_name="write {name}", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def write_table(frame: pd.DataFrame, run_url: str, name: str) -> str:
-    return write_parquet(pa.Table.from_pandas(frame, preserve_index=False), join(run_url, name))
-
-
-@task(name="write-run-json", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def write_run_json(run_url: str, record: dict) -> str:
-    return write_json(join(run_url, "run.json"), record)
 
 
 def read_run(run_url: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -204,75 +190,6 @@ def run_report(summary: pd.DataFrame, selection: pd.DataFrame, record: dict) -> 
     return "\n\n".join(sections)
 
 
-@task(name="publish-run-report", cache_policy=NO_CACHE)
-def publish_run_report(summary: pd.DataFrame, selection: pd.DataFrame, record: dict) -> None:
-    """The run report as a markdown artifact, keyed per dataset, model and weights."""
-    config = record["config"]
-    create_markdown_artifact(
-        run_report(summary, selection, record),
-        key=artifact_key("run", config["dataset"], config["model"], config["pretrained"]),
-        description=f"CLIP vs CLIP-ICM: {run_label(config['dataset'], config['model'], config['pretrained'])}",
-    )
-
-
-# ---- the plot
-
-
-def accuracy_figure(summary: pd.DataFrame, record: dict):
-    """Accuracy per target (domain shift) and base/novel/HM (open class), CLIP vs CLIP-ICM.
-
-    Each CLIP/CLIP-ICM pair shares a hue (light: CLIP, dark: CLIP-ICM); the dashed line is chance."""
-    plt = pyplot()
-
-    paired = plt.get_cmap("Paired").colors  # (light, dark) pairs: blue, green, ...
-    colours = {"zero-shot": paired[0:2], "linear probe": paired[2:4]}
-    panels = []
-    domain_shift = method_table(summary, DOMAIN_SHIFT)
-    if not domain_shift.empty:
-        columns = [(pair, who) for pair in METHOD_PAIRS for who in ("CLIP", "CLIP-ICM") if f"{who} {pair}" in domain_shift]
-        panels.append(("domain shift: accuracy per held-out target", domain_shift.index,
-                       {f"{who} {pair}": (domain_shift[f"{who} {pair}"], colours[pair][who == "CLIP-ICM"])
-                        for pair, who in columns}))
-    open_class = open_class_table(summary)
-    if "mean" in open_class.index:
-        means = open_class.loc["mean"]
-        panels.append(("open class: zero-shot, mean over targets", list(OPEN_CLASS_METRICS),
-                       {f"{who} zero-shot": ([means[f"{who} {label}"] for label in OPEN_CLASS_METRICS],
-                                             colours["zero-shot"][who == "CLIP-ICM"]) for who in ("CLIP", "CLIP-ICM")}))
-    chance = 1 / len(record["dataset"]["classes"])
-    widths = [max(len(groups), 2) for _, groups, _ in panels]
-    figure, axes_row = plt.subplots(1, len(panels), figsize=(2 + 1.4 * sum(widths), 4.5), squeeze=False,
-                                    gridspec_kw={"width_ratios": widths})
-    for axes, (title, groups, bars) in zip(axes_row[0], panels):
-        positions, width = np.arange(len(groups)), 0.8 / len(bars)
-        for offset, (label, (values, colour)) in enumerate(bars.items()):
-            values = np.asarray(values, dtype=float)
-            drawn = axes.bar(positions + (offset - (len(bars) - 1) / 2) * width, np.nan_to_num(values), width,
-                             label=label, color=colour)
-            axes.bar_label(drawn, labels=[_cell(value) if not np.isnan(value) else "" for value in values],
-                           fontsize=6, rotation=90, padding=2)
-        axes.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance (1/{len(record['dataset']['classes'])})")
-        axes.set_xticks(positions, groups)
-        axes.set_ylim(0, 1.12)
-        axes.set_ylabel("accuracy")
-        axes.set_title(title, fontsize=9)
-        axes.legend(fontsize=7, loc="upper left", ncols=2)
-    figure.suptitle(f"CLIP vs CLIP-ICM: {run_title(record)}")
-    figure.tight_layout()
-    return figure
-
-
-def accuracy_plot_png(summary: pd.DataFrame, record: dict) -> bytes:
-    return figure_png(accuracy_figure(summary, record))
-
-
-@task(name="write-plot", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def write_plot(summary: pd.DataFrame, run_url: str, record: dict) -> str | None:
-    if not summary["protocol"].isin([DOMAIN_SHIFT, OPEN_CLASS]).any():
-        return None
-    return write_bytes(join(run_url, "accuracy_by_target.png"), accuracy_plot_png(summary, record))
-
-
 def _is_text(kind: pa.DataType) -> bool:
     return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
 
@@ -303,14 +220,3 @@ def read_summary(run_url: str) -> pd.DataFrame:
     if problems or table.num_rows == 0:
         raise InputError(f"{url} is not a clip-icm summary ({'; '.join(problems) or 'no rows'}); {fix}")
     return _current_protocols(table.to_pandas())
-
-
-@task(name="publish-sweep-artifact", cache_policy=NO_CACHE)
-def publish_sweep_artifact(sweep: pd.DataFrame, run_url: str, title: str, key: str) -> None:
-    """The whole grid as markdown, the selection rule's pick per target marked; `key` from `artifact_key`."""
-    columns = ["target", "lam", "n_components", "val_accuracy", "target_zero_shot_accuracy",
-               "target_linear_probe_accuracy", "selected"]
-    create_markdown_artifact(
-        f"# {title}\n\n" + sweep[columns].to_markdown(index=False, floatfmt=".4f") + f"\n\nTable: `{run_url}/sweep.parquet`",
-        key=key, description=title,
-    )

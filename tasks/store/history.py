@@ -61,15 +61,6 @@ def resolve_run(url: str) -> str:
     )
 
 
-def history(config_folder: str) -> list[str]:
-    """Every complete entry of a config, oldest first."""
-    fs, path = filesystem(config_folder)
-    if not fs.isdir(path):
-        return []
-    names = sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False) if fs.isdir(entry))
-    return [join(config_folder, name) for name in names if exists(join(config_folder, name, RUN_RECORD))]
-
-
 def latest_runs(store_url: str) -> list[str]:
     """The latest entry of every config in a store."""
     fs, path = filesystem(join(store_url, "runs"))
