@@ -19,7 +19,7 @@ from tasks.embed.images import (
 )
 from tasks.vocabulary import INTERVENED, ORIGINAL
 from tasks.embed.text import embed_text
-from tasks.data.interventions import FAMILIES, InterventionConfig
+from tasks.specs import FAMILIES, InterventionConfig
 from tasks.data.prompts import load_text_pairs, prompt_bank_pairs
 from tasks.embed.intervene import intervene
 from tasks.embed.models import check_model, load_model

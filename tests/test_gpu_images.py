@@ -14,7 +14,7 @@ from tasks.data.datasets import discover
 from tasks.embed.cpu_images import pil_batches
 from tasks.embed.gpu_images import TensorPreprocess, assign_devices, decode_batch, tensor_batches
 from tasks.embed.intervene import intervene
-from tasks.data.interventions import FAMILIES, InterventionConfig
+from tasks.specs import FAMILIES, InterventionConfig
 from tasks.store.storage import write_bytes
 
 # (largest, mean) per-pixel difference (0-255) between torchvision's tensor and PIL implementations:

@@ -29,7 +29,7 @@ from flows.sweep import sweep as sweep_flow
 from tasks.embed.checkpoints import check_checkpoint, meta_model
 from tasks.errors import InputError
 from tasks.report.run_report import read_summary
-from tasks.data.interventions import DEFAULT_PARAMS, InterventionConfig
+from tasks.specs import DEFAULT_PARAMS, InterventionConfig
 from tasks.store.storage import join, write_parquet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

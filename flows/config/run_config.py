@@ -12,9 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tasks.data.interventions import FAMILIES, InterventionConfig
 from tasks.errors import InputError
-from tasks.specs import DEFAULT_SHARD_SIZE, DataSpec, EmbedSpec, Recipe, SelectionSpec
+from tasks.specs import DEFAULT_SHARD_SIZE, FAMILIES, DataSpec, EmbedSpec, InterventionConfig, Recipe, SelectionSpec
 from tasks.store.names import stable_hash, store_url
 from tasks.vocabulary import (
     BOTH, DATASET_SHIFT, PROTOCOL_CHOICES, ROTATED_DIGITS, SELECTION_RULES, dataset_label,

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from tasks.data.interventions import InterventionConfig
+from tasks.specs import InterventionConfig
 from tasks.embed.intervene import intervene
 from tasks.vocabulary import ORIGINAL
 

@@ -21,7 +21,7 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from tasks.embed.cpu_images import failure_reason, pil_batches
-from tasks.data.interventions import InterventionConfig
+from tasks.specs import InterventionConfig
 from tasks.embed.intervene import intervene
 from tasks.vocabulary import ORIGINAL
 

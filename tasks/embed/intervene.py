@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torchvision.transforms.functional as TF
 
-from tasks.data.interventions import InterventionConfig
+from tasks.specs import InterventionConfig
 
 
 def _color_jitter(image, rng, brightness, contrast, saturation, hue):
