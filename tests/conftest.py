@@ -146,6 +146,13 @@ def embedding_file_metadata(url: str) -> dict:
     return json.loads(read_parquet(url).schema.metadata[b"clip_icm"])
 
 
+def pytest_collection_modifyitems(items):
+    """A test that needs the Prefect server is a pipeline test: `-m "not pipeline"` runs the fast layer alone."""
+    for item in items:
+        if "prefect_api" in item.fixturenames:
+            item.add_marker(pytest.mark.pipeline)
+
+
 @pytest.fixture(scope="session")
 def prefect_api():
     """One temporary Prefect server for the whole test session, with the start-up wait set above."""

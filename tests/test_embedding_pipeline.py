@@ -25,6 +25,8 @@ from tasks.embed.intervene import intervene
 from tasks.embed.models import check_model, load_model
 from tasks.store.storage import read_parquet
 
+pytestmark = pytest.mark.pipeline  # whole embedding passes with the tiny model
+
 embed = embed_image_shard  # parts then merge, in this process
 
 

@@ -440,6 +440,7 @@ def test_internal_errors_keep_their_traceback(files, monkeypatch):
         main(command(files, []))
 
 
+@pytest.mark.pipeline  # a whole process: imports torch and Prefect, then fails
 def test_a_real_process_prints_one_line_and_exits_2(files):
     """The console entry point as a user runs it: a pickle payload as --pretrained."""
     result = subprocess.run([sys.executable, "-m", "clip_icm", *command(files, ["--pretrained", "{tmp}/payload.pkl"])],

@@ -5,6 +5,7 @@ import pickle
 
 import fsspec
 import numpy as np
+import pytest
 import pandas as pd
 from conftest import make_image_folder, read_embedding_file, tiny_embedding
 
@@ -17,6 +18,8 @@ from tasks.embed.images import (
 )
 from tasks.vocabulary import INTERVENED, ORIGINAL
 from tasks.store.storage import read_bytes, read_parquet
+
+pytestmark = pytest.mark.pipeline  # embedding passes, and concurrent writer processes
 
 
 def all_files(url):

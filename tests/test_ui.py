@@ -14,12 +14,11 @@ from conftest import TINY_MODEL, hand_made_record, hand_made_selection, hand_mad
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import ArtifactCreate
 from prefect.client.schemas.filters import (
-    ArtifactFilter, ArtifactFilterFlowRunId, FlowFilter, FlowFilterName, LogFilter, LogFilterFlowRunId, LogFilterLevel,
+    ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterName, LogFilter, LogFilterFlowRunId, LogFilterLevel,
 )
 from prefect.client.schemas.sorting import ArtifactSort
 from prefect.flows import load_flow_from_entrypoint
 from prefect.logging.handlers import APILogHandler
-from prefect.testing.utilities import prefect_test_harness
 from prefect.utilities.callables import parameter_schema
 
 from tasks.store.history import resolve_run
@@ -184,23 +183,23 @@ def test_deployment_parameter_schema_has_choices_defaults_and_help():
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
+def smoke_run(tmp_path_factory, prefect_api):
     base = tmp_path_factory.mktemp("ui")
     dataset = make_image_folder(str(base / "Painted_Digits"), domains=("art", "photo"), classes=CLASSES, per_class=3)
     args = ["run", "--dataset", dataset, "--model", TINY_MODEL, "--pretrained", "none", "--store", str(base / "store"),
             "--lams", "1", "--run-name", "smoke"]
-    with prefect_test_harness(server_startup_timeout=60):
-        terminal = io.StringIO()
-        with contextlib.redirect_stdout(terminal):
-            assert main(args) == 0
-        APILogHandler().flush()  # the run's logs reach the API in batches
-        with get_client(sync_client=True) as client:
-            (flow_run,) = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["clip-icm-run"])))
-            artifacts = client.read_artifacts(
-                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])),
-                sort=ArtifactSort.CREATED_DESC)
-            warnings = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id]),
-                                                  level=LogFilterLevel(ge_=logging.WARNING)))
+    terminal = io.StringIO()
+    with contextlib.redirect_stdout(terminal):
+        assert main(args) == 0
+    APILogHandler().flush()  # the run's logs reach the API in batches
+    with get_client(sync_client=True) as client:  # the session's server: this run is the one named after its dataset
+        (flow_run,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(
+            any_=[f"run {dataset} {TINY_MODEL}"])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])),
+            sort=ArtifactSort.CREATED_DESC)
+        warnings = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id]),
+                                              level=LogFilterLevel(ge_=logging.WARNING)))
     return {"run": resolve_run(str(base / "store" / "runs" / "smoke")), "dataset": dataset, "terminal": terminal.getvalue(),
             "flow_run": flow_run, "artifacts": artifacts[::-1], "warnings": warnings}
 
