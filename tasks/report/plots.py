@@ -78,34 +78,39 @@ def accuracy_plot_png(summary: pd.DataFrame, record: dict) -> bytes:
     return figure_png(accuracy_figure(summary, record))
 
 
+def panel_per_protocol(protocols) -> tuple:
+    """(figure, [(axis, protocol), ...]): one 6 x 4 panel per protocol, titled with its name."""
+    figure, axes = pyplot().subplots(1, max(1, len(protocols)), figsize=(6 * max(1, len(protocols)), 4), squeeze=False)
+    for axis, protocol in zip(axes[0], protocols):
+        axis.set_title(protocol_title(protocol))
+    return figure, list(zip(axes[0], protocols))
+
+
+def titled_png(figure, title: str) -> bytes:
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure_png(figure)
+
+
 def spectrum_plot_png(spectra: pd.DataFrame, title: str) -> bytes:
     """One panel per protocol: M's eigenvalues by rank for each target, the chosen k marked."""
-    plt = pyplot()
-
-    protocols = sorted(spectra["protocol"].unique())
-    figure, axes = plt.subplots(1, len(protocols), figsize=(6 * len(protocols), 4), squeeze=False)
-    for axis, protocol in zip(axes[0], protocols):
+    figure, panels = panel_per_protocol(sorted(spectra["protocol"].unique()))
+    for axis, protocol in panels:
         for target, curve in spectra[spectra["protocol"] == protocol].groupby("target", sort=True):
             line, = axis.plot(curve["rank"], curve["eigenvalue"], label=f"{target} (λ={curve['lam'].iat[0]:g})")
             axis.axvline(curve["kept"].sum() + 0.5, color=line.get_color(), linestyle=":", linewidth=1)
         axis.axhline(0, color="grey", linewidth=0.8)
         axis.set_xlabel("rank (kept first; dotted: chosen k)")
         axis.set_ylabel("eigenvalue of M")
-        axis.set_title(protocol_title(protocol))
         axis.legend(fontsize=8)
-    figure.suptitle(title)
-    figure.tight_layout()
-    return figure_png(figure)
+    return titled_png(figure, title)
 
 
 def gain_plot_png(board: pd.DataFrame, title: str) -> bytes:
     """CLIP-ICM − CLIP (percentage points) per dataset, one bar per model and CLIP-ICM method."""
-    plt = pyplot()
-
     gains = board[board["method"].isin(list(BASELINES))]
-    protocols = sorted(gains["protocol"].unique())
-    figure, axes = plt.subplots(1, max(1, len(protocols)), figsize=(6 * max(1, len(protocols)), 4), squeeze=False)
-    for axis, protocol in zip(axes[0], protocols):
+    figure, panels = panel_per_protocol(sorted(gains["protocol"].unique()))
+    for axis, protocol in panels:
         rows = gains[gains["protocol"] == protocol].assign(
             series=lambda f: [f"{model_label(m, p)} {method.removeprefix('clip_icm_')}"
                               for m, p, method in zip(f["model"], f["pretrained"], f["method"])])
@@ -114,8 +119,5 @@ def gain_plot_png(board: pd.DataFrame, title: str) -> bytes:
         means.plot.bar(ax=axis, yerr=errors, rot=0, capsize=3)
         axis.axhline(0, color="black", linewidth=0.8)
         axis.set_ylabel("CLIP-ICM − CLIP (points)")
-        axis.set_title(protocol_title(protocol))
         axis.legend(fontsize=7)
-    figure.suptitle(title)
-    figure.tight_layout()
-    return figure_png(figure)
+    return titled_png(figure, title)
