@@ -34,7 +34,8 @@ from tasks.data.datasets import discover  # noqa: E402
 from tasks.embed.images import embed_image_shard  # noqa: E402
 from tasks.specs import EmbedSpec  # noqa: E402
 from tasks.vocabulary import ORIGINAL  # noqa: E402
-from tasks.embed.models import default_batch_size, default_loader_workers, load_model, resolve_device  # noqa: E402
+from icm_core.devices import resolve_device  # noqa: E402
+from tasks.embed.models import default_batch_size, default_loader_workers, load_model  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from icm_core.devices import resolve_device
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """auto: the GPU when there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+
+def probe_device(device: str = "auto") -> torch.device:
+    """The device of `resolve_device`, but the CPU for MPS: the objective and its sums are float64, which MPS lacks."""
+    resolved = torch.device(resolve_device(device))
+    return torch.device("cpu") if resolved.type == "mps" else resolved
 
 
 @dataclass
@@ -83,7 +84,7 @@ def fit_logistic(
     """
     if C <= 0:
         raise ValueError(f"C must be > 0, got {C}")
-    torch_device = resolve_device(device)
+    torch_device = probe_device(device)
     chunk_rows = chunk_rows or chunk_rows_for(torch_device)
     blocks = [_tensor(block, torch_device) for block in row_blocks(X)]
     basis = None if projection is None else _tensor(projection, torch_device)
@@ -158,7 +159,7 @@ def project(blocks, basis: torch.Tensor, chunk_rows: int) -> torch.Tensor:
 
 def decision_scores(X, weight, bias, *, projection=None, chunk_rows: int | None = None, device: str = "auto") -> np.ndarray:
     """n x classes scores X (A W) + b, float32, chunk by chunk."""
-    torch_device = resolve_device(device)
+    torch_device = probe_device(device)
     chunk_rows = chunk_rows or chunk_rows_for(torch_device)
     with torch.no_grad():
         full = _tensor(weight, torch_device)

@@ -1,5 +1,6 @@
 """The torch linear probe minimises scikit-learn's objective: same solution, same accuracy, deterministic."""
 import numpy as np
+import torch
 import pytest
 from sklearn.linear_model import LogisticRegression
 
@@ -125,3 +126,15 @@ def test_torch_probe_on_either_side_of_holding_the_projected_features(blobs, k):
     assert objective(features, indices, probe.model_.weight, probe.model_.bias, 0.316) == pytest.approx(
         objective(features, indices, reference.coef_.T, reference.intercept_, 0.316), rel=1e-5)
     assert np.mean(probe.predict(X_test) == reference.predict(projection.transform(X_test))) >= 0.995
+
+
+def test_one_device_rule_and_the_probe_keeps_float64_off_mps(monkeypatch):
+    from icm_core.devices import resolve_device
+    from icm_core.probe import probe_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device() == "mps" and probe_device().type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device() == "cuda" and probe_device().type == "cuda"
+    assert resolve_device("cpu") == "cpu" and probe_device("cpu").type == "cpu"

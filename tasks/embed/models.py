@@ -15,6 +15,7 @@ import numpy as np
 import open_clip
 import torch
 
+from icm_core.devices import resolve_device
 from tasks.errors import InputError
 from tasks.vocabulary import RANDOM_WEIGHTS
 
@@ -25,16 +26,6 @@ open_clip.add_model_config(Path(__file__).parent / "model_configs")
 
 # shard tasks run in threads: load each model once, and never seed torch's RNG concurrently
 _LOAD_LOCK = threading.Lock()
-
-
-def resolve_device(requested: str = "auto") -> str:
-    if requested != "auto":
-        return requested
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 @functools.lru_cache(maxsize=None)
