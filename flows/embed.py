@@ -9,15 +9,15 @@ from dataclasses import replace
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.data.datasets import discover_dataset
+from tasks.data.datasets import discover_dataset, store_split_table
 from tasks.data.prompts import text_inputs
 from tasks.embed.gpu_images import assign_devices
-from tasks.embed.images import embed_image_part, merge_image_shard
+from tasks.embed.cache import usable
+from tasks.embed.images import embed_image_part, key_of, merge_image_shard
 from tasks.embed.plan import plan_catalog, plan_shards
 from tasks.embed.text import embed_text
 from tasks.specs import DataSpec, EmbedSpec
 from tasks.store.catalog import EmbeddingCatalog
-from tasks.store.storage import exists
 from tasks.vocabulary import VIEWS
 
 
@@ -28,20 +28,23 @@ def embed_dataset(data: DataSpec, embedding: EmbedSpec, views: tuple[str, ...] =
     """Every (domain, view) shard of `views`, and (with_text) the class prompts and caption pairs."""
     dataset = discover_dataset(data)
     text = text_inputs(dataset, embedding) if with_text else None
-    catalog = plan_catalog(dataset, embedding, text, views)
+    catalog = plan_catalog(dataset, embedding, text, store_split_table(dataset, data.store), views)
 
-    todo = [plan for plan in plan_shards(dataset, embedding, views) if not exists(plan.url)]  # cached: nothing to do
+    todo = [plan for plan in plan_shards(dataset, embedding, views) if not usable(plan.url, key_of(plan.url))]
     # several GPUs on this host: parts spread over them, one model per GPU, each part on one device
     devices = iter(assign_devices(sum(len(plan.parts) for plan in todo), embedding.device))
-    shards = []
+    parts, shards = [], []
     for plan in todo:
-        parts = [
+        shard_parts = [
             embed_image_part.with_options(task_run_name=f"embed {plan.label} {number + 1}/{len(plan.parts)}").submit(
                 rows, plan.url, plan.metadata, replace(embedding, device=next(devices)), plan.label)
             for number, rows in enumerate(plan.parts)
         ]
-        shards.append(merge_image_shard.submit(plan.url, parts, plan.label))
+        parts += shard_parts
+        shards.append(merge_image_shard.submit(plan.url, shard_parts, plan.label))
     prompts = embed_text.submit(dataset.classes, *text, embedding) if text else None
 
+    for future in [*parts, *([prompts] if prompts else [])]:  # a failed part raises its own error, not a merge's
+        future.result()
     catalog.embedded = sum(shard.result()["embedded"] for shard in shards) + (prompts.result()["embedded"] if prompts else 0)
     return catalog

@@ -14,6 +14,7 @@ from flows.embed import embed_dataset
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from tasks.data.datasets import discover_dataset
 from tasks.data.prompts import load_templates
+from tasks.data.splits import split_column
 from tasks.embed.models import check_model
 from tasks.embed.runners import make_task_runner
 from tasks.report.publish import (
@@ -48,17 +49,18 @@ def run(config: RunConfig = RunConfig()) -> str:
     # (quoted: the catalogs are the embed subflow's results; tasks and subflows must not record them as inputs)
     evaluations = []
     for protocol in protocols(config.protocol):
+        split = catalog.with_split(split_column(protocol, data.split))  # the split this protocol trains and tests by
         if protocol == DOMAIN_SHIFT:
-            evaluations.append(evaluate_domain_shift(quote(catalog), run_url, config.targets, recipe, selection))
+            evaluations.append(evaluate_domain_shift(quote(split), run_url, config.targets, recipe, selection))
         elif protocol == OPEN_CLASS:
-            evaluations.append(evaluate_open_class(quote(catalog), run_url, config.targets, recipe, selection))
+            evaluations.append(evaluate_open_class(quote(split), run_url, config.targets, recipe, selection))
         else:
-            evaluations.append(evaluate_dataset_shift(quote(catalog), run_url, quote(targets), embedding.class_names,
+            evaluations.append(evaluate_dataset_shift(quote(split), run_url, quote(targets), embedding.class_names,
                                                       recipe, selection))
         clock.lap(protocol)
 
     # 4. reports: tables, plots and run.json on the store; the run report (headline first) in the UI
-    tables = RunTables.gather(evaluations, catalog, targets, selection.rule)
+    tables = RunTables.gather(evaluations, catalog, targets, selection.rule, data.split)
     for name, table in tables.files().items():
         write_table(table, run_url, name)
     record = run_record(config.model_dump(), run_url, catalog, dataset.domain_fingerprints, targets, tables,

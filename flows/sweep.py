@@ -9,7 +9,7 @@ from prefect import flow
 from flows.config.preflight import preflight
 from flows.config.run_config import RunConfig
 from flows.fit import domain_moments
-from tasks.data.datasets import discover_dataset
+from tasks.data.datasets import discover_dataset, store_split_table
 from tasks.data.prompts import text_inputs
 from tasks.embed.plan import cached_catalog
 from tasks.evaluate.sweep import sweep_target
@@ -25,7 +25,8 @@ def sweep(config: RunConfig = RunConfig()) -> str:
     label_run(config.dataset, config.model, config.pretrained)
     embedding, recipe = config.embed_spec(), config.recipe()
     dataset = discover_dataset(config.data_spec())
-    catalog = replace(cached_catalog(dataset, embedding, text_inputs(dataset, embedding)), normalize=recipe.normalize)
+    catalog = replace(cached_catalog(dataset, embedding, text_inputs(dataset, embedding),
+                                     store_split_table(dataset, config.store_url)), normalize=recipe.normalize)
     frames = []
     for target in config.targets or catalog.domains:
         sources = [domain for domain in catalog.domains if domain != target]

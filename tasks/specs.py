@@ -23,7 +23,7 @@ import numpy as np
 
 from tasks.errors import InputError
 from tasks.store.names import stable_hash
-from tasks.vocabulary import TRAINING_DOMAIN
+from tasks.vocabulary import STABLE, TRAINING_DOMAIN
 
 DEFAULT_SHARD_SIZE = 8192
 
@@ -160,10 +160,11 @@ class DataSpec:
     """A dataset and how each of its domains splits into training and validation images."""
 
     dataset: str  # a folder URL, or the built-in dataset's name
-    store: str  # where the built-in dataset is written
+    store: str  # where the built-in dataset is written and the images' digests are remembered
     holdout: float = 0.2  # per-domain validation share
-    split_seed: int = 0
+    split_seed: int = 0  # DomainBed's trial_seed under the domainbed split
     class_policy: str = "strict"  # when domains disagree on classes: fail, or keep the shared ones
+    split: str = STABLE  # the split rule (tasks.data.splits)
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,7 @@ class EmbedSpec:
     interventions: InterventionConfig = field(default_factory=InterventionConfig)
     templates: str = "simple"  # zero-shot prompt templates: a built-in set or a file
     class_names: str | None = None  # class display names: 'imagenet', a CSV, or the folder names
+    folder_name_spaces: str = "underscores-and-dashes"  # which characters of a folder name become spaces
     text_pairs: str | None = None  # user caption pairs instead of the shipped prompt bank
     device: str = "auto"
     precision: str = "auto"
@@ -195,6 +197,7 @@ class Recipe:
     probe: str = "torch"  # linear-probe solver: torch (L-BFGS) or sklearn
     probe_c: float = 0.316  # scikit-learn's C
     test_split: str = "all"  # target images tested: all, "in" or "out" (tasks.vocabulary.TEST_SPLITS)
+    open_class_test_split: str = "all"  # the same, for open class
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,10 @@ METHOD_PAIRS = {"zero-shot": (CLIP_ZERO_SHOT, CLIP_ICM_ZERO_SHOT), "linear probe
 TRAINING_DOMAIN, LEAVE_ONE_DOMAIN_OUT, ORACLE = "training-domain", "leave-one-domain-out", "oracle"
 SELECTION_RULES = (TRAINING_DOMAIN, LEAVE_ONE_DOMAIN_OUT, ORACLE)
 
+# ---- how each domain splits into training and validation images (tasks.data.splits)
+STABLE, DOMAINBED = "stable", "domainbed"
+SPLIT_RULES = (STABLE, DOMAINBED)
+
 # ---- which target images are tested: every one, DomainBed's 80% "in" split, or the released code's 20% "out" split
 TRAIN, VAL = "train", "val"  # a domain's two splits: "in" and "out" in DomainBed's words
 TEST_SPLITS = {"all": None, "in": TRAIN, "out": VAL}

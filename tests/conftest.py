@@ -3,6 +3,7 @@ import json
 import os
 import tempfile
 
+import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -143,7 +144,11 @@ def read_embedding_file(url: str, filters=None) -> tuple[pd.DataFrame, np.ndarra
 
 def embedding_file_metadata(url: str) -> dict:
     """The clip-icm metadata an embedding Parquet file carries in its schema."""
-    return json.loads(read_parquet(url).schema.metadata[b"clip_icm"])
+    import pyarrow.parquet as pq
+
+    fs, path = fsspec.core.url_to_fs(url)
+    with fs.open(path, "rb") as handle:  # the footer's key-value metadata: a merged shard writes it last
+        return json.loads(pq.ParquetFile(handle).metadata.metadata[b"clip_icm"])
 
 
 def pytest_collection_modifyitems(items):
@@ -151,6 +156,60 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "prefect_api" in item.fixturenames:
             item.add_marker(pytest.mark.pipeline)
+
+
+def domainbed_reference(root: str, trial_seed: int, holdout: float = 0.2, open_ratio: float = 0.5) -> tuple[dict, dict]:
+    """DomainBed's split of a local dataset written from its rules alone, with torchvision's own ImageFolder for the
+    order (not the project's code): ({sample_id: "train" (in) | "val" (out)} for domain shift, the same for open class)."""
+    import hashlib
+
+    from torchvision.datasets import ImageFolder
+
+    def seed_hash(*args):
+        return int(hashlib.md5(str(args).encode("utf-8")).hexdigest(), 16) % (2 ** 31)
+
+    def split(ids, seed):  # misc.split_dataset: the first int(n * holdout) shuffled keys are "out"
+        keys = list(range(len(ids)))
+        np.random.RandomState(seed).shuffle(keys)
+        out = set(keys[: int(len(ids) * holdout)])
+        return {sample_id: "val" if i in out else "train" for i, sample_id in enumerate(ids)}
+
+    domain_shift, open_class = {}, {}
+    for env_i, domain in enumerate(sorted(entry.name for entry in os.scandir(root) if entry.is_dir())):
+        folder = ImageFolder(os.path.join(root, domain))
+        ids = [os.path.relpath(path, root) for path, _ in folder.samples]
+        domain_shift.update(split(ids, seed_hash(trial_seed, env_i)))
+        n_base = int((1 - open_ratio) * len(folder.classes))  # class indices follow the sorted class names
+        base = [sample_id for sample_id, (_, label) in zip(ids, folder.samples) if label < n_base]
+        novel = [sample_id for sample_id, (_, label) in zip(ids, folder.samples) if label >= n_base]
+        open_class.update(split(base, seed_hash(trial_seed, env_i, "base")))
+        open_class.update(split(novel, seed_hash(trial_seed, env_i, "open")))
+    return domain_shift, open_class
+
+
+def swap_bytes_keeping_stamps_a_user_can_set(first: str, second: str) -> None:
+    """Exchange two files' bytes, then put their sizes and modification times back (a careless copy, or a hostile one)."""
+    stats = [os.stat(first), os.stat(second)]
+    assert stats[0].st_size == stats[1].st_size
+    contents = [open(first, "rb").read(), open(second, "rb").read()]
+    assert contents[0] != contents[1]
+    for path, content, stat in zip((first, second), reversed(contents), stats):
+        with open(path, "wb") as handle:
+            handle.write(content)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def catalog_of(run: str):
+    """The embedding catalog a run used, from its run.json."""
+    from tasks.store.catalog import EmbeddingCatalog
+    from tasks.store.storage import join, read_json
+
+    record = read_json(join(run, "run.json"))
+    return EmbeddingCatalog(
+        dataset_root=record["dataset"]["root"], fingerprint=record["dataset"]["fingerprint"],
+        domains=tuple(record["dataset"]["domains"]), classes=tuple(record["dataset"]["classes"]),
+        shards=record["embeddings"]["shards"], text_url=record["embeddings"]["text"], split_url=record["split"]["table"],
+    )
 
 
 @pytest.fixture(scope="session")

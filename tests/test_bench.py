@@ -8,7 +8,9 @@ import open_clip
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY_MODEL, colourful_image, make_image_folder
+from conftest import (
+    TINY_MODEL, colourful_image, make_image_folder, read_embedding_file, swap_bytes_keeping_stamps_a_user_can_set,
+)
 
 import tasks.embed.models
 from flows.bench import parse_model
@@ -175,6 +177,35 @@ def test_reproduce_says_identical_then_names_the_changed_domain(workspace, capsy
     assert read_bytes(join(changed, "reproduce.md")).decode().count("Verdict: differs") == 1
 
 
+def test_a_same_size_byte_swap_is_reported_by_reproduce_and_re_embedded(workspace, capsys):
+    dataset = make_image_folder(str(workspace["base"] / "swap"), domains=("art", "photo"), classes=("cat", "dog"),
+                                per_class=3, extra_files=False, seed=4)
+    rng = np.random.default_rng(6)
+    for name in ("000", "001"):  # two BMPs of one size, different pixels
+        os.remove(os.path.join(dataset, "photo", "cat", f"{name}.jpg"))
+        colourful_image(rng, 0, 1).save(os.path.join(dataset, "photo", "cat", f"{name}.bmp"))
+    assert main(["run", "--dataset", dataset, "--model", TINY_MODEL, "--pretrained", "none",
+                 "--store", workspace["store"], "--run-name", "swap", *FAST]) == 0
+    folder = join(workspace["store"], "runs", "swap")
+    original = resolve_run(folder)
+    swap_bytes_keeping_stamps_a_user_can_set(os.path.join(dataset, "photo", "cat", "000.bmp"),
+                                             os.path.join(dataset, "photo", "cat", "001.bmp"))
+    assert main(["reproduce", original]) == 0
+    verdict = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("**Verdict"))
+    assert verdict.startswith("**Verdict: differs: dataset fingerprint") and "domains whose files changed: photo)" in verdict
+    old, new = (read_json(join(entry, "run.json")) for entry in (original, resolve_run(folder)))
+    shards = {key: (old["embeddings"]["shards"][key], new["embeddings"]["shards"][key]) for key in new["embeddings"]["shards"]}
+    assert all(before != after for key, (before, after) in shards.items() if key.startswith("photo/"))
+    assert all(before == after for key, (before, after) in shards.items() if key.startswith("art/"))
+    assert new["embeddings"]["embedded_this_run"] > 0  # photo's shards were embedded again, from the new bytes
+    (old_rows, old_embeddings), (new_rows, new_embeddings) = (
+        read_embedding_file(record["embeddings"]["shards"]["photo/original"]) for record in (old, new))
+    position = {name: {sample_id: i for i, sample_id in enumerate(rows["sample_id"])}
+                for name, rows in (("old", old_rows), ("new", new_rows))}
+    np.testing.assert_array_equal(new_embeddings[position["new"]["photo/cat/000.bmp"]],
+                                  old_embeddings[position["old"]["photo/cat/001.bmp"]])
+
+
 @pytest.mark.parametrize("models, message", [
     (["ICM-Tiny"], "'ICM-Tiny' is not NAME:PRETRAINED"),
     (["ICM-Tiny:/no/such/checkpoint.pt"], "config field 'pretrained'"),
@@ -196,12 +227,12 @@ def test_model_specs_split_at_the_first_colon():
 
 def test_one_trial_has_no_standard_error_and_the_table_shows_the_mean_alone():
     trials = pd.DataFrame({
-        "model": "M", "pretrained": "none", "dataset": "D", "split_seed": 0, "intervention_seed": 0, "run": "r",
+        "model": "M", "pretrained": "none", "dataset": "D", "split": "stable", "split_seed": 0, "intervention_seed": 0, "run": "r",
         "protocol": "domain-shift", "method": ["clip_zero_shot", "clip_icm_zero_shot"], "accuracy": [0.5, 0.625]})
     board = aggregate(trials)
     assert board["n_trials"].tolist() == [1, 1] and board["se"].isna().all()
     assert board.set_index("method").at["clip_icm_zero_shot", "delta"] == pytest.approx(0.125)
-    table = paper_tables(board)["domain-shift"]
+    table = paper_tables(board)["domain-shift", "stable"]
     assert table["D"].tolist() == ["50.0", "62.5"] and table["Avg"].tolist() == ["50.0", "62.5"]
 
 

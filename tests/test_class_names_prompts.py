@@ -168,7 +168,7 @@ def test_class_embedding_is_the_normalised_mean_of_normalised_templates(memory_r
                           "text": ["t1", "t2", "t3", "p", "q"]})
     raw = np.array([[3.0, 0.0], [0.0, 1.0], [0.0, -5.0], [1.0, 1.0], [2.0, 0.0]])
     url = write_parquet(embedding_table(frame, TEXT_SCHEMA, raw, {"normalized": False}), join(memory_root, "text.parquet"))
-    index = EmbeddingCatalog("root", "fp", ("all",), ("a", "b"), {}, url)
+    index = EmbeddingCatalog("root", "fp", ("all",), ("a", "b"), {}, url, split_url="unused")
     # mean of unit vectors [1, 0] and [0, 1], normalised; the raw mean [1.5, 0.5] would point elsewhere
     np.testing.assert_allclose(index.class_embeddings(), [[0.5 ** 0.5, 0.5 ** 0.5], [0.0, -1.0]], atol=1e-7)
     np.testing.assert_allclose(index.class_embeddings(["b"]), [[0.0, -1.0]], atol=1e-7)

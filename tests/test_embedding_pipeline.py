@@ -12,8 +12,9 @@ from PIL import Image
 
 from tasks.embed import models
 from tasks.data.datasets import ROTATED_DIGITS_ANGLES, discover, materialize_rotated_digits
-from tasks.data.splits import assign_split
+from tasks.data.splits import stable_split
 from tasks.embed.images import (
+    key_of,
     embed_image_shard,
     skipped_url,
 )
@@ -50,9 +51,9 @@ def test_discovery_counts_and_split_are_stable(memory_root):
 
     ids = data.rows(domains=["art"])["sample_id"]
     shuffled = ids.sample(frac=1, random_state=3)
-    by_order = dict(zip(ids, assign_split(ids, 0.2, seed=0)))
-    assert dict(zip(shuffled, assign_split(shuffled, 0.2, seed=0))) == by_order
-    assert dict(zip(ids, assign_split(ids, 0.2, seed=1))) != by_order
+    by_order = dict(zip(ids, stable_split(ids, 0.2, seed=0)))
+    assert dict(zip(shuffled, stable_split(shuffled, 0.2, seed=0))) == by_order
+    assert dict(zip(ids, stable_split(ids, 0.2, seed=1))) != by_order
 
 
 def test_listing_order_does_not_change_split_or_fingerprint(memory_root):
@@ -63,7 +64,8 @@ def test_listing_order_does_not_change_split_or_fingerprint(memory_root):
         fs.pipe(path.replace("/a/", "/b/"), fs.cat_file(path))
     one, two = discover(forward), discover(f"{memory_root}/b")
     assert one.fingerprint == two.fingerprint
-    pd.testing.assert_frame_equal(one.samples.drop(columns="path"), two.samples.drop(columns="path"))
+    # the stamps say when each copy was written; everything else is the same
+    pd.testing.assert_frame_equal(one.samples.drop(columns=["path", "stamp"]), two.samples.drop(columns=["path", "stamp"]))
     assert discover(forward, seed=5).samples["split"].tolist() != one.samples["split"].tolist()
     fs.pipe(f"{memory_root}/b/d1/x/000.jpg", b"changed")
     assert discover(f"{memory_root}/b").fingerprint != one.fingerprint
@@ -77,15 +79,16 @@ def test_embedding_parquet_schema_rows_and_skipped(memory_root):
     assert (result["images"], result["embedded"], result["skipped"]) == (13, 12, 1)
     table = read_parquet(result["url"])
     assert table.schema.field("embedding").type == pa.list_(pa.float32(), 32)
-    assert table.schema.names == ["sample_id", "path", "domain", "class", "label", "split", "view", "embedding"]
+    assert table.schema.names == ["sample_id", "path", "domain", "class", "label", "view", "embedding"]
     rows, embeddings = read_embedding_file(result["url"])
     assert len(rows) == 12 and set(rows["view"]) <= set(FAMILIES) and len(set(rows["view"])) > 1
     metadata = embedding_file_metadata(result["url"])
     # raw model output at rest: what open_clip's encode_image returns unnormalised
-    assert metadata["normalized"] is False and metadata["format"] == "raw-v2"
+    assert metadata["normalized"] is False and metadata["format"] == "raw-v3"
     assert np.abs(np.linalg.norm(embeddings, axis=1) - 1).max() > 1e-2
     assert metadata["model"] == TINY_MODEL and metadata["pretrained"] == "none"
-    assert metadata["dataset_fingerprint"] == data.fingerprint and "Normalize" in metadata["preprocess"]
+    assert metadata["images_fingerprint"] == data.domain_fingerprints["art"] and "Normalize" in metadata["preprocess"]
+    assert metadata["precision"] == "fp32" and metadata["key"] == key_of(result["url"]) and metadata["rows"] == 12
     assert metadata["code_version"] and metadata["interventions"]["seed"] == 0
     skipped = read_parquet(skipped_url(result["url"])).to_pylist()
     assert [(s["sample_id"], s["reason"].split(":")[0]) for s in skipped] == [("art/cat/broken.jpg", "UnidentifiedImageError")]

@@ -2,10 +2,12 @@
 import os
 from unittest import mock
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_MODEL, make_image_folder, read_embedding_file
+from conftest import TINY_MODEL, catalog_of, domainbed_reference, make_image_folder, read_embedding_file
 from prefect.client.orchestration import get_client
 from sklearn.linear_model import LogisticRegression
 
@@ -43,12 +45,7 @@ def table(run, name):
 
 
 def load_index(run) -> EmbeddingCatalog:
-    record = read_json(join(run, "run.json"))
-    return EmbeddingCatalog(
-        dataset_root=record["dataset"]["root"], fingerprint=record["dataset"]["fingerprint"],
-        domains=tuple(record["dataset"]["domains"]), classes=tuple(record["dataset"]["classes"]),
-        shards=record["embeddings"]["shards"], text_url=record["embeddings"]["text"],
-    )
+    return catalog_of(run)
 
 
 def with_corrupted_domain(index, tmp_path, domain) -> EmbeddingCatalog:
@@ -61,7 +58,7 @@ def with_corrupted_domain(index, tmp_path, domain) -> EmbeddingCatalog:
             rows["class"] = rows["label"].map(dict(enumerate(CLASSES)))
             shards[key] = str(tmp_path / key.replace("/", "-")) + ".parquet"
             write_parquet(embedding_table(rows, IMAGE_SCHEMA, rng.normal(size=embeddings.shape), {}), shards[key])
-    return EmbeddingCatalog(index.dataset_root, index.fingerprint, index.domains, index.classes, shards, index.text_url)
+    return replace(index, shards=shards)
 
 
 def test_summary_has_top5_and_balanced_accuracy_and_the_rule(workspace):
@@ -149,7 +146,7 @@ def test_each_test_split_row_count(workspace):
     for test_split, n in expected.items():
         rows = evaluate_target.fn(index, ["photo", "sketch"], "art", projection, Recipe(test_split=test_split))
         assert rows.groupby("method").size().tolist() == [n] * 4
-        open_rows = evaluate_open_class_target.fn(index, "art", projection, Recipe(test_split=test_split))
+        open_rows = evaluate_open_class_target.fn(index, "art", projection, Recipe(open_class_test_split=test_split))
         assert len(open_rows) == 2 * n
     inside = evaluate_target.fn(index, ["photo", "sketch"], "art", projection, Recipe(test_split="in"))
     outside = evaluate_target.fn(index, ["photo", "sketch"], "art", projection, Recipe(test_split="out"))
@@ -185,17 +182,19 @@ def test_released_preset_sets_its_fields_and_refuses_contradictions():
     assert RunConfig().order == "largest" and RunConfig().normalize
 
 
-def released_reference(shards, text_url, sources, target, lam, k):
-    """The released recipe in plain numpy + scikit-learn, from the cached Parquet files."""
+def released_reference(catalog, split, sources, target, lam, k, classes=None):
+    """The authors' released recipe in plain numpy + scikit-learn, from the cached Parquet files and a split
+    ({sample_id: train|val}): fit on the sources' train rows (of `classes`, if given) and their intervened twins,
+    keep the eigenvectors of the SMALLEST eigenvalues, test raw embeddings against L2-normalised prompts."""
     def read(domain, view):
-        rows, embeddings = read_embedding_file(shards[f"{domain}/{view}"])
+        rows, embeddings = read_embedding_file(catalog.shards[f"{domain}/{view}"])
         return rows.set_index("sample_id"), embeddings.astype(np.float64)
 
     train_rows, Z, Z_twin = [], [], []
     for domain in sources:
         rows, embeddings = read(domain, "original")
         twins, twin_embeddings = read(domain, "intervened")
-        keep = (rows["split"] == "train").to_numpy()
+        keep = (rows.index.map(split) == "train") & (rows["class"].isin(classes or catalog.classes))
         train_rows.append(rows[keep])
         Z.append(embeddings[keep])
         Z_twin.append(twin_embeddings[twins.index.get_indexer(rows.index[keep])])
@@ -203,36 +202,48 @@ def released_reference(shards, text_url, sources, target, lam, k):
     D = Z - Z_twin
     M = Z.T @ Z / len(Z) - lam * D.T @ D / len(D)
     A = np.linalg.eigh(M)[1][:, :k]  # the smallest eigenvalues
-    text_rows, text = read_embedding_file(text_url, {"role": ["class_prompt"]})
+    text_rows, text = read_embedding_file(catalog.text_url, {"role": ["class_prompt"]})
     T = text.astype(np.float64)[np.argsort(text_rows["label"].to_numpy())]
     T = T / np.linalg.norm(T, axis=1, keepdims=True)
     rows, X = read(target, "original")
-    test = (rows["split"] == "val").to_numpy()
-    X, ids = X[test], rows.index[test]
     probe = dict(C=0.316, max_iter=1000, random_state=0)
-    return ids, {
-        "clip_zero_shot": (100 * X @ T.T).argmax(axis=1),
-        "clip_icm_zero_shot": (100 * (X @ A) @ (T @ A).T).argmax(axis=1),
-        "clip_linear_probe": LogisticRegression(**probe).fit(Z, y).predict(X),
-        "clip_icm_linear_probe": LogisticRegression(**probe).fit(Z @ A, y).predict(X @ A),
+    return rows.index, X, {
+        "clip_zero_shot": lambda X: (100 * X @ T.T).argmax(axis=1),
+        "clip_icm_zero_shot": lambda X: (100 * (X @ A) @ (T @ A).T).argmax(axis=1),
+        "clip_linear_probe": LogisticRegression(**probe).fit(Z, y).predict,
+        "clip_icm_linear_probe": lambda X, probe=LogisticRegression(**probe).fit(Z @ A, y): probe.predict(X @ A),
     }
 
 
-def test_released_preset_matches_a_plain_numpy_reference(workspace):
+def test_released_preset_predicts_what_the_authors_recipe_predicts_on_domainbeds_split(workspace):
     assert main(["run", *workspace["args"], "--run-name", "released", "--preset", "released", "--lams", "3",
-                 "--ks", "8", "--protocol", "domain-shift"]) == 0
+                 "--ks", "8"]) == 0
     run = named_run(workspace, "released")
     record = read_json(join(run, "run.json"))
-    assert record["config"]["preset"] == "released" and record["config"]["normalize"] is False
-    predictions = table(run, "predictions.parquet")
-    index = load_index(run)
-    for target in index.domains:
-        sources = [domain for domain in index.domains if domain != target]
-        ids, reference = released_reference(index.shards, index.text_url, sources, target, 3.0, 8)
-        for method, expected in reference.items():
-            got = predictions[(predictions["target"] == target) & (predictions["method"] == method)]
-            assert got["sample_id"].tolist() == ids.tolist(), (target, method)  # the target's 20% split only
-            np.testing.assert_array_equal(got["prediction"].to_numpy(), expected, err_msg=f"{target} {method}")
+    assert record["config"]["preset"] == "released" and record["config"]["split"] == "domainbed"
+    assert record["split"]["rule"] == "domainbed" and record["config"]["precision"] == "fp32"
+    predictions, catalog = table(run, "predictions.parquet"), load_index(run)
+    domain_shift_split, open_class_split = domainbed_reference(str(workspace["base"] / "data"), trial_seed=0)
+    base = sorted(catalog.classes)[: len(catalog.classes) // 2]
+    for target in catalog.domains:
+        sources = [domain for domain in catalog.domains if domain != target]
+        # domain shift: train on the sources' in splits, test on the target's out split
+        ids, X, methods = released_reference(catalog, domain_shift_split, sources, target, 3.0, 8)
+        tested = ids.map(domain_shift_split) == "val"
+        for method, predict in methods.items():
+            got = predictions[(predictions["protocol"] == "domain-shift") & (predictions["target"] == target)
+                              & (predictions["method"] == method)]
+            assert sorted(got["sample_id"]) == sorted(ids[tested]), (target, method)  # the target's out split only
+            np.testing.assert_array_equal(got.set_index("sample_id").loc[ids[tested], "prediction"].to_numpy(),
+                                          predict(X[tested]), err_msg=f"{target} {method}")
+        # open class: fit on the sources' base in splits; zero-shot every image of the target, base and novel
+        ids, X, methods = released_reference(catalog, open_class_split, sources, target, 3.0, 8, classes=base)
+        for method in ("clip_zero_shot", "clip_icm_zero_shot"):
+            got = predictions[(predictions["protocol"] == "open-class") & (predictions["target"] == target)
+                              & (predictions["method"] == method)]
+            assert sorted(got["sample_id"]) == sorted(ids), (target, method)  # every image of the target
+            np.testing.assert_array_equal(got.set_index("sample_id").loc[ids, "prediction"].to_numpy(),
+                                          methods[method](X), err_msg=f"{target} {method}")
 
 
 def test_leave_one_domain_out_with_too_few_domains_fails_before_embedding(tmp_path, capsys):

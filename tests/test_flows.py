@@ -6,10 +6,11 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import TINY_MODEL, make_image_folder, read_embedding_file
+from conftest import TINY_MODEL, catalog_of, make_image_folder, read_embedding_file
 
 import tasks.store.catalog
 import tasks.embed.models
@@ -92,12 +93,7 @@ def test_second_run_embeds_nothing_and_reproduces_reports(workspace):
 
 
 def load_index(workspace) -> EmbeddingCatalog:
-    record = read_json(join(workspace["run"], "run.json"))
-    return EmbeddingCatalog(
-        dataset_root=record["dataset"]["root"], fingerprint=record["dataset"]["fingerprint"],
-        domains=tuple(record["dataset"]["domains"]), classes=tuple(record["dataset"]["classes"]),
-        shards=record["embeddings"]["shards"], text_url=record["embeddings"]["text"],
-    )
+    return catalog_of(workspace["run"])
 
 
 def corrupted_copy(index, tmp_path, domains, rows_to_corrupt) -> EmbeddingCatalog:
@@ -115,7 +111,7 @@ def corrupted_copy(index, tmp_path, domains, rows_to_corrupt) -> EmbeddingCatalo
         embeddings[chosen] = rng.normal(size=embeddings[chosen].shape)
         shards[key] = str(tmp_path / key.replace("/", "-")) + ".parquet"
         write_parquet(embedding_table(rows, IMAGE_SCHEMA, embeddings, {}), shards[key])
-    return EmbeddingCatalog(index.dataset_root, index.fingerprint, index.domains, index.classes, shards, index.text_url)
+    return replace(index, shards=shards)
 
 
 def fits_agree(evaluate, index, corrupted, target, protocol, tmp_path):
@@ -181,7 +177,8 @@ def test_catalog_serves_normalised_arrays_split_by_split_and_is_keyed_by_its_sha
     file_rows, file_embeddings = read_embedding_file(catalog.shard("art", "original"))
     by_id = dict(zip(file_rows["sample_id"], file_embeddings / np.linalg.norm(file_embeddings, axis=1, keepdims=True)))
     np.testing.assert_allclose(train, np.stack([by_id[s] for s in train_rows["sample_id"]]), atol=1e-6)
-    assert sorted(train_rows["sample_id"]) == sorted(file_rows.loc[file_rows["split"] == "train", "sample_id"])
+    split_table = read_parquet(catalog.split_url).to_pandas().set_index("sample_id")["split"]
+    assert sorted(train_rows["sample_id"]) == sorted(s for s in file_rows["sample_id"] if split_table[s] == "train")
     assert (train_rows["label"].to_numpy() == file_rows.set_index("sample_id").loc[train_rows["sample_id"], "label"]).all()
     both, stacked = catalog.load(["art", "photo"], "val", classes=["cat"])
     assert set(both["class"]) == {"cat"} and set(both["split"]) == {"val"} and len(both) == len(stacked)
@@ -209,20 +206,25 @@ def test_catalog_decodes_embeddings_a_batch_at_a_time_into_split_order(tmp_path)
     frame = pd.DataFrame({"sample_id": [f"d/c/{i:02d}.jpg" for i in range(n)], "path": "x", "domain": "d",
                           "class": rng.choice(["cat", "dog"], n), "label": rng.integers(2, size=n).astype("int32"),
                           "split": rng.choice(["train", "val"], n), "view": rng.choice(["blur", "invert"], n)})
+    # the split comes from the split table, in another order than the file's
+    shuffled = frame.sample(frac=1, random_state=1)
+    splits = (pa.array(shuffled["sample_id"]), pa.array(shuffled["split"]))
     embeddings = rng.normal(size=(n, 8)).astype(np.float32)
     url = str(tmp_path / "d.parquet")
     pq.write_table(embedding_table(frame, IMAGE_SCHEMA, embeddings, {}), url, row_group_size=4)  # 3 row groups
     order = np.argsort(frame["split"].to_numpy(), kind="stable")
     with tasks.store.catalog.parquet_file(url) as source:  # batches of 3 rows cross the row groups' edges
         np.testing.assert_array_equal(tasks.store.catalog.streamed_embeddings(source, order, batch_rows=3), embeddings[order])
-    held = tasks.store.catalog.read_domain(url, "d", normalize=False)
+    held = tasks.store.catalog.read_domain(url, "d", normalize=False, splits=splits)
     np.testing.assert_array_equal(held.embeddings, embeddings[order])
     for name in ("sample_id", "class", "label", "split", "view"):
         assert held.columns[name].tolist() == frame[name].to_numpy()[order].tolist()
     n_train = int((frame["split"] == "train").sum())
     assert held.splits == {"train": slice(0, n_train), "val": slice(n_train, n)}
     with pytest.raises(FileNotFoundError, match="missing.parquet does not exist"):
-        tasks.store.catalog.read_domain(str(tmp_path / "missing.parquet"), "d", normalize=False)
+        tasks.store.catalog.read_domain(str(tmp_path / "missing.parquet"), "d", normalize=False, splits=splits)
+    with pytest.raises(ValueError, match="that its split table lacks"):
+        tasks.store.catalog.read_domain(url, "d", normalize=False, splits=(splits[0][1:], splits[1][1:]))
 
 
 def test_sweep_reads_cache_only_and_marks_the_selection(workspace, monkeypatch):

@@ -480,8 +480,8 @@ def test_report_on_an_unknown_scheme(capsys):
 
 def test_a_config_is_checked_once_per_process_and_again_when_it_changes(files, tmp_path, monkeypatch):
     listings = []
-    discover = flows.config.preflight.discover_dataset.fn
-    monkeypatch.setattr(flows.config.preflight.discover_dataset, "fn", lambda *args: listings.append(args) or discover(*args))
+    discover = flows.config.preflight.list_dataset
+    monkeypatch.setattr(flows.config.preflight, "list_dataset", lambda *args: listings.append(args) or discover(*args))
     config = RunConfig(dataset=files["data"], model=TINY_MODEL, pretrained="none", store=str(tmp_path / "s"))
     preflight(config)
     preflight(config)  # as the flow does after the CLI

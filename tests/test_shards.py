@@ -56,7 +56,7 @@ def test_imagenet_sized_domain_plans_ceil_n_over_shard_size_small_tasks():
         "class": ids.str.split("/").str[1], "label": np.arange(n, dtype="int32") % 1000, "split": "train", "size": 1,
     })
     data = Dataset("s3://bucket/imagenet", samples, ("imagenet",), tuple(sorted(samples["class"].unique())), "f" * 16,
-                   0.2, 0)
+                   {"imagenet": "f" * 16})
     plan = plan_shard(data, "imagenet", ORIGINAL, tiny_embedding("s3://bucket/store", shard_size=shard_size))
     assert len(plan.parts) == math.ceil(n / shard_size) == 157
     assert max(len(rows) for rows in plan.parts) == shard_size and plan.images == n

@@ -23,13 +23,13 @@ from flows.config.run_config import RunConfig
 from tasks.data.class_names import class_display_names, match_classes
 from tasks.data.prompts import load_templates, load_text_pairs, text_inputs
 from tasks.embed.checkpoints import check_checkpoint
-from tasks.data.datasets import Dataset, discover_dataset
-from tasks.data.splits import assign_split, split_base_novel
+from tasks.data.datasets import Dataset, list_dataset, split_table_url
+from tasks.data.splits import assign_splits, split_base_novel, split_column
 from tasks.errors import InputError
 from tasks.embed.models import check_model
 from tasks.embed.plan import cached_catalog
 from tasks.store.storage import filesystem
-from tasks.vocabulary import DATASET_SHIFT, OPEN_CLASS, RANDOM_WEIGHTS, protocols
+from tasks.vocabulary import DATASET_SHIFT, OPEN_CLASS, RANDOM_WEIGHTS, TRAIN, VAL, protocols
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 RUNNER_PACKAGES = {"dask": "prefect_dask", "ray": "prefect_ray"}
@@ -87,7 +87,7 @@ def check_target_datasets(config: RunConfig, source: Dataset) -> None:
     """Every target dataset listed and its classes matched to the source's: before anything is embedded."""
     for name, url in config.target_datasets.items():
         try:
-            target = discover_dataset.fn(replace(config.data_spec(), dataset=url))
+            target = list_dataset(replace(config.data_spec(), dataset=url))
             match_classes(config.class_names, source.classes, target.classes, name)
         except InputError as error:
             fail("target_datasets", error)
@@ -172,7 +172,7 @@ def check_dataset(config: RunConfig) -> Dataset:
     """The listing: readable, enough domains and classes for the protocol, targets that exist, and a
     holdout that leaves every source domain both training and validation images."""
     try:
-        data = discover_dataset.fn(config.data_spec())
+        data = list_dataset(config.data_spec())
     except (ValueError, OSError, ImportError) as error:
         fail("dataset", error)
     domains = list(data.domains)
@@ -193,24 +193,9 @@ def check_dataset(config: RunConfig) -> Dataset:
         if config.selection == "leave-one-domain-out" and len(domains) < 3:
             fail("selection", f"'leave-one-domain-out' leaves one source out of the sources of each target, so it "
                               f"needs at least three domains; {config.dataset!r} has {domains}: use training-domain")
-    # open-class fits and selects on the base classes only, so those need images in both splits
-    open_class = OPEN_CLASS in protocols(config.protocol)
-    needed = split_base_novel(data.classes)[0] if open_class else list(data.classes)
-    which = " of the base classes (open-class fits on those)" if open_class else ""
-    samples = data.samples[data.samples["class"].isin(needed)]
-    counts = samples.groupby(["domain", "split"]).size()
     validated = sorted(set(sources) | (set(targets) if config.selection == "oracle" else set()))
-    no_val = [domain for domain in validated if counts.get((domain, "val"), 0) == 0]
-    no_train = [domain for domain in sources if counts.get((domain, "train"), 0) == 0]
-    if no_val:
-        fixes = [_smallest_holdout(data, domain, needed, config.split_seed) for domain in no_val]
-        fix = (f"raise --holdout to at least {max(fixes)} or add images to them" if all(fixes) else
-               "add images to them (no holdout gives them both a training and a validation image)")
-        fail("holdout", f"{config.holdout} leaves domain(s) {no_val} without a validation image{which}, "
-                        f"which choosing (lambda, k) needs: {fix}")
-    if no_train:
-        fail("holdout", f"{config.holdout} leaves domain(s) {no_train} without a training image{which}, "
-                        "which fitting needs: lower --holdout or add images to them")
+    for protocol in protocols(config.protocol):
+        check_splits(config, data, protocol, sources, validated)
     tested = {"in": "train", "out": "val"}.get(config.test_split)  # 'all' tests every image
     every_class = data.samples.groupby(["domain", "split"]).size()
     untested = [target for target in targets if tested and every_class.get((target, tested), 0) == 0]
@@ -220,13 +205,36 @@ def check_dataset(config: RunConfig) -> Dataset:
     return data
 
 
-def _smallest_holdout(data: Dataset, domain: str, classes, seed: int) -> float | None:
+def check_splits(config: RunConfig, data: Dataset, protocol: str, sources, validated) -> None:
+    """The protocol's sources have training images and the validated domains validation images, of the classes it
+    fits on (open-class: the base classes) in the split it uses (tasks.data.splits.split_column)."""
+    column = split_column(protocol, data.split_rule)
+    open_class = protocol == OPEN_CLASS
+    needed = split_base_novel(data.classes)[0] if open_class else list(data.classes)
+    which = " of the base classes (open-class fits on those)" if open_class else ""
+    counts = data.samples[data.samples["class"].isin(needed)].groupby(["domain", column]).size()
+    no_val = [domain for domain in validated if counts.get((domain, VAL), 0) == 0]
+    no_train = [domain for domain in sources if counts.get((domain, TRAIN), 0) == 0]
+    if no_val:
+        fixes = [_smallest_holdout(data, domain, needed, column) for domain in no_val]
+        fix = (f"raise --holdout to at least {max(fixes)} or add images to them" if all(fixes) else
+               "add images to them (no holdout gives them both a training and a validation image)")
+        fail("holdout", f"{config.holdout} leaves domain(s) {no_val} without a validation image{which}, "
+                        f"which choosing (lambda, k) needs: {fix}")
+    if no_train:
+        fail("holdout", f"{config.holdout} leaves domain(s) {no_train} without a training image{which}, "
+                        "which fitting needs: lower --holdout or add images to them")
+
+
+def _smallest_holdout(data: Dataset, domain: str, classes, column: str) -> float | None:
     """The smallest two-decimal holdout that leaves a domain images of these classes in both splits, if any."""
     rows = data.samples[data.samples["domain"] == domain]
-    wanted = rows["class"].isin(classes).to_numpy()
+    base = split_base_novel(data.classes)[0]
     for hundredths in range(1, 100):
-        split = assign_split(rows["sample_id"], hundredths / 100, seed)[wanted]
-        if (split == "val").any() and (split == "train").any():
+        split = assign_splits(rows, data.split_rule, hundredths / 100, data.seed, base,
+                              env_index=data.domains.index(domain))[column]
+        split = split[rows["class"].isin(classes)]
+        if (split == VAL).any() and (split == TRAIN).any():
             return hundredths / 100
     return None
 
@@ -245,7 +253,8 @@ def check_files(config: RunConfig, data: Dataset) -> None:
                                     "as NAME=URL of a ROOT/<class>/<image> folder")
     if config.protocol == DATASET_SHIFT:
         check_target_datasets(config, data)
-    for field, check in (("class_names", lambda: class_display_names(config.class_names, data.classes, f"dataset {data.root!r}")),
+    for field, check in (("class_names", lambda: class_display_names(config.class_names, data.classes, f"dataset {data.root!r}",
+                                                                     config.folder_name_spaces)),
                          ("templates", lambda: load_templates(config.templates))):
         try:
             check()
@@ -282,6 +291,6 @@ def check_cached(config: RunConfig, data: Dataset) -> None:
     """Runs that read the store only (sweep) need every embedding file there already."""
     try:
         embedding = config.embed_spec()
-        cached_catalog(data, embedding, text_inputs(data, embedding))
+        cached_catalog(data, embedding, text_inputs(data, embedding), split_table_url(data, config.store_url))
     except InputError as error:
         fail("store", error)

@@ -16,20 +16,27 @@ from tasks.errors import InputError
 from tasks.specs import DEFAULT_SHARD_SIZE, FAMILIES, DataSpec, EmbedSpec, InterventionConfig, Recipe, SelectionSpec
 from tasks.store.names import stable_hash, store_url
 from tasks.vocabulary import (
-    BOTH, DATASET_SHIFT, PROTOCOL_CHOICES, ROTATED_DIGITS, SELECTION_RULES, dataset_label,
+    BOTH, DATASET_SHIFT, DOMAINBED, PROTOCOL_CHOICES, ROTATED_DIGITS, SELECTION_RULES, SPLIT_RULES, STABLE,
+    dataset_label,
 )
 
 DEFAULT_LAMS = [0.1, 1.0, 10.0, 100.0]
 MAX_LAMBDA = 1e12
 
-# `--preset released`: the authors' released code (raw embeddings, smallest eigenvalues, its zero-shot and
-# sklearn probe at C=0.316, the target's 20% split, one template, no text pairs); see RunConfig.recipe
-RELEASED_PRESET = {"normalize": False, "order": "released", "test_split": "out", "templates": "simple",
-                   "use_text": False, "probe": "sklearn", "probe_c": 0.316}
+# `--preset released`: the authors' released code (ML-TASA/CLIP-ICM): DomainBed's split, fp32 embeddings, their
+# prompt ("_" read as a space, nothing else; one template, no text pairs), raw embeddings, smallest eigenvalues,
+# their zero-shot and sklearn probe at C=0.316, the target's 20% split for domain shift (every target image for
+# open class: see RunConfig.recipe)
+RELEASED_PRESET = {"split": DOMAINBED, "precision": "fp32", "folder_name_spaces": "underscores", "templates": "simple",
+                   "use_text": False, "normalize": False, "order": "released", "test_split": "out", "probe": "sklearn",
+                   "probe_c": 0.316}
 
 # fields that decide where and how fast work runs, not what it computes
 EXECUTION_FIELDS = ("run_name", "device", "batch_size", "num_workers", "task_runner", "max_workers", "store",
                     "shard_size", "precision")
+# fields added after config names were first derived: left out of the name at their default, so that an existing
+# config keeps its name, and with it its run history and trend
+ADDED_FIELDS = ("split", "folder_name_spaces")
 # fields `clip-icm bench` sets for each of its runs; every other field passes through from its options
 BENCH_PER_RUN_FIELDS = ("model", "pretrained", "dataset", "run_name", "targets", "target_datasets")
 
@@ -54,6 +61,10 @@ class RunConfig(BaseModel):
     class_names: str | None = Field(None, description=(
         "class display names: 'imagenet' (CLIP's curated ImageNet names by WordNet id or class index) "
         "or a CSV file with columns folder,name (default: folder names)"))
+    folder_name_spaces: Literal["underscores-and-dashes", "underscores"] = Field("underscores-and-dashes", description=(
+        "which characters of a class folder name become spaces in its prompts when --class-names is not given: "
+        "underscores-and-dashes (ice-cream_cone: 'ice cream cone') or underscores, as the authors' code "
+        "('ice-cream cone')"))
     templates: str = Field("simple", description=(
         "zero-shot prompts: 'simple' (a photo of a {}.), 'openai-imagenet' (OpenAI's 80 templates, "
         "ensembled) or a text file with one template per line"))
@@ -81,6 +92,10 @@ class RunConfig(BaseModel):
     intervention_params: dict[str, dict] | None = Field(None, description=(
         'overrides of intervention parameters, e.g. {"gaussian_blur": {"sigma": [0.5, 1.5]}}'))
     holdout: float = Field(0.2, gt=0, lt=1, description="per-domain validation share")
+    split: Literal[SPLIT_RULES] = Field(STABLE, description=(
+        "how each domain splits into training and validation images: stable (a seeded hash per image; adding an "
+        "image never moves another) or domainbed (DomainBed's seeded shuffle, behind every published DomainBed "
+        "number; --split-seed is its trial_seed)"))
     split_seed: int = Field(0, ge=0, description="seed of the per-domain train/validation split")
     class_policy: Literal["strict", "intersection"] = Field("strict", description=(
         "when domains disagree on classes: fail (strict) or keep the shared ones (intersection)"))
@@ -169,24 +184,26 @@ class RunConfig(BaseModel):
     # ---- what each stage is asked to do (tasks.specs)
 
     def data_spec(self) -> DataSpec:
-        return DataSpec(self.dataset, self.store_url, self.holdout, self.split_seed, self.class_policy)
+        return DataSpec(self.dataset, self.store_url, self.holdout, self.split_seed, self.class_policy, self.split)
 
     def embed_spec(self) -> EmbedSpec:
         families = tuple(self.interventions) if self.interventions else FAMILIES
         return EmbedSpec(
             model=self.model, pretrained=self.pretrained, store=self.store_url,
             interventions=InterventionConfig(families, self.intervention_seed, self.intervention_params or {}),
-            templates=self.templates, class_names=self.class_names, text_pairs=self.text_pairs, device=self.device,
+            templates=self.templates, class_names=self.class_names, folder_name_spaces=self.folder_name_spaces,
+            text_pairs=self.text_pairs, device=self.device,
             precision=self.precision, batch_size=self.batch_size, num_workers=self.num_workers,
             shard_size=self.shard_size,
         )
 
     def recipe(self) -> Recipe:
         """How CLIP-ICM fits and predicts; the one place the preset is read (its fields were set when the config
-        was built, and its zero-shot is the method's on raw images)."""
+        was built; its zero-shot is the method's on raw images, and its open class tests every target image)."""
+        released = self.preset == "released"
         return Recipe(normalize=self.normalize, order=self.order, use_text=self.use_text,
-                      zero_shot_normalizes_images=self.preset != "released", probe=self.probe,
-                      probe_c=self.probe_c, test_split=self.test_split)
+                      zero_shot_normalizes_images=not released, probe=self.probe, probe_c=self.probe_c,
+                      test_split=self.test_split, open_class_test_split="all" if released else self.test_split)
 
     def selection_spec(self) -> SelectionSpec:
         return SelectionSpec(tuple(self.lams), tuple(self.ks) if self.ks else None, self.selection)
@@ -196,7 +213,9 @@ class RunConfig(BaseModel):
         """The run folder's name: given, or derived from everything that decides the results."""
         if self.run_name:
             return self.run_name
-        decisive = self.model_dump(exclude=set(EXECUTION_FIELDS))
+        defaults = {name: RunConfig.model_fields[name].default for name in ADDED_FIELDS}
+        decisive = {name: value for name, value in self.model_dump(exclude=set(EXECUTION_FIELDS)).items()
+                    if not (name in ADDED_FIELDS and value == defaults[name])}
         label = f"{dataset_label(self.dataset)}-{self.model}-{stable_hash(decisive, 8)}"
         return NOT_IN_NAMES.sub("_", label).lstrip(".")
 

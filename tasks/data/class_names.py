@@ -49,8 +49,14 @@ def class_identity(spec: str | None, folder: str) -> str:
     return folder
 
 
-def class_prompt_name(folder_name: str) -> str:
-    return folder_name.replace("_", " ").replace("-", " ")
+# which characters of a class folder's name become spaces in its prompts: this project's default, and the authors'
+# code's (DomainNet's t-shirt stays "t-shirt" there)
+FOLDER_NAME_SPACES = {"underscores-and-dashes": "_-", "underscores": "_"}
+
+
+def class_prompt_name(folder_name: str, spaces: str = "underscores-and-dashes") -> str:
+    """The name a class folder gives its prompts: `spaces` (a FOLDER_NAME_SPACES key) says which characters read as spaces."""
+    return "".join(" " if character in FOLDER_NAME_SPACES[spaces] else character for character in folder_name)
 
 
 def read_class_names_csv(url: str) -> dict[str, str]:
@@ -71,10 +77,11 @@ def read_class_names_csv(url: str) -> dict[str, str]:
     return dict(zip(frame["folder"], frame["name"].str.strip()))
 
 
-def class_display_names(spec: str | None, classes, where: str) -> dict[str, str]:
-    """The prompt name of every class folder of a dataset (`where` names it in errors)."""
+def class_display_names(spec: str | None, classes, where: str, spaces: str = "underscores-and-dashes") -> dict[str, str]:
+    """The prompt name of every class folder of a dataset (`where` names it in errors); without `spec`, the folder's
+    name with the `spaces` characters read as spaces."""
     if spec is None:
-        return {folder: class_prompt_name(folder) for folder in classes}
+        return {folder: class_prompt_name(folder, spaces) for folder in classes}
     if spec == IMAGENET:
         names = imagenet_class_names()
         known = {folder: names.get(class_identity(IMAGENET, folder)) for folder in classes}

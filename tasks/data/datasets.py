@@ -10,17 +10,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.store.storage import exists, filesystem, join, write_bytes
+from tasks.store.storage import exists, filesystem, join, write_bytes, write_parquet
 from tasks.store.names import stable_hash
-from tasks.data.splits import assign_split
+from tasks.data.fingerprints import content_digests, file_stamp, remember_digests, store_checksum
+from tasks.data.splits import assign_splits, split_base_novel
 from tasks.errors import InputError
 from tasks.specs import DataSpec
-from tasks.vocabulary import ROTATED_DIGITS
+from tasks.vocabulary import DOMAINBED, ROTATED_DIGITS, STABLE, dataset_label
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# what torchvision's ImageFolder counts (torchvision.datasets.folder.IMG_EXTENSIONS), at any depth below a class folder
+IMAGEFOLDER_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 ROTATED_DIGITS_ANGLES = (0, 15, 30, 45, 60, 75)
 # the one domain of an ImageFolder dataset: fixed, because the root's own name ("train", "val", …) says little
 IMAGEFOLDER_DOMAIN = "all"
@@ -30,53 +34,79 @@ DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "e
 @dataclass(frozen=True)
 class Dataset:
     root: str
-    samples: pd.DataFrame  # sample_id, path, domain, class, label, split, size
+    samples: pd.DataFrame  # sample_id, path, domain, class, file, label, split, open_split, size, stamp, digest
     domains: tuple[str, ...]
     classes: tuple[str, ...]
-    fingerprint: str
-    holdout: float
-    seed: int
+    fingerprint: str  # of every image's content: any changed byte changes it
     domain_fingerprints: dict[str, str] = field(default_factory=dict)  # as `fingerprint`, per domain
+    split_rule: str = STABLE
+    holdout: float = 0.2
+    seed: int = 0
 
-    def rows(self, domains=None, split=None, classes=None) -> pd.DataFrame:
+    def rows(self, domains=None, split=None, classes=None, column: str = "split") -> pd.DataFrame:
         frame = self.samples
         if domains is not None:
             frame = frame[frame["domain"].isin(list(domains))]
         if split is not None:
-            frame = frame[frame["split"] == split]
+            frame = frame[frame[column] == split]
         if classes is not None:
             frame = frame[frame["class"].isin(list(classes))]
         return frame
 
 
-def _list_images(fs, base: str, root: str) -> tuple[pd.DataFrame, bool]:
-    """Every image under base (sample_id = relative path, domain, class, size), and whether it is an ImageFolder.
-
-    Images at depth three are DomainBed's <domain>/<class>/<image>; at depth two, ImageFolder's
-    <class>/<image> (domain IMAGEFOLDER_DOMAIN). Images at other depths are ignored; both depths at once fail.
-    """
-    by_depth = {2: [], 3: []}
+def _list_files(fs, base: str) -> pd.DataFrame:
+    """Every file under base that clip-icm or torchvision's ImageFolder could count as an image: its path
+    relative to base, depth, the store's checksum and stamp (tasks.data.fingerprints)."""
+    records = []
     for path, info in fs.find(base, detail=True).items():
         relative = path[len(base) :].lstrip("/")
         parts = relative.split("/")
-        if len(parts) in by_depth and relative.lower().endswith(IMAGE_EXTENSIONS) and not parts[-1].startswith("."):
-            by_depth[len(parts)].append((relative, parts, int(info.get("size") or 0)))
-    if by_depth[2] and by_depth[3]:
+        name = parts[-1].lower()
+        ours = name.endswith(IMAGE_EXTENSIONS) and not parts[-1].startswith(".")
+        counted_by_imagefolder = name.endswith(IMAGEFOLDER_EXTENSIONS)
+        if len(parts) >= 2 and (ours or counted_by_imagefolder):
+            records.append((relative, len(parts), parts[0], parts[-2], parts[-1], ours, counted_by_imagefolder,
+                            int(info.get("size") or 0), store_checksum(info), file_stamp(info), path))
+    return pd.DataFrame(records, columns=["sample_id", "depth", "top", "parent", "file", "ours", "imagefolder", "size",
+                                          "checksum", "stamp", "fs_path"])
+
+
+def _images(files: pd.DataFrame, root: str, split_rule: str) -> tuple[pd.DataFrame, bool]:
+    """(the images: sample_id, domain, class, file, size, checksum, stamp, fs_path; whether the layout is an
+    ImageFolder). Images at depth three are DomainBed's <domain>/<class>/<image>; at depth two, ImageFolder's
+    <class>/<image> (domain IMAGEFOLDER_DOMAIN). Under the domainbed split, the files must be those
+    torchvision's ImageFolder counts, or the split's positions would not be DomainBed's."""
+    ours = files[files["ours"]]
+    shallow, deep = ours[ours["depth"] == 2], ours[ours["depth"] == 3]
+    if len(shallow) and len(deep):
         raise InputError(
-            f"dataset root {root!r} mixes two layouts: images at ROOT/<class>/<image> (e.g. {by_depth[2][0][0]!r}) "
-            f"and at ROOT/<domain>/<class>/<image> (e.g. {by_depth[3][0][0]!r}); keep one layout "
+            f"dataset root {root!r} mixes two layouts: images at ROOT/<class>/<image> (e.g. {shallow['sample_id'].iat[0]!r}) "
+            f"and at ROOT/<domain>/<class>/<image> (e.g. {deep['sample_id'].iat[0]!r}); keep one layout "
             "(move the stray images into class folders, or one level down into domain folders)"
         )
-    imagefolder = bool(by_depth[2])
+    imagefolder = bool(len(shallow))
+    depth = 2 if imagefolder else 3
+    images = ours[ours["depth"] == depth]
+    if split_rule == DOMAINBED:
+        counted = files[files["imagefolder"] & (files["depth"] >= depth)]
+        differ = sorted(set(counted["sample_id"]) ^ set(images["sample_id"]))
+        if differ:
+            raise InputError(
+                f"dataset root {root!r} holds files that clip-icm and torchvision's ImageFolder count differently, "
+                f"e.g. {differ[:3]}: the domainbed split numbers a domain's images as ImageFolder does, so both must "
+                f"see the same images. Keep only {', '.join(sorted(set(IMAGE_EXTENSIONS) & set(IMAGEFOLDER_EXTENSIONS)))} "
+                "files, directly in the class folders and not hidden, or use --split stable", "split")
     if imagefolder:
-        records = [(relative, IMAGEFOLDER_DOMAIN, parts[0], size) for relative, parts, size in by_depth[2]]
+        images = images.assign(domain=IMAGEFOLDER_DOMAIN, **{"class": images["top"]})
     else:
-        records = [(relative, parts[0], parts[1], size) for relative, parts, size in by_depth[3]]
-    return pd.DataFrame(records, columns=["sample_id", "domain", "class", "size"]), imagefolder
+        images = images.assign(domain=images["top"], **{"class": images["parent"]})
+    return images.drop(columns=["depth", "top", "parent", "ours", "imagefolder"]), imagefolder
 
 
-def discover(root: str, *, holdout: float = 0.2, seed: int = 0, class_policy: str = "strict") -> Dataset:
-    """List a DomainBed or ImageFolder dataset; domains and classes sorted; non-image files ignored.
+def discover(root: str, *, holdout: float = 0.2, seed: int = 0, class_policy: str = "strict", split: str = STABLE,
+             store: str | None = None) -> Dataset:
+    """List a DomainBed or ImageFolder dataset; domains and classes sorted; non-image files ignored; each
+    domain split under the split rule; every image's content digest taken (remembered under `store`).
 
     class_policy "strict" fails when domains disagree on their classes; "intersection"
     keeps the classes every domain has.
@@ -88,7 +118,7 @@ def discover(root: str, *, holdout: float = 0.2, seed: int = 0, class_policy: st
             f"or ROOT/<class>/<image> (pass --dataset {ROTATED_DIGITS} for the built-in dataset)"
         )
     base = base.rstrip("/")
-    frame, imagefolder = _list_images(fs, base, root)
+    frame, imagefolder = _images(_list_files(fs, base), root, split)
     top_folders = sorted(
         entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(base, detail=False) if fs.isdir(entry)
     )
@@ -107,40 +137,40 @@ def discover(root: str, *, holdout: float = 0.2, seed: int = 0, class_policy: st
         )
     class_sets = {domain: set(group["class"]) for domain, group in frame.groupby("domain")}
     shared = set.intersection(*class_sets.values())
-    if any(classes != shared for classes in class_sets.values()):
-        if class_policy == "strict":
-            differences = "; ".join(
-                f"{domain} lacks {sorted(set.union(*class_sets.values()) - classes)}"
-                for domain, classes in sorted(class_sets.items())
-                if classes != set.union(*class_sets.values())
-            )
-            raise InputError(
-                f"class folders differ between domains under {root!r}: {differences}. "
-                "Fix the folders, or pass class_policy='intersection' (--class-policy intersection) "
-                f"to keep the {len(shared)} shared classes"
-            )
-        frame = frame[frame["class"].isin(shared)]
+    if any(classes != shared for classes in class_sets.values()) and class_policy == "strict":
+        differences = "; ".join(
+            f"{domain} lacks {sorted(set.union(*class_sets.values()) - classes)}"
+            for domain, classes in sorted(class_sets.items())
+            if classes != set.union(*class_sets.values())
+        )
+        raise InputError(
+            f"class folders differ between domains under {root!r}: {differences}. "
+            "Fix the folders, or pass class_policy='intersection' (--class-policy intersection) "
+            f"to keep the {len(shared)} shared classes"
+        )
     if not shared:
         raise InputError(f"no class is shared by every domain under {root!r}")
-    frame = frame.sort_values("sample_id").reset_index(drop=True)
     classes = tuple(sorted(shared))
+    # split every listed image first, so a domain's positions are those of its whole ImageFolder listing
+    frame = assign_splits(frame, split, holdout, seed, split_base_novel(classes)[0])
+    frame = frame[frame["class"].isin(shared)].sort_values("sample_id").reset_index(drop=True)
     frame["label"] = frame["class"].map({name: index for index, name in enumerate(classes)}).astype("int32")
     frame["path"] = [join(root, sample_id) for sample_id in frame["sample_id"]]
-    frame["split"] = "train"
-    for _, group in frame.groupby("domain"):
-        frame.loc[group.index, "split"] = assign_split(group["sample_id"], holdout, seed)
-    fingerprint = stable_hash(list(zip(frame["sample_id"], frame["size"])))
-    domain_fingerprints = {domain: stable_hash(list(zip(group["sample_id"], group["size"])))
+    frame["digest"] = content_digests(fs, frame, store, root)
+    fingerprint = stable_hash(list(zip(frame["sample_id"], frame["digest"])))
+    domain_fingerprints = {domain: stable_hash(list(zip(group["sample_id"], group["digest"])))
                            for domain, group in frame.groupby("domain")}
     return Dataset(
         root=root,
-        samples=frame[["sample_id", "path", "domain", "class", "label", "split", "size"]],
+        samples=frame[["sample_id", "path", "domain", "class", "file", "label", "split", "open_split", "size", "stamp",
+                       "digest"]],
         domains=tuple(sorted(frame["domain"].unique())),
         classes=classes,
         fingerprint=fingerprint,
+        domain_fingerprints=domain_fingerprints,
+        split_rule=split,
         holdout=holdout,
         seed=seed,
-        domain_fingerprints=domain_fingerprints,
     )
 
 
@@ -177,8 +207,34 @@ def resolve_dataset(dataset: str, cache_url: str) -> str:
     return materialize_rotated_digits(join(cache_url, "datasets")) if dataset == ROTATED_DIGITS else dataset
 
 
+def list_dataset(data: DataSpec) -> Dataset:
+    """The dataset (a folder URL or the built-in name) listed, fingerprinted and split; nothing written but the
+    built-in dataset (what the checks before a run use)."""
+    return discover(resolve_dataset(data.dataset, data.store), holdout=data.holdout, seed=data.split_seed,
+                    class_policy=data.class_policy, split=data.split, store=data.store)
+
+
 @task(name="discover-dataset", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def discover_dataset(data: DataSpec) -> Dataset:
-    """The dataset (a folder URL or the built-in name) listed and split."""
-    return discover(resolve_dataset(data.dataset, data.store), holdout=data.holdout, seed=data.split_seed,
-                    class_policy=data.class_policy)
+    """`list_dataset`, and the digests its files' bytes gave remembered on the store for the next listing."""
+    dataset = list_dataset(data)
+    remember_digests(dataset.samples, data.store, dataset.root)
+    return dataset
+
+
+def split_table_url(dataset: Dataset, store: str) -> str:
+    """Where a listing's split lives: keyed by its content, the split rule, the holdout and the seed."""
+    key = stable_hash({"fingerprint": dataset.fingerprint, "rule": dataset.split_rule, "holdout": dataset.holdout,
+                       "seed": dataset.seed})
+    return join(store, "splits", f"{dataset_label(dataset.root)}-{key}.parquet")
+
+
+@task(name="store-split-table", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def store_split_table(dataset: Dataset, store: str) -> str:
+    """STORE/splits/<dataset>-<key>.parquet: which images of every domain are trained, selected and tested on
+    (sample_id, domain, split, open_split), for the catalog and for whoever wants to see the exact split."""
+    url = split_table_url(dataset, store)
+    if not exists(url):
+        columns = ["sample_id", "domain", "split", "open_split"]
+        write_parquet(pa.Table.from_pandas(dataset.samples[columns], preserve_index=False), url)
+    return url

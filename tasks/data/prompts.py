@@ -84,7 +84,8 @@ def class_prompts(classes, names: dict[str, str], templates) -> pd.DataFrame:
 def text_inputs(dataset, embedding) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A dataset's text for an EmbedSpec: (class prompts, every template per class; caption pairs, the shipped
     prompt bank's or the user's file)."""
-    names = class_display_names(embedding.class_names, dataset.classes, f"dataset {dataset.root!r}")
+    names = class_display_names(embedding.class_names, dataset.classes, f"dataset {dataset.root!r}",
+                                embedding.folder_name_spaces)
     prompts = class_prompts(dataset.classes, names, load_templates(embedding.templates))
     pairs = (load_text_pairs(embedding.text_pairs, dataset.classes) if embedding.text_pairs
              else prompt_bank_pairs(dataset.classes, names=names))

@@ -27,19 +27,22 @@ from tqdm.auto import tqdm
 from tasks import __version__
 from tasks.data.datasets import Dataset
 from tasks.embed.cpu_images import pil_batches
-from tasks.embed.models import check_model, default_batch_size, default_loader_workers, load_model
+from tasks.embed.cache import METADATA_KEY, Contents, check_finite, contents_of, usable
+from tasks.embed.models import (
+    check_model, default_batch_size, default_loader_workers, effective_precision, load_model,
+)
 from tasks.specs import EmbedSpec
 from tasks.vocabulary import INTERVENED
 from tasks.store.storage import atomic_writer, exists, join, read_parquet, remove_files, write_parquet
 from tasks.store.names import stable_hash
 
-METADATA_KEY = b"clip_icm"
-# bumped whenever the meaning of a stored image embedding changes (raw-v2: not normalised)
-IMAGE_FORMAT = "raw-v2"
-PART_COLUMNS = ["sample_id", "path", "domain", "class", "label", "split"]
+# bumped whenever the meaning of a stored image embedding changes (raw-v2: not normalised; v3: no split, which is
+# the split table's, so one embedding serves every split rule, holdout and seed)
+IMAGE_FORMAT = "raw-v3"
+PART_COLUMNS = ["sample_id", "path", "domain", "class", "label"]
 IMAGE_SCHEMA = pa.schema([
     ("sample_id", pa.string()), ("path", pa.string()), ("domain", pa.string()), ("class", pa.string()),
-    ("label", pa.int32()), ("split", pa.string()), ("view", pa.string()),
+    ("label", pa.int32()), ("view", pa.string()),
 ])
 SKIPPED_SCHEMA = pa.schema([
     ("sample_id", pa.string()), ("path", pa.string()), ("domain", pa.string()), ("class", pa.string()),
@@ -48,10 +51,13 @@ SKIPPED_SCHEMA = pa.schema([
 
 
 def image_shard_url(embedding: EmbedSpec, weights_id: str, dataset: Dataset, domain: str, view: str) -> str:
-    """Where a shard lives; computable without loading the model (the sweep relies on it)."""
+    """Where a shard lives; computable without loading the model (the sweep relies on it). The key holds what
+    decides the embeddings: the model and weights, the content of the domain's images (any changed byte changes
+    it), the view and its interventions, the precision, the format and the code version."""
     key = stable_hash({
-        "model": embedding.model, "weights": weights_id, "dataset": dataset.fingerprint, "holdout": dataset.holdout,
-        "split_seed": dataset.seed, "domain": domain, "view": view, "code": __version__, "format": IMAGE_FORMAT,
+        "model": embedding.model, "weights": weights_id, "images": dataset.domain_fingerprints[domain],
+        "domain": domain, "view": view, "code": __version__, "format": IMAGE_FORMAT,
+        "precision": effective_precision(embedding.device, embedding.precision),
         "interventions": embedding.interventions.key if view == INTERVENED else None,
     })
     return join(embedding.store, "embeddings", embedding.model, domain, f"{view}-{key}.parquet")
@@ -65,18 +71,28 @@ def parts_folder(shard_url: str) -> str:
     return shard_url.replace(".parquet", ".parts")
 
 
-def part_url(shard_url: str, rows: pd.DataFrame) -> str:
+def part_key(rows: pd.DataFrame) -> str:
     """Content-keyed: every writer (and a resumed run) embedding these rows writes this name."""
-    return join(parts_folder(shard_url), f"part-{stable_hash(rows['sample_id'].tolist())}.parquet")
+    return stable_hash(rows["sample_id"].tolist())
+
+
+def part_url(shard_url: str, rows: pd.DataFrame) -> str:
+    return join(parts_folder(shard_url), f"part-{part_key(rows)}.parquet")
+
+
+def key_of(url: str) -> str:
+    """The content key an embedding file's name ends with: <view>-<key>.parquet, part-<key>.parquet, prompts-<key>.parquet."""
+    return url.rsplit("/", 1)[-1].removesuffix(".parquet").rsplit("-", 1)[-1]
 
 
 def embedding_table(frame: pd.DataFrame, schema: pa.Schema, embeddings: np.ndarray, metadata: dict) -> pa.Table:
-    """The shared Parquet layout: typed id/label columns plus embedding as fixed_size_list<float32>[d]."""
+    """The shared Parquet layout: typed id/label columns plus embedding as fixed_size_list<float32>[d], and metadata
+    that says what the file holds (tasks.embed.cache): `metadata` must name the file's `key`."""
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
     column = pa.FixedSizeListArray.from_arrays(pa.array(embeddings.ravel()), embeddings.shape[1])
     table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
     table = table.append_column("embedding", column)
-    return table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+    return table.replace_schema_metadata({METADATA_KEY: json.dumps({**metadata, **contents_of(table)}, sort_keys=True)})
 
 
 def skipped_images(catalog) -> pd.DataFrame:
@@ -135,7 +151,8 @@ def plan_shard(dataset: Dataset, domain: str, view: str, embedding: EmbedSpec) -
     interventions = embedding.interventions
     metadata = {
         "model": embedding.model, "pretrained": embedding.pretrained, "weights_id": weights_id,
-        "dataset_fingerprint": dataset.fingerprint,
+        "images_fingerprint": dataset.domain_fingerprints[domain],
+        "precision": effective_precision(embedding.device, embedding.precision),
         "domain": domain, "view": view, "code_version": __version__, "format": IMAGE_FORMAT, "normalized": False,
         "interventions": {"families": list(interventions.families), "seed": interventions.seed,
                           "params": {f: interventions.parameters(f) for f in interventions.families}}
@@ -154,7 +171,7 @@ def embed_image_part(rows: pd.DataFrame, shard_url: str, metadata: dict, embeddi
     """Embed one part of a (domain, view): only these rows; skipped when the part or the shard exists."""
     url = part_url(shard_url, rows)
     result = {"url": url, "images": len(rows), "embedded": 0}
-    if exists(url) or exists(shard_url):
+    if usable(url, part_key(rows)) or usable(shard_url, key_of(shard_url)):  # done: by this run before, or another
         return result
     loaded = load_model(embedding.model, embedding.pretrained, embedding.device)
     kept, embeddings, failed = embed_rows(
@@ -163,7 +180,8 @@ def embed_image_part(rows: pd.DataFrame, shard_url: str, metadata: dict, embeddi
         default_loader_workers(loaded.device) if embedding.num_workers is None else embedding.num_workers,
         embedding.precision, label,
     )
-    metadata = {**metadata, "preprocess": repr(loaded.preprocess)}
+    check_finite(embeddings, f"images of {label}", embedding.pretrained)
+    metadata = {**metadata, "preprocess": repr(loaded.preprocess), "key": part_key(rows)}
     # the skipped rows first: a part's table existing means the part is complete
     write_parquet(pa.Table.from_pandas(failed, schema=SKIPPED_SCHEMA, preserve_index=False), skipped_url(url))
     write_parquet(embedding_table(kept, IMAGE_SCHEMA, embeddings, metadata), url)
@@ -176,17 +194,11 @@ def merge_image_shard(shard_url: str, parts: list[dict], label: str = "") -> dic
     result = {"url": shard_url, "images": sum(p["images"] for p in parts), "embedded": sum(p["embedded"] for p in parts)}
     part_urls = [p["url"] for p in parts]
     cleanup = part_urls + [skipped_url(url) for url in part_urls]
-    if not exists(shard_url):
+    if not usable(shard_url, key_of(shard_url)):
         try:
             skipped = pa.concat_tables([read_parquet(skipped_url(url)) for url in part_urls])
             write_parquet(skipped, skipped_url(shard_url))
-            # streamed part by part (one row group each): memory stays one part, whatever the shard's size
-            with atomic_writer(shard_url) as handle:
-                first = read_parquet(part_urls[0])
-                with pq.ParquetWriter(handle, first.schema) as writer:
-                    writer.write_table(first)
-                    for url in part_urls[1:]:
-                        writer.write_table(read_parquet(url))
+            write_merged(shard_url, part_urls)
         except FileNotFoundError:
             if not exists(shard_url):  # not another writer's finished merge: parts are really missing
                 raise
@@ -194,10 +206,25 @@ def merge_image_shard(shard_url: str, parts: list[dict], label: str = "") -> dic
     return {**result, "skipped": read_parquet(skipped_url(shard_url)).num_rows}
 
 
+def write_merged(shard_url: str, part_urls: list[str]) -> None:
+    """The parts as one file, streamed part by part (one row group each: memory stays one part, whatever the shard's
+    size); what it holds is said last, in the footer, once every part has gone through."""
+    first = read_parquet(part_urls[0])
+    metadata = json.loads(first.schema.metadata[METADATA_KEY])
+    contents = Contents()
+    with atomic_writer(shard_url) as handle:
+        with pq.ParquetWriter(handle, first.schema.remove_metadata(), write_page_checksum=True) as writer:
+            for table in (first, *(read_parquet(url) for url in part_urls[1:])):
+                writer.write_table(table.replace_schema_metadata(None))
+                contents.add(table.column("sample_id").combine_chunks(), table.column("embedding").combine_chunks())
+            writer.add_key_value_metadata({METADATA_KEY: json.dumps(
+                {**metadata, "key": key_of(shard_url), **contents.fields()}, sort_keys=True)})
+
+
 def embed_image_shard(dataset: Dataset, domain: str, view: str, embedding: EmbedSpec) -> dict:
     """One (domain, view) in this process, part after part (the flow runs the parts as parallel tasks)."""
     plan = plan_shard(dataset, domain, view, embedding)
-    if exists(plan.url):
+    if usable(plan.url, key_of(plan.url)):
         return {"url": plan.url, "images": plan.images, "embedded": 0,
                 "skipped": read_parquet(skipped_url(plan.url)).num_rows}
     parts = [embed_image_part.fn(rows, plan.url, plan.metadata, embedding, plan.label) for rows in plan.parts]

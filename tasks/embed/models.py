@@ -106,6 +106,12 @@ def autocast_dtype(device: str, precision: str = "auto"):
     return {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
+def effective_precision(device: str, precision: str = "auto") -> str:
+    """The precision a device embeds at for RunConfig.precision: fp32, bf16 or fp16 (what cache keys hold)."""
+    dtype = autocast_dtype(resolve_device(device), precision)
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
 def host_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 

@@ -97,6 +97,6 @@ def evaluate_target(catalog: EmbeddingCatalog, sources, target: str, projection_
 @task(name="evaluate-open-class-target", task_run_name="open-class target {target}", cache_policy=NO_CACHE)
 def evaluate_open_class_target(catalog: EmbeddingCatalog, target: str, projection_url: str, recipe: Recipe) -> pd.DataFrame:
     """Zero-shot over base + novel class names on the target's test split, CLIP and CLIP-ICM."""
-    target_rows, target_embeddings = catalog.load([target], TEST_SPLITS[recipe.test_split])
+    target_rows, target_embeddings = catalog.load([target], TEST_SPLITS[recipe.open_class_test_split])
     return method_rows(OPEN_CLASS, target, target_rows, target_embeddings,
                        zero_shot_scorers(recipe, catalog.class_embeddings(), load_projection(projection_url)))

@@ -8,7 +8,7 @@ import pandas as pd
 
 from icm_core import balanced_accuracy, harmonic_mean
 from tasks.data.splits import split_base_novel
-from tasks.vocabulary import OPEN_CLASS, TRAINING_DOMAIN
+from tasks.vocabulary import OPEN_CLASS, STABLE, TRAINING_DOMAIN
 
 
 @dataclass
@@ -37,9 +37,9 @@ def _metrics(group: pd.DataFrame) -> dict:
     }
 
 
-def summarize(predictions: pd.DataFrame, classes, selection: str = TRAINING_DOMAIN) -> pd.DataFrame:
+def summarize(predictions: pd.DataFrame, classes, selection: str = TRAINING_DOMAIN, split: str = STABLE) -> pd.DataFrame:
     """Top-1, top-5 and balanced accuracy per protocol x method x target, a 'mean' row per method
-    (the mean over targets; NaN when a target has none), open-class base/novel/HM, and the selection rule."""
+    (the mean over targets; NaN when a target has none), open-class base/novel/HM, the selection rule and the split."""
     base, _ = split_base_novel(classes)
     rows = []
     for (protocol, method, target), group in predictions.groupby(["protocol", "method", "target"], sort=True):
@@ -61,5 +61,5 @@ def summarize(predictions: pd.DataFrame, classes, selection: str = TRAINING_DOMA
         means.loc[open_class, "harmonic_mean"] = [
             harmonic_mean(b, n) for b, n in means.loc[open_class, ["base_accuracy", "novel_accuracy"]].to_numpy()
         ]
-    summary = pd.concat([summary, means], ignore_index=True).assign(selection=selection)
+    summary = pd.concat([summary, means], ignore_index=True).assign(selection=selection, split=split)
     return summary.sort_values(["protocol", "method", "target"], key=lambda c: c.replace("mean", "~")).reset_index(drop=True)

@@ -21,18 +21,18 @@ from tasks.report.run_report import read_summary
 from tasks.store.history import latest_runs
 from tasks.store.names import store_url
 from tasks.store.storage import exists, join, read_json, read_parquet, write_bytes, write_parquet
-from tasks.vocabulary import BASELINES, METHODS, dataset_label, model_label, protocol_title
+from tasks.vocabulary import BASELINES, METHODS, STABLE, dataset_label, model_label, protocol_title
 
-GROUP = ["model", "pretrained", "dataset", "protocol", "method"]
-TRIAL_COLUMNS = ["model", "pretrained", "dataset", "split_seed", "intervention_seed", "run", "protocol", "method",
-                 "accuracy"]
+GROUP = ["model", "pretrained", "dataset", "split", "protocol", "method"]
+TRIAL_COLUMNS = ["model", "pretrained", "dataset", "split", "split_seed", "intervention_seed", "run", "protocol",
+                 "method", "accuracy"]
 
 
 def run_labels(record: dict, dataset: str | None = None) -> dict:
     """A run's leaderboard labels from its run.json; the dataset label defaults to the folder's name."""
     config = record["config"]
     return {"model": record["model"]["name"], "pretrained": record["model"]["pretrained"],
-            "dataset": dataset or dataset_label(config["dataset"]),
+            "dataset": dataset or dataset_label(config["dataset"]), "split": config.get("split", STABLE),
             "split_seed": config["split_seed"], "intervention_seed": config["intervention_seed"]}
 
 
@@ -86,7 +86,7 @@ def aggregate(trials: pd.DataFrame) -> pd.DataFrame:
              .groupby(GROUP, sort=False)["gain"].agg(delta="mean", delta_se=standard_error).reset_index())
     board = board.merge(gains, on=GROUP, how="left")
     order = {method: position for position, method in enumerate(METHODS)}
-    board = board.sort_values(["protocol", "model", "pretrained", "dataset", "method"],
+    board = board.sort_values(["protocol", "split", "model", "pretrained", "dataset", "method"],
                               key=lambda column: column.map(order) if column.name == "method" else column)
     return board.reset_index(drop=True)[[*GROUP, "mean", "se", "n_trials", "baseline", "delta", "delta_se"]]
 
@@ -103,10 +103,10 @@ def cell(mean: float, se: float) -> str:
     return f"{100 * mean:.1f}" if np.isnan(se) else f"{100 * mean:.1f} ± {100 * se:.1f}"
 
 
-def paper_tables(board: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Per protocol: rows are methods per model, columns datasets + Avg (mean of the dataset means)."""
+def paper_tables(board: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+    """Per protocol and split: rows are methods per model, columns datasets + Avg (mean of the dataset means)."""
     tables = {}
-    for protocol, rows in board.groupby("protocol", sort=True):
+    for (protocol, split), rows in board.groupby(["protocol", "split"], sort=True):
         datasets = list(dict.fromkeys(rows["dataset"]))
         records = []
         for (model, pretrained), group in rows.groupby(["model", "pretrained"], sort=False):
@@ -119,15 +119,19 @@ def paper_tables(board: pd.DataFrame) -> dict[str, pd.DataFrame]:
                 complete = len(by_dataset) == len(datasets)
                 record["Avg"] = f"{100 * by_dataset['mean'].mean():.1f}" if complete else "–"
                 records.append(record)
-        tables[protocol] = pd.DataFrame(records)
+        tables[protocol, split] = pd.DataFrame(records)
     return tables
+
+
+def table_title(protocol: str, split: str) -> str:
+    return f"{protocol_title(protocol)}, {split} split"
 
 
 def leaderboard_markdown(board: pd.DataFrame, title: str) -> str:
     sections = [f"# {title}", "Accuracy (%) averaged over each dataset's held-out targets: mean ± standard error "
                 "over trials; Avg is the mean over datasets."]
-    for protocol, table in paper_tables(board).items():
-        sections += [f"## {protocol_title(protocol)}", table.to_markdown(index=False, disable_numparse=True)]
+    for (protocol, split), table in paper_tables(board).items():
+        sections += [f"## {table_title(protocol, split)}", table.to_markdown(index=False, disable_numparse=True)]
     return "\n\n".join(sections) + "\n"
 
 
@@ -141,11 +145,11 @@ def latex_text(text: str) -> str:
 
 def leaderboard_latex(board: pd.DataFrame, title: str) -> str:
     parts = [f"% {latex_text(title)}: accuracy (%), mean $\\pm$ standard error over trials"]
-    for protocol, table in paper_tables(board).items():
+    for (protocol, split), table in paper_tables(board).items():
         rows = [" & ".join(latex_text(column) for column in table.columns) + r" \\"]
         rows += [" & ".join(latex_text(value) for value in record) + r" \\" for record in table.itertuples(index=False)]
         parts.append("\n".join([
-            f"% {latex_text(protocol_title(protocol))}", r"\begin{tabular}{ll" + "r" * (table.shape[1] - 2) + "}", r"\toprule",
+            f"% {latex_text(table_title(protocol, split))}", r"\begin{tabular}{ll" + "r" * (table.shape[1] - 2) + "}", r"\toprule",
             rows[0], r"\midrule", *rows[1:], r"\bottomrule", r"\end{tabular}", "",
         ]))
     return "\n".join(parts)

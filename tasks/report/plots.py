@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.report.run_report import OPEN_CLASS_METRICS, _cell, method_table, open_class_table, run_title
-from tasks.vocabulary import BASELINES, DOMAIN_SHIFT, METHOD_PAIRS, model_label, protocol_title
+from tasks.vocabulary import BASELINES, DOMAIN_SHIFT, METHOD_PAIRS, STABLE, model_label, protocol_title
 
 
 def pyplot():
@@ -112,8 +112,8 @@ def gain_plot_png(board: pd.DataFrame, title: str) -> bytes:
     figure, panels = panel_per_protocol(sorted(gains["protocol"].unique()))
     for axis, protocol in panels:
         rows = gains[gains["protocol"] == protocol].assign(
-            series=lambda f: [f"{model_label(m, p)} {method.removeprefix('clip_icm_')}"
-                              for m, p, method in zip(f["model"], f["pretrained"], f["method"])])
+            series=lambda f: [f"{model_label(m, p)} {method.removeprefix('clip_icm_')}" + ("" if s == STABLE else f" [{s} split]")
+                              for m, p, method, s in zip(f["model"], f["pretrained"], f["method"], f["split"])])
         means = rows.pivot(index="dataset", columns="series", values="delta") * 100
         errors = rows.pivot(index="dataset", columns="series", values="delta_se").fillna(0) * 100
         means.plot.bar(ax=axis, yerr=errors, rot=0, capsize=3)

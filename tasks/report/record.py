@@ -39,11 +39,11 @@ class RunTables:
 
     @classmethod
     def gather(cls, evaluations: list[Evaluation], catalog: EmbeddingCatalog, targets: dict[str, EmbeddingCatalog],
-               rule: str) -> "RunTables":
+               rule: str, split_rule: str) -> "RunTables":
         predictions = pd.concat([e.predictions for e in evaluations], ignore_index=True)
         return cls(
             predictions=predictions,
-            summary=summarize(predictions, catalog.classes, rule),
+            summary=summarize(predictions, catalog.classes, rule, split_rule),
             selections=pd.concat([e.selections for e in evaluations], ignore_index=True),
             spectra=pd.concat([e.spectra for e in evaluations], ignore_index=True),
             skipped=pd.concat([skipped_images(catalog), *map(skipped_images, targets.values())], ignore_index=True),
@@ -72,7 +72,10 @@ def run_record(config: dict, run_url: str, catalog: EmbeddingCatalog, domain_fin
                                    "classes": list(target.classes), "shards": target.shards,
                                    "embedded_this_run": target.embedded}
                             for name, target in targets.items()},
-        "prompts": {"templates": list(templates), "class_names": config["class_names"]},
+        "prompts": {"templates": list(templates), "class_names": config["class_names"],
+                    "folder_name_spaces": config["folder_name_spaces"]},
+        "split": {"rule": config["split"], "holdout": config["holdout"], "seed": config["split_seed"],
+                  "table": catalog.split_url},
         "skipped_images": len(tables.skipped),
         "selection_rule": config["selection"],
         "diagnostics": chosen_diagnostics(tables.selections),

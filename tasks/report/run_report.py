@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from tasks.errors import InputError
 from tasks.store.storage import filesystem, join, read_json, read_parquet
-from tasks.vocabulary import LEGACY_PROTOCOLS, METHOD_PAIRS, OPEN_CLASS, RANDOM_WEIGHTS, protocol_title, run_label
+from tasks.vocabulary import LEGACY_PROTOCOLS, METHOD_PAIRS, OPEN_CLASS, RANDOM_WEIGHTS, STABLE, protocol_title, run_label
 
 DECIMALS = 3  # every accuracy and difference in every report
 MISSING = "—"  # a cell with no value (a method or class group a target lacks), never "nan"
@@ -139,7 +139,7 @@ def _facts_line(record: dict) -> str:
         selection += " (the target's validation split: an upper bound, not a result)"
     return (f"model `{record['model']['name']}` · weights `{record['model']['pretrained']}` · "
             f"dataset `{config['dataset']}` ({len(dataset['domains'])} domains, {len(dataset['classes'])} classes) · "
-            f"protocol `{config['protocol']}` · selection {selection}")
+            f"protocol `{config['protocol']}` · split {config.get('split', STABLE)} · selection {selection}")
 
 
 def chosen_hyperparameters(selection: pd.DataFrame) -> pd.DataFrame:

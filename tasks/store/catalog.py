@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -23,25 +23,32 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tasks.errors import InputError
 from tasks.store.memory import release_freed_memory
 from tasks.store.storage import filesystem
 from tasks.store.names import stable_hash
 from tasks.vocabulary import ORIGINAL
 
-IMAGE_COLUMNS = ("sample_id", "class", "label", "split", "view")  # view: the intervention family of a row
-FEW_VALUES = ("class", "split", "view")  # string columns with a handful of distinct values
+IMAGE_COLUMNS = ("sample_id", "class", "label", "view")  # view: the intervention family of a row
+FEW_VALUES = ("class", "view")  # string columns with a handful of distinct values
+SPLIT_COLUMNS = ("split", "open_split")  # a split table's two assignments (tasks.data.splits.split_column)
 TEXT_COLUMNS = ("class", "role", "pair_id")
 
 
 @contextlib.contextmanager
 def parquet_file(url: str):
+    """A Parquet file of the store, its pages' CRCs checked as they are read: a damaged page is named, never used."""
     fs, path = filesystem(url)
     try:
         handle = fs.open(path, "rb")
     except FileNotFoundError:
         raise FileNotFoundError(f"{url} does not exist") from None
     with handle:
-        yield pq.ParquetFile(handle)
+        try:
+            yield pq.ParquetFile(handle, page_checksum_verification=True)
+        except (OSError, pa.ArrowException) as error:
+            raise InputError(f"{url} is damaged and was not used ({type(error).__name__}: {str(error).splitlines()[0]}); "
+                             "run again: the embedding stage checks the cache and embeds damaged files anew") from error
 
 
 def read_table(url: str, columns) -> pa.Table:
@@ -111,12 +118,20 @@ class DomainEmbeddings:
                                 self.embeddings[rows].copy(), {split: slice(0, rows.stop - rows.start)})
 
 
-def read_domain(url: str, domain: str, normalize: bool) -> DomainEmbeddings:
+def read_domain(url: str, domain: str, normalize: bool, splits: tuple[pa.Array, pa.Array]) -> DomainEmbeddings:
+    """One (domain, view) file, rows ordered by their split; `splits` is (sample ids, split) of the domain."""
     with parquet_file(url) as source:
         table = source.read(columns=list(IMAGE_COLUMNS), use_threads=False)
-        order = pc.sort_indices(table, [("split", "ascending")]).to_numpy()  # stable: file order within a split
+        ids, labels = splits
+        position = pc.index_in(table.column("sample_id"), value_set=ids)
+        if position.null_count:
+            raise ValueError(f"{url} holds {position.null_count} image(s) of domain {domain!r} that its split table "
+                             "lacks, e.g. " + repr(table.column("sample_id").filter(position.is_null())[0].as_py()))
+        split = pc.take(labels, position)
+        order = pc.sort_indices(pa.table({"split": split}), [("split", "ascending")]).to_numpy()  # stable: file order within a split
         columns = {name: interned(table.column(name), order) if name in FEW_VALUES else table.column(name).to_numpy()[order]
                    for name in IMAGE_COLUMNS}
+        columns["split"] = interned(split, order)
         del table
         embeddings = streamed_embeddings(source, order)
     release_freed_memory()  # the decoding buffers
@@ -142,6 +157,8 @@ class EmbeddingCatalog:
     classes: tuple[str, ...]
     shards: dict[str, str]  # "domain/view" -> url
     text_url: str | None  # None for a dataset-shift target: its prompts come from the source's table
+    split_url: str  # sample_id, domain and its SPLIT_COLUMNS (tasks.data.splits)
+    split_column: str = "split"  # which of the split table's assignments the catalog serves
     embedded: int = 0  # images and prompts embedded by this call (0 when all came from cache)
     normalize: bool = True  # L2-normalise image and text-pair embeddings as they are read
 
@@ -153,12 +170,13 @@ class EmbeddingCatalog:
         self._held: dict[str, DomainEmbeddings] = {}
         self._held_intervened_val: dict[str, DomainEmbeddings] = {}
         self._text: tuple[dict, np.ndarray] | None = None
-        self._lock = threading.Lock()
+        self._splits: dict[str, tuple[pa.Array, pa.Array]] | None = None
+        self._lock = threading.RLock()  # reentrant: a domain's read takes its splits under the same lock
 
     def __getstate__(self):
         """Pickles (to Dask/Ray workers, Prefect's hashing) carry the description, never the arrays."""
         state = dict(self.__dict__)
-        for name in ("_held", "_held_intervened_val", "_text", "_lock"):
+        for name in ("_held", "_held_intervened_val", "_text", "_splits", "_lock"):
             state.pop(name, None)
         return state
 
@@ -168,8 +186,26 @@ class EmbeddingCatalog:
 
     @property
     def cache_key(self) -> str:
-        """What decides every array the catalog serves: the shards (content-addressed URLs) and the normalisation."""
-        return stable_hash({"shards": self.shards, "text": self.text_url, "normalize": self.normalize})
+        """What decides every array the catalog serves: the shards and the split table (content-addressed URLs), the
+        split it serves and the normalisation."""
+        return stable_hash({"shards": self.shards, "text": self.text_url, "splits": self.split_url,
+                            "split_column": self.split_column, "normalize": self.normalize})
+
+    def with_split(self, column: str) -> "EmbeddingCatalog":
+        """The catalog serving another of the split table's assignments (itself, with what it holds, if the same)."""
+        return self if column == self.split_column else replace(self, split_column=column)
+
+    def domain_splits(self, domain: str) -> tuple[pa.Array, pa.Array]:
+        """(sample ids, split) of one domain, from the split table (read once)."""
+        with self._lock:
+            if self._splits is None:
+                table = read_table(self.split_url, ("sample_id", "domain", self.split_column))
+                self._splits = {}
+                for name in pc.unique(table.column("domain")).to_pylist():
+                    rows = table.filter(pc.equal(table.column("domain"), name))
+                    self._splits[name] = (rows.column("sample_id").combine_chunks(),
+                                          rows.column(self.split_column).combine_chunks())
+            return self._splits[domain]
 
     def shard(self, domain: str, view: str) -> str:
         try:
@@ -185,13 +221,14 @@ class EmbeddingCatalog:
             with self._lock:
                 if split == "val" and domain in self._held_intervened_val:
                     return self._held_intervened_val[domain]
-            held = read_domain(self.shard(domain, view), domain, self.normalize)
+            held = read_domain(self.shard(domain, view), domain, self.normalize, self.domain_splits(domain))
             with self._lock:
                 self._held_intervened_val[domain] = held.only("val")
             return self._held_intervened_val[domain] if split == "val" else held
         with self._lock:
             if domain not in self._held:
-                self._held[domain] = read_domain(self.shard(domain, view), domain, self.normalize)
+                self._held[domain] = read_domain(self.shard(domain, view), domain, self.normalize,
+                                                 self.domain_splits(domain))
             return self._held[domain]
 
     def blocks(self, domains, split=None, classes=None, view=ORIGINAL) -> tuple[pd.DataFrame, list[np.ndarray]]:
