@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import logging
+import signal
 import sys
 import traceback
 import types
@@ -17,15 +18,17 @@ import typing
 
 from pydantic import ValidationError
 
+from clip_icm.process import Stopped, exit_now, prefect_api, quiet_prefect_errors, stoppable
 from flows.config.run_config import BENCH_PER_RUN_FIELDS, RunConfig
 from tasks.errors import InputError
+from tasks.store.storage import remove_unfinished_writes
 
 log = logging.getLogger("clip_icm")
-# seconds the temporary Prefect server may take to start: Prefect's 20 s is not enough on a loaded machine
-SERVER_STARTUP_TIMEOUT_S = 180
 
 # flags whose spelling predates the generated ones
 FLAG_NAMES = {"use_text": "--no-text"}
+# where `clip-icm bench` takes the fields it sets per run
+BENCH_FLAGS = {"dataset": "--datasets", "model": "--models", "pretrained": "--models"}
 
 
 def _flag(name: str) -> str:
@@ -39,20 +42,25 @@ def config_flag(name: str) -> str:
     return _flag(name)
 
 
-def field_label(field: str) -> str:
-    """How errors name a field: 'config field 'ks' (--ks)', the CLI flag beside the config key."""
+def field_label(field: str, command: str = "run") -> str:
+    """How errors name a field: 'config field 'ks' (--ks)', the flag the command takes it by beside the config key."""
     name = field.split(".")[0]
+    if command == "bench" and name in BENCH_FLAGS:
+        return f"config field {field!r} ({BENCH_FLAGS[name]})"
     return f"config field {field!r} ({config_flag(name)})" if name in RunConfig.model_fields else f"config field {field!r}"
 
 
-def describe(error: ValidationError | InputError) -> str:
-    """One line naming each bad field with its flag: 'config field 'lams' (--lams): ...'."""
+def describe(error: ValidationError | InputError | OSError, command: str = "run") -> str:
+    """One line naming each bad field with its flag: 'config field 'lams' (--lams): ...'; a file the system could
+    not read or write, with why."""
     if isinstance(error, InputError):
-        return f"{field_label(error.field)}: {error.message}" if error.field else error.message
+        return f"{field_label(error.field, command)}: {error.message}" if error.field else error.message
+    if isinstance(error, OSError):
+        return f"{error.filename or 'a file'}: {error.strerror or error} ({type(error).__name__})"
     problems = []
     for problem in error.errors():
         field = ".".join(str(part) for part in problem["loc"]) or "config"
-        problems.append(f"{field_label(field)}: {problem['msg'].removeprefix('Value error, ')} "
+        problems.append(f"{field_label(field, command)}: {problem['msg'].removeprefix('Value error, ')} "
                         f"(got {problem.get('input')!r})")
     return "; ".join(problems)
 
@@ -171,20 +179,6 @@ def config_from_args(args: dict) -> RunConfig:
     return RunConfig(**args)
 
 
-@contextlib.contextmanager
-def patient_prefect_server():
-    """Give the temporary Prefect server SERVER_STARTUP_TIMEOUT_S to start, unless the user chose a timeout."""
-    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
-    from prefect.settings.models.server.ephemeral import ServerEphemeralSettings
-
-    prefect_default = ServerEphemeralSettings.model_fields["startup_timeout_seconds"].default
-    if PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value() != prefect_default:
-        yield
-        return
-    with temporary_settings(updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: SERVER_STARTUP_TIMEOUT_S}):
-        yield
-
-
 def print_report(args: dict) -> None:
     """`clip-icm report`: a run's report, read from the store (no Prefect, no model)."""
     from tasks.report.run_report import read_run, run_report
@@ -206,31 +200,43 @@ def print_leaderboard_of(folder: str) -> None:
     print(read_bytes(join(folder, "leaderboard.md")).decode() + f"\nleaderboard in {folder}")
 
 
-def run_flows(command: str, args: dict) -> None:
-    """`run`, `sweep`, `bench` and `reproduce`: the flows, with a Prefect API (a temporary server unless one is set)."""
-    with patient_prefect_server():
-        if command == "bench":
-            from flows.bench import bench
+def run_flows(command: str, args: dict, debug: bool = False) -> None:
+    """`run`, `sweep`, `bench` and `reproduce`: the flows, with a Prefect API (a temporary server unless one is set);
+    Prefect's own error records stay out of the terminal unless --debug (the CLI prints the one line)."""
+    from prefect.exceptions import TerminationSignal
 
-            plan = {key: args.pop(key) for key in ("models", "datasets", "trials", "name")}
-            print_leaderboard_of(bench(plan["models"], dict(plan["datasets"]), plan["trials"], plan["name"],
-                                       config_from_args(args)))
-        elif command == "reproduce":
-            from flows.reproduce import reproduce
-            from tasks.store.storage import join, read_bytes
+    from tasks.data.datasets import one_listing_per_dataset
 
-            print(read_bytes(join(reproduce(args["run"], args["store"]), "reproduce.md")).decode())
+    try:
+        with prefect_api(), (contextlib.nullcontext() if debug else quiet_prefect_errors()), one_listing_per_dataset():
+            run_flow_command(command, args)
+    except TerminationSignal as stop:  # Prefect's own SIGTERM handler, while a flow runs
+        raise Stopped(signal.SIGTERM) from stop
+
+
+def run_flow_command(command: str, args: dict) -> None:
+    if command == "bench":
+        from flows.bench import bench
+
+        plan = {key: args.pop(key) for key in ("models", "datasets", "trials", "name")}
+        print_leaderboard_of(bench(plan["models"], dict(plan["datasets"]), plan["trials"], plan["name"],
+                                   config_from_args(args)))
+    elif command == "reproduce":
+        from flows.reproduce import reproduce
+        from tasks.store.storage import join, read_bytes
+
+        print(read_bytes(join(reproduce(args["run"], args["store"]), "reproduce.md")).decode())
+    else:
+        from flows.config.preflight import preflight
+        from flows.run import run
+        from flows.sweep import sweep
+
+        config = config_from_args(args)  # field checks
+        preflight(config, cached=command == "sweep")  # the machine, store, model, weights and dataset
+        if command == "run":  # the same report as the UI's: headline, targets x methods, then the folder
+            print_report({"run": run(config)})
         else:
-            from flows.config.preflight import preflight
-            from flows.run import run
-            from flows.sweep import sweep
-
-            config = config_from_args(args)  # field checks
-            preflight(config, cached=command == "sweep")  # the machine, store, model, weights and dataset
-            if command == "run":  # the same report as the UI's: headline, targets x methods, then the folder
-                print_report({"run": run(config)})
-            else:
-                print(sweep(config))
+            print(sweep(config))
 
 
 COMMANDS = {"report": print_report, "leaderboard": print_leaderboard}  # the rest run flows
@@ -241,17 +247,23 @@ def main(argv=None) -> int:
     traceback with --debug); any other exception is a bug in clip-icm and keeps its traceback (exit 1)."""
     args = vars(build_parser().parse_args(argv))
     command, debug = args.pop("command"), args.pop("debug")
+    store = args.get("store") or (args["run"] if command == "reproduce" else None)
     try:
-        if command in COMMANDS:
-            COMMANDS[command](args)
-        else:
-            run_flows(command, args)
-    except (ValidationError, InputError) as error:
-        message = describe(error)
+        with stoppable():
+            if command in COMMANDS:
+                COMMANDS[command](args)
+            else:
+                run_flows(command, args, debug)
+    except Stopped as stop:
+        remove_unfinished_writes()
+        print(f"clip-icm: stopped by {stop}; finished work is kept{f' on the store {store}' if store else ''}: "
+              "the same command resumes where this one stopped", file=sys.stderr)
+        exit_now(stop.exit_code)
+    except (ValidationError, InputError, OSError) as error:
         log.debug("input error", exc_info=True)
         if debug:
             traceback.print_exc()
-        print(f"clip-icm: {' '.join(message.split())}", file=sys.stderr)  # one line, whatever the message held
+        print(f"clip-icm: {' '.join(describe(error, command).split())}", file=sys.stderr)  # one line, whatever it held
         return 2
     return 0
 

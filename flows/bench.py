@@ -14,12 +14,12 @@ from prefect.utilities.annotations import quote
 from flows.config.run_config import BENCH_PER_RUN_FIELDS, RunConfig
 from flows.config.preflight import preflight
 from flows.run import run
-from tasks.data.datasets import discover_dataset
+from tasks.data.datasets import discover_dataset, one_listing_per_dataset
 from tasks.errors import InputError
 from tasks.report.leaderboard import ALL_RUNS
 from tasks.report.publish import write_bench_manifest, write_leaderboard
-from tasks.store.history import config_url, resolve_run
-from tasks.store.storage import join, read_json
+from tasks.store.history import config_url, read_record, relative_to, resolve_run
+
 from tasks.vocabulary import DATASET_SHIFT
 
 
@@ -64,7 +64,7 @@ def completed_run(config: RunConfig, fingerprint: str) -> str | None:
         entry = resolve_run(config_url(config.store_url, config.name))
     except InputError:  # never ran
         return None
-    return entry if read_json(join(entry, "run.json"))["dataset"]["fingerprint"] == fingerprint else None
+    return entry if read_record(entry)["dataset"]["fingerprint"] == fingerprint else None
 
 
 @flow(name="clip-icm-bench", flow_run_name="bench {name}")
@@ -79,28 +79,29 @@ def bench(models: list[str], datasets: dict[str, str], trials: int = 3, name: st
         name: the benchmark's folder, STORE/benchmarks/NAME
         config: every other run option (store, protocol, lams, ks, ...), the same for every run
     """
-    if not name or "/" in name or name == ALL_RUNS:
-        raise InputError(f"--name {name!r}: give a folder name (no '/'; {ALL_RUNS!r} is the whole store's leaderboard)")
-    runs = trial_configs(models, datasets, trials, config)
-    logger = get_run_logger()
-    fingerprints = {}
-    manifest = []
-    for labels, run_config in runs:
-        url = run_config.dataset
-        if url not in fingerprints:
-            fingerprints[url] = discover_dataset(run_config.data_spec()).fingerprint
-        entry = completed_run(run_config, fingerprints[url])
-        manifest.append({**labels, "config_name": run_config.name, "skipped": entry is not None})
-        if entry:
-            logger.info("skipping %s %s:%s trial %d: done in %s", labels["dataset"], labels["model"],
-                        labels["pretrained"], labels["trial"], entry)
-        else:
-            title = f"run {labels['dataset']} {labels['model']}:{labels['pretrained']} trial {labels['trial']}"
-            entry = run.with_options(flow_run_name=title)(run_config)
-        manifest[-1]["run"] = entry
-    # quoted: the manifest names the run subflows' results, which a task input must not reference
-    write_bench_manifest(config.store_url, name, quote({
-        "name": name, "models": models, "datasets": datasets, "trials": trials, "config": config.model_dump(),
-        "runs": manifest,
-    }))
-    return write_leaderboard(config.store_url, name)
+    with one_listing_per_dataset():
+        if not name or "/" in name or name == ALL_RUNS:
+            raise InputError(f"--name {name!r}: give a folder name (no '/'; {ALL_RUNS!r} is the whole store's leaderboard)")
+        runs = trial_configs(models, datasets, trials, config)
+        logger = get_run_logger()
+        fingerprints = {}
+        manifest = []
+        for labels, run_config in runs:
+            url = run_config.dataset
+            if url not in fingerprints:
+                fingerprints[url] = discover_dataset(run_config.data_spec()).fingerprint
+            entry = completed_run(run_config, fingerprints[url])
+            manifest.append({**labels, "config_name": run_config.name, "skipped": entry is not None})
+            if entry:
+                logger.info("skipping %s %s:%s trial %d: done in %s", labels["dataset"], labels["model"],
+                            labels["pretrained"], labels["trial"], entry)
+            else:
+                title = f"run {labels['dataset']} {labels['model']}:{labels['pretrained']} trial {labels['trial']}"
+                entry = run.with_options(flow_run_name=title)(run_config)
+            manifest[-1]["run"] = relative_to(config.store_url, entry)
+        # quoted: the manifest names the run subflows' results, which a task input must not reference
+        write_bench_manifest(config.store_url, name, quote({
+            "name": name, "models": models, "datasets": datasets, "trials": trials, "config": config.model_dump(),
+            "runs": manifest,
+        }))
+        return write_leaderboard(config.store_url, name)

@@ -12,7 +12,7 @@ from flows.config.run_config import RunConfig
 from flows.dataset_shift import embed_targets, evaluate_dataset_shift
 from flows.embed import embed_dataset
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
-from tasks.data.datasets import discover_dataset
+from tasks.data.datasets import discover_dataset, one_listing_per_dataset
 from tasks.data.prompts import load_templates
 from tasks.data.splits import split_column
 from tasks.embed.models import check_model
@@ -28,48 +28,50 @@ from tasks.vocabulary import DATASET_SHIFT, DOMAIN_SHIFT, OPEN_CLASS, protocols
 
 @flow(name="clip-icm-run", flow_run_name="run {config.dataset} {config.model}")
 def run(config: RunConfig = RunConfig()) -> str:
-    preflight(config)
-    label_run(config.dataset, config.model, config.pretrained)
-    data, embedding, recipe, selection = config.data_spec(), config.embed_spec(), config.recipe(), config.selection_spec()
-    clock = Stopwatch()
-    dataset = discover_dataset(data)
-    run_url = new_entry(data.store, config.name, dataset.fingerprint, flow_run.id)  # history: never overwrite a run
+    with one_listing_per_dataset():  # the checks, the run and its embedding share one listing
+        preflight(config)
+        label_run(config.dataset, config.model, config.pretrained)
+        data, embedding = config.data_spec(), config.embed_spec()
+        recipe, selection = config.recipe(), config.selection_spec()
+        clock = Stopwatch()
+        dataset = discover_dataset(data)
+        run_url = new_entry(data.store, config.name, dataset.fingerprint, flow_run.id)  # history: never overwrite a run
 
-    # 1. interventional data: embed originals, image interventions, class prompts and caption pairs
-    task_runner = make_task_runner(config.task_runner, config.max_workers)
-    catalog = embed_dataset.with_options(task_runner=task_runner)(data, embedding)
-    targets = (embed_targets(config.target_datasets, data, embedding, task_runner)
-               if config.protocol == DATASET_SHIFT else {})
-    # how the catalogs read: raw, or L2-normalised
-    catalog = replace(catalog, normalize=recipe.normalize)
-    targets = {name: replace(target, normalize=recipe.normalize) for name, target in targets.items()}
-    clock.lap("embed")
+        # 1. interventional data: embed originals, image interventions, class prompts and caption pairs
+        task_runner = make_task_runner(config.task_runner, config.max_workers)
+        catalog = embed_dataset.with_options(task_runner=task_runner)(data, embedding)
+        targets = (embed_targets(config.target_datasets, data, embedding, task_runner)
+                   if config.protocol == DATASET_SHIFT else {})
+        # how the catalogs read: raw, or L2-normalised
+        catalog = replace(catalog, normalize=recipe.normalize)
+        targets = {name: replace(target, normalize=recipe.normalize) for name, target in targets.items()}
+        clock.lap("embed")
 
-    # 2-3. per protocol: fit the invariant projection on the sources, predict on each held-out target
-    # (quoted: the catalogs are the embed subflow's results; tasks and subflows must not record them as inputs)
-    evaluations = []
-    for protocol in protocols(config.protocol):
-        split = catalog.with_split(split_column(protocol, data.split))  # the split this protocol trains and tests by
-        if protocol == DOMAIN_SHIFT:
-            evaluations.append(evaluate_domain_shift(quote(split), run_url, config.targets, recipe, selection))
-        elif protocol == OPEN_CLASS:
-            evaluations.append(evaluate_open_class(quote(split), run_url, config.targets, recipe, selection))
-        else:
-            evaluations.append(evaluate_dataset_shift(quote(split), run_url, quote(targets), embedding.class_names,
-                                                      recipe, selection))
-        clock.lap(protocol)
+        # 2-3. per protocol: fit the invariant projection on the sources, predict on each held-out target
+        # (quoted: the catalogs are the embed subflow's results; tasks and subflows must not record them as inputs)
+        evaluations = []
+        for protocol in protocols(config.protocol):
+            split = catalog.with_split(split_column(protocol, data.split))  # the split this protocol trains and tests by
+            if protocol == DOMAIN_SHIFT:
+                evaluations.append(evaluate_domain_shift(quote(split), run_url, config.targets, recipe, selection))
+            elif protocol == OPEN_CLASS:
+                evaluations.append(evaluate_open_class(quote(split), run_url, config.targets, recipe, selection))
+            else:
+                evaluations.append(evaluate_dataset_shift(quote(split), run_url, quote(targets), embedding.class_names,
+                                                          recipe, selection))
+            clock.lap(protocol)
 
-    # 4. reports: tables, plots and run.json on the store; the run report (headline first) in the UI
-    tables = RunTables.gather(evaluations, catalog, targets, selection.rule, data.split)
-    for name, table in tables.files().items():
-        write_table(table, run_url, name)
-    record = run_record(config.model_dump(), run_url, catalog, dataset.domain_fingerprints, targets, tables,
-                        load_templates(embedding.templates), provenance(check_model(config.model, config.pretrained)),
-                        clock.stop())
-    # quoted: the record holds fields of the catalog, the embed subflow's result
-    publish_run_report(tables.summary, tables.selections, quote(record))
-    write_plot(tables.summary, run_url, quote(record))
-    write_spectrum_plot(tables.spectra, run_url, f"Eigen-spectrum of M: {run_title(record)}")
-    write_run_json(run_url, quote(record))
-    mark_latest(run_url)
-    return run_url
+        # 4. reports: tables, plots and run.json on the store; the run report (headline first) in the UI
+        tables = RunTables.gather(evaluations, catalog, targets, selection.rule, data.split)
+        for name, table in tables.files().items():
+            write_table(table, run_url, name)
+        record = run_record(config.model_dump(), run_url, catalog, dataset.domain_fingerprints, targets, tables,
+                            load_templates(embedding.templates), provenance(check_model(config.model, config.pretrained)),
+                            clock.stop())
+        # quoted: the record holds fields of the catalog, the embed subflow's result
+        publish_run_report(tables.summary, tables.selections, quote(record))
+        write_plot(tables.summary, run_url, quote(record))
+        write_spectrum_plot(tables.spectra, run_url, f"Eigen-spectrum of M: {run_title(record)}")
+        write_run_json(run_url, quote(record))
+        mark_latest(run_url)
+        return run_url

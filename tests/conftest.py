@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from tasks.specs import EmbedSpec
+from tasks.store.history import read_record
 from tasks.store.storage import read_parquet, write_bytes
 
 TINY_MODEL = "ICM-Tiny"
@@ -202,9 +203,7 @@ def swap_bytes_keeping_stamps_a_user_can_set(first: str, second: str) -> None:
 def catalog_of(run: str):
     """The embedding catalog a run used, from its run.json."""
     from tasks.store.catalog import EmbeddingCatalog
-    from tasks.store.storage import join, read_json
-
-    record = read_json(join(run, "run.json"))
+    record = read_record(run)
     return EmbeddingCatalog(
         dataset_root=record["dataset"]["root"], fingerprint=record["dataset"]["fingerprint"],
         domains=tuple(record["dataset"]["domains"]), classes=tuple(record["dataset"]["classes"]),

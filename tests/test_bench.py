@@ -1,8 +1,12 @@
 """bench -> leaderboard, run history, reproduce: on ICM-Tiny (random and a local checkpoint) and tiny
 generated datasets, with one (lambda, k) and the domain-shift protocol only, to stay fast."""
+import errno
 import os
+import shutil
 from importlib.metadata import version
+from pathlib import Path
 
+import fsspec.implementations.local
 import numpy as np
 import open_clip
 import pandas as pd
@@ -15,9 +19,9 @@ from conftest import (
 import tasks.embed.models
 from flows.bench import parse_model
 from clip_icm.cli import main
-from tasks.store.history import LATEST, RUN_RECORD, resolve_run
+from tasks.store.history import LATEST, RUN_RECORD, read_record, resolve_run
 from tasks.report.leaderboard import BASELINES, aggregate, cell, paper_tables
-from tasks.store.storage import exists, filesystem, join, read_bytes, read_json, read_parquet
+from tasks.store.storage import TEMPORARY, exists, filesystem, join, read_bytes, read_json, read_parquet
 from tasks.store.names import stable_hash
 
 FAST = ["--protocol", "domain-shift", "--lams", "1", "--ks", "4"]
@@ -57,11 +61,11 @@ def board_of(folder) -> pd.DataFrame:
 
 def test_bench_leaderboard_equals_the_runs_summaries(workspace):
     manifest = read_json(join(workspace["folder"], "manifest.json"))
-    runs = manifest["runs"]
+    runs = [{**item, "run": join(workspace["store"], item["run"])} for item in manifest["runs"]]  # relative to the store
     assert len(runs) == 2 * 2 * 2 and len({item["run"] for item in runs}) == 8
     assert not any(item["skipped"] for item in runs)
     for item in runs:  # trial t: split and intervention seeds t
-        config = read_json(join(item["run"], "run.json"))["config"]
+        config = read_record(item["run"])["config"]
         assert (config["split_seed"], config["intervention_seed"]) == (item["trial"], item["trial"])
         assert (config["model"], config["pretrained"], config["dataset"]) == (
             item["model"], item["pretrained"], workspace["datasets"][item["dataset"]])
@@ -135,7 +139,9 @@ def test_two_executions_keep_two_folders_and_latest_points_at_the_second(workspa
     assert read_bytes(join(folder, LATEST)).decode() == os.path.basename(second)
     assert resolve_run(folder) == second
     for entry in (first, second):  # the first execution's reports are still there, untouched
-        assert read_json(join(entry, "run.json"))["run_url"] == entry
+        # recorded relative to the store, which can move; read as where it is now
+        assert read_json(join(entry, RUN_RECORD))["run_url"] == entry.removeprefix(workspace["store"] + "/")
+        assert read_record(entry)["run_url"] == entry
         assert os.path.exists(join(entry, "summary.parquet"))
     capsys.readouterr()
     assert main(["report", folder]) == 0 and second in capsys.readouterr().out
@@ -149,7 +155,7 @@ def test_reproduce_says_identical_then_names_the_changed_domain(workspace, capsy
                  "--store", workspace["store"], "--run-name", "reproduce", *FAST]) == 0
     folder = join(workspace["store"], "runs", "reproduce")
     original = resolve_run(folder)
-    record = read_json(join(original, "run.json"))
+    record = read_record(original)
     assert set(record["dataset"]["domain_fingerprints"]) == {"art", "photo"}
     assert record["provenance"]["weights_id"] == "none" and record["provenance"]["libraries"]["torch"] == version("torch")
 
@@ -193,7 +199,7 @@ def test_a_same_size_byte_swap_is_reported_by_reproduce_and_re_embedded(workspac
     assert main(["reproduce", original]) == 0
     verdict = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("**Verdict"))
     assert verdict.startswith("**Verdict: differs: dataset fingerprint") and "domains whose files changed: photo)" in verdict
-    old, new = (read_json(join(entry, "run.json")) for entry in (original, resolve_run(folder)))
+    old, new = (read_record(entry) for entry in (original, resolve_run(folder)))
     shards = {key: (old["embeddings"]["shards"][key], new["embeddings"]["shards"][key]) for key in new["embeddings"]["shards"]}
     assert all(before != after for key, (before, after) in shards.items() if key.startswith("photo/"))
     assert all(before == after for key, (before, after) in shards.items() if key.startswith("art/"))
@@ -258,3 +264,64 @@ def test_verdict_names_code_weights_and_library_changes():
     moved = same.assign(new_accuracy=[0.75, 0.75], difference=[0.25, 0.25], changed_predictions=[2, 2])
     assert verdict(moved, []) == ("differs: no recorded input changed (non-determinism: device kernels, threads); "
                                   "2 prediction(s) changed, largest accuracy difference 0.2500")
+
+
+def test_a_copied_store_reads_only_itself(workspace, tmp_path, capsys):
+    """The original is out of reach while the copy is used: any path into it would fail."""
+    board = board_of(workspace["folder"])
+    copy, hidden = str(tmp_path / "copy"), workspace["store"] + ".hidden"
+    shutil.copytree(workspace["store"], copy)
+    entry = join(copy, read_json(join(copy, "benchmarks", "tiny", "manifest.json"))["runs"][0]["run"])
+    os.rename(workspace["store"], hidden)
+    try:
+        assert main(["leaderboard", copy, "--name", "tiny"]) == 0
+        pd.testing.assert_frame_equal(board_of(join(copy, "benchmarks", "tiny")), board)
+        assert main(["report", entry]) == 0
+        assert main(["reproduce", entry]) == 0
+        assert "**Verdict: identical" in capsys.readouterr().out
+        new = read_record(resolve_run(os.path.dirname(entry)))
+        assert new["embeddings"]["embedded_this_run"] == 0  # the copy's cache
+        assert all(path.startswith(copy) for path in new["embeddings"]["shards"].values())
+    finally:
+        os.rename(hidden, workspace["store"])
+
+
+def test_reproduce_refuses_a_damaged_run_before_running_anything(workspace, tmp_path, capsys):
+    copy = str(tmp_path / "copy")
+    shutil.copytree(workspace["store"], copy)
+    entry = join(copy, read_json(join(copy, "benchmarks", "tiny", "manifest.json"))["runs"][0]["run"])
+    predictions = join(entry, "predictions.parquet")
+    with open(predictions, "r+b") as handle:
+        handle.truncate(os.path.getsize(predictions) // 2)
+    before = history(os.path.dirname(entry))
+    capsys.readouterr()
+    assert main(["reproduce", entry]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("clip-icm: ") and predictions in line
+    assert history(os.path.dirname(entry)) == before  # no new entry: nothing ran
+
+
+def test_a_full_store_is_one_line_naming_the_file_and_leaves_no_temporary_file(workspace, monkeypatch, capsys):
+    real_open = fsspec.implementations.local.LocalFileSystem.open
+
+    def full_for_reports(self, path, mode="rb", *args, **kwargs):
+        if "w" in mode and "summary.parquet" in str(path):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_open(self, path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(fsspec.implementations.local.LocalFileSystem, "open", full_for_reports)
+    capsys.readouterr()
+    assert main(["run", "--dataset", workspace["datasets"]["shapes"], "--model", TINY_MODEL, "--pretrained", "none",
+                 "--store", workspace["store"], "--run-name", "full", *FAST]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "clip-icm:" in line or "Traceback" in line]
+    assert len(lines) == 1 and "Traceback" not in err
+    assert "summary.parquet" in lines[0] and "No space left on device" in lines[0] and "--store" in lines[0]
+    assert not [path for path in Path(workspace["store"]).rglob(f"*{TEMPORARY}*")]
+
+
+def test_bench_names_the_flag_the_user_typed(workspace, tmp_path, capsys):
+    assert main(["bench", "--models", f"{TINY_MODEL}:none", "--datasets", f"shapes={tmp_path / 'nothing'}",
+                 "--store", str(tmp_path / "store"), *FAST]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "(--datasets)" in line and str(tmp_path / "nothing") in line

@@ -9,11 +9,12 @@ import pytest
 import torch
 from conftest import TINY_MODEL, make_image_folder
 
+import tasks.embed.models  # noqa: F401  (registers ICM-Tiny with open_clip)
 from clip_icm.cli import main
 from tasks.embed.cache import metadata_of, problem_with
 from tasks.embed.images import key_of
-from tasks.store.history import resolve_run
-from tasks.store.storage import join, read_json, read_parquet
+from tasks.store.history import read_record, resolve_run
+from tasks.store.storage import join, read_parquet
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def cached(tmp_path_factory, prefect_api):
             "--protocol", "domain-shift", "--lams", "1", "--ks", "4"]
     assert main(["run", *args, "--run-name", "first"]) == 0
     run = resolve_run(str(base / "store" / "runs" / "first"))
-    return {"base": base, "args": args, "run": run, "record": read_json(join(run, "run.json"))}
+    return {"base": base, "args": args, "run": run, "record": read_record(run)}
 
 
 def rerun(cached, name, caplog) -> tuple[dict, list[str]]:
@@ -33,7 +34,7 @@ def rerun(cached, name, caplog) -> tuple[dict, list[str]]:
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="tasks.embed.cache"):
         assert main(["run", *cached["args"], "--run-name", name]) == 0
-    record = read_json(join(resolve_run(str(cached["base"] / "store" / "runs" / name)), "run.json"))
+    record = read_record(resolve_run(str(cached["base"] / "store" / "runs" / name)))
     return record, [r.getMessage() for r in caplog.records if r.name == "tasks.embed.cache"]
 
 

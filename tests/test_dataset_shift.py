@@ -6,14 +6,16 @@ import numpy as np
 import pytest
 from conftest import TINY_MODEL, make_imagefolder, read_embedding_file
 
+import tasks.data.datasets
+import tasks.data.fingerprints
 from clip_icm.cli import main
 from tasks.evaluate.dataset_shift import probe_scorer_among
 from icm_core import LinearProbe
 from tasks.data.class_names import imagenet_synsets
 from tasks.vocabulary import METHODS
 from tasks.fit.projections import load_projection
-from tasks.store.storage import join, read_json, read_parquet
-from tasks.store.history import resolve_run
+from tasks.store.storage import join, read_parquet
+from tasks.store.history import read_record, resolve_run
 
 # four ImageNet classes, by WordNet id, and their class indices (ImageNet-V2's folder names)
 INDICES = (1, 6, 11, 13)
@@ -34,9 +36,22 @@ def shift(tmp_path_factory, prefect_api):
     args = ["--protocol", "dataset-shift", "--dataset", source, "--target-datasets", f"imagenet-v2={v2}",
             f"imagenet-a={a}", "--class-names", "imagenet", "--templates", "openai-imagenet",
             "--model", TINY_MODEL, "--pretrained", "none", "--store", store, "--lams", "1", "100", "--ks", "4", "8"]
-    assert main(["run", *args, "--run-name", "shift"]) == 0
+    listed, hashed = [], []
+    with pytest.MonkeyPatch.context() as patch:  # what the run lists and reads to fingerprint
+        list_files, hash_bytes = tasks.data.datasets._list_files, tasks.data.fingerprints._hash_bytes
+        patch.setattr(tasks.data.datasets, "_list_files", lambda fs, base: listed.append(base) or list_files(fs, base))
+        patch.setattr(tasks.data.fingerprints, "_hash_bytes", lambda fs, path: hashed.append(path) or hash_bytes(fs, path))
+        assert main(["run", *args, "--run-name", "shift"]) == 0
     return {"base": base, "store": store, "args": args, "run": resolve_run(join(store, "runs", "shift")),
-            "source": source, "v2": v2, "a": a}
+            "source": source, "v2": v2, "a": a, "listed": listed, "hashed": hashed}
+
+
+def test_a_run_lists_each_dataset_once_and_reads_each_image_once_to_fingerprint_it(shift):
+    """The checks before the run, the run and its embedding subflows share one listing per dataset."""
+    roots = [shift["source"], shift["v2"], shift["a"]]
+    assert sorted(shift["listed"]) == sorted(roots)
+    images = sum(PER_CLASS[name] * count for name, count in [("source", 4), ("imagenet-v2", 4), ("imagenet-a", 2)])
+    assert len(shift["hashed"]) == len(set(shift["hashed"])) == images
 
 
 def table(run, name):
@@ -85,7 +100,7 @@ def test_summary_selection_projection_and_run_json(shift):
     assert projection.metadata_["sources"] == ["all"]
     assert projection.metadata_["classes"] == sorted(SYNSETS)
 
-    record = read_json(join(run, "run.json"))
+    record = read_record(run)
     assert record["config"]["protocol"] == "dataset-shift"
     assert record["config"]["templates"] == "openai-imagenet" and record["config"]["class_names"] == "imagenet"
     assert len(record["prompts"]["templates"]) == 80 and record["prompts"]["class_names"] == "imagenet"

@@ -20,10 +20,10 @@ from tasks.evaluate.predictions import evaluate_open_class_target, evaluate_targ
 from tasks.store.catalog import EmbeddingCatalog
 from tasks.fit.projections import load_projection
 from tasks.report.plots import accuracy_plot_png
-from tasks.store.storage import join, read_json, read_parquet, write_parquet
+from tasks.store.storage import join, read_parquet, write_parquet
 from tasks.embed.images import IMAGE_SCHEMA, embedding_table
 from tasks.specs import Recipe, SelectionSpec
-from tasks.store.history import resolve_run
+from tasks.store.history import read_record, resolve_run
 from tasks.report.run_report import read_run, run_report
 
 CLASSES = ("ant", "bee", "cat", "dog", "eel", "fox")  # six, so top-5 is defined
@@ -73,12 +73,12 @@ def test_summary_has_top5_and_balanced_accuracy_and_the_rule(workspace):
         assert row.top5_accuracy == pytest.approx(group["top5_correct"].astype(bool).mean())
         assert row.top5_accuracy >= row.accuracy
     assert (summary["selection"] == "training-domain").all()
-    assert read_json(join(workspace["run"], "run.json"))["selection_rule"] == "training-domain"
+    assert read_record(workspace["run"])["selection_rule"] == "training-domain"
 
 
 def test_diagnostics_in_selection_and_run_json_and_spectrum_plot(workspace):
     run = workspace["run"]
-    selection, record = table(run, "selection.parquet"), read_json(join(run, "run.json"))
+    selection, record = table(run, "selection.parquet"), read_record(run)
     chosen = selection[selection["selected"]]
     assert len(chosen) == 2 * 3 and chosen[["variance_kept", "eigengap", "movement_kept_val"]].notna().all().all()
     assert selection.loc[~selection["selected"], "variance_kept"].isna().all()
@@ -164,7 +164,7 @@ def test_oracle_run_is_marked_in_reports(workspace):
     run = named_run(workspace, "oracle")
     assert (table(run, "summary.parquet")["selection"] == "oracle").all()
     assert (table(run, "selection.parquet")["selection"] == "oracle").all()
-    record = read_json(join(run, "run.json"))
+    record = read_record(run)
     assert record["selection_rule"] == "oracle"
     with mock.patch("matplotlib.figure.Figure.suptitle") as suptitle:
         accuracy_plot_png(table(run, "summary.parquet"), record)
@@ -219,7 +219,7 @@ def test_released_preset_predicts_what_the_authors_recipe_predicts_on_domainbeds
     assert main(["run", *workspace["args"], "--run-name", "released", "--preset", "released", "--lams", "3",
                  "--ks", "8"]) == 0
     run = named_run(workspace, "released")
-    record = read_json(join(run, "run.json"))
+    record = read_record(run)
     assert record["config"]["preset"] == "released" and record["config"]["split"] == "domainbed"
     assert record["split"]["rule"] == "domainbed" and record["config"]["precision"] == "fp32"
     predictions, catalog = table(run, "predictions.parquet"), load_index(run)

@@ -25,8 +25,8 @@ from tasks.vocabulary import METHODS
 from tasks.store.catalog import EmbeddingCatalog
 from tasks.fit.projections import load_projection
 from tasks.specs import Recipe, SelectionSpec
-from tasks.store.history import resolve_run
-from tasks.store.storage import join, read_bytes, read_json, read_parquet, write_parquet
+from tasks.store.history import read_record, resolve_run
+from tasks.store.storage import join, read_bytes, read_parquet, write_parquet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ("bird", "cat", "dog", "fish")
@@ -68,7 +68,7 @@ def test_run_writes_every_report_and_summary_matches_predictions(workspace):
     photo = predictions[(predictions["protocol"] == "domain-shift") & (predictions["target"] == "photo")]
     assert len(photo) == 4 * 24
     assert table(run, "skipped.parquet")["sample_id"].tolist() == ["photo/dog/broken.jpg"]
-    record = read_json(join(run, "run.json"))
+    record = read_record(run)
     assert record["skipped_images"] == 1 and record["model"]["name"] == TINY_MODEL
     assert record["config"]["lams"] == [0.1, 1.0, 10.0] and len(record["dataset"]["fingerprint"]) == 16
     assert record["package_version"] and record["timings"]["total_s"] > 0
@@ -84,8 +84,8 @@ def test_second_run_embeds_nothing_and_reproduces_reports(workspace):
     args = [a if a != "first" else "second" for a in workspace["args"]]
     assert main(["run", *args]) == 0
     first, second = workspace["run"], resolve_run(str(workspace["base"] / "store" / "runs" / "second"))
-    assert read_json(join(second, "run.json"))["embeddings"]["embedded_this_run"] == 0
-    assert read_json(join(first, "run.json"))["embeddings"]["embedded_this_run"] > 0
+    assert read_record(second)["embeddings"]["embedded_this_run"] == 0
+    assert read_record(first)["embeddings"]["embedded_this_run"] > 0
     for name in ("predictions.parquet", "summary.parquet", "selection.parquet"):
         pd.testing.assert_frame_equal(table(first, name), table(second, name))
     for name in ("projections/domain-shift-art.npz", "projections/open-class-photo.npz"):

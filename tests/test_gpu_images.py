@@ -15,7 +15,7 @@ from tasks.embed.cpu_images import pil_batches
 from tasks.embed.gpu_images import TensorPreprocess, assign_devices, decode_batch, tensor_batches
 from tasks.embed.intervene import intervene
 from tasks.specs import FAMILIES, InterventionConfig
-from tasks.store.storage import write_bytes
+from tasks.store.storage import read_bytes, write_bytes
 
 # (largest, mean) per-pixel difference (0-255) between torchvision's tensor and PIL implementations:
 # PIL rounds to uint8 between colour-jitter steps (hue on near-grey pixels amplifies it) and in greyscale
@@ -107,6 +107,43 @@ def test_a_jpeg_the_device_decoder_refuses_is_decoded_with_pil(monkeypatch):
     pil = np.array(Image.open(io.BytesIO(jpegs[1])).convert("RGB"))
     assert np.abs(decoded[1].permute(1, 2, 0).numpy().astype(int) - pil).max() <= 2
     assert isinstance(decoded[3], Exception)
+
+
+def test_an_image_over_the_pixel_limit_is_skipped_undecoded_on_both_paths(memory_root, monkeypatch):
+    """One rule, whatever the size over the limit (PIL alone decodes images under twice the limit after a warning)."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 30 * 30)
+    root = f"{memory_root}/data"
+    for name, size, fmt in [("ok.jpg", 24, "JPEG"), ("over.jpg", 32, "JPEG"), ("far.jpg", 48, "JPEG"),
+                            ("over.png", 32, "PNG"), ("ok.png", 24, "PNG")]:
+        buffer = io.BytesIO()
+        colourful_image(np.random.default_rng(size), 0, 0, size=size).save(buffer, format=fmt)
+        write_bytes(f"{root}/art/cat/{name}", buffer.getvalue())
+    rows = discover(root).rows().sort_values("sample_id").reset_index(drop=True)
+    decoded_sizes = []
+    real = gpu_images.decode_jpeg
+
+    def recording(data, **kwargs):
+        decoded_sizes.extend(len(item) for item in (data if isinstance(data, list) else [data]))
+        return real(data, **kwargs)
+
+    monkeypatch.setattr(gpu_images, "decode_jpeg", recording)
+    preprocess = open_clip.image_transform(16, is_train=False)
+
+    class Loaded:
+        device = "cpu"
+
+    Loaded.preprocess = preprocess
+    pil = list(pil_batches(Loaded, rows, None, batch_size=8, num_workers=0))
+    tensor = list(tensor_batches(rows, preprocess, "cpu", None, batch_size=8, num_workers=0))
+    for batches in (pil, tensor):
+        skipped = {rows["path"][index].rsplit("/", 1)[1]: reason for index, reason in batches[0]["errors"]}
+        assert sorted(skipped) == ["far.jpg", "over.jpg", "over.png"]
+        assert skipped["over.jpg"] == "DecompressionBombError: Image size (1024 pixels) exceeds limit of 900 pixels, " \
+                                      "could be decompression bomb DOS attack."
+        assert "2304 pixels" in skipped["far.jpg"]
+        assert sorted(rows["path"][index].rsplit("/", 1)[1] for index in batches[0]["index"]) == ["ok.jpg", "ok.png"]
+    ok_jpeg = rows.index[rows["path"].str.endswith("ok.jpg")][0]
+    assert decoded_sizes == [len(read_bytes(rows["path"][ok_jpeg]))]  # the device never saw the others
 
 
 def test_tasks_spread_round_robin_over_visible_gpus_one_device_each(monkeypatch):

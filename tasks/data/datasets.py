@@ -5,7 +5,9 @@ ROOT/<class>/<image> (ImageNet and its variants): one domain, named IMAGEFOLDER_
 """
 from __future__ import annotations
 
+import contextlib
 import io
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -103,6 +105,61 @@ def _images(files: pd.DataFrame, root: str, split_rule: str) -> tuple[pd.DataFra
     return images.drop(columns=["depth", "top", "parent", "ours", "imagefolder"]), imagefolder
 
 
+@dataclass
+class Listing:
+    """What a dataset root holds: its candidate image files and top-level folders, and the digests taken so far."""
+
+    files: pd.DataFrame  # _list_files
+    top_folders: list[str]
+    digests: dict[str, str] = field(default_factory=dict)  # sample_id -> digest
+
+
+_LISTINGS: ContextVar[dict[str, Listing] | None] = ContextVar("clip_icm_listings", default=None)
+
+
+@contextlib.contextmanager
+def one_listing_per_dataset():
+    """Within the block (a run, a sweep, a bench: nested blocks share the outermost), each dataset root is listed
+    and its files' digests taken once: the checks before a run, the run and its embedding share one listing. On an
+    object store holding ImageNet's 1.28M files, a listing takes minutes."""
+    if _LISTINGS.get() is not None:
+        yield
+        return
+    token = _LISTINGS.set({})
+    try:
+        yield
+    finally:
+        _LISTINGS.reset(token)
+
+
+def _listing(root: str) -> Listing:
+    listings = _LISTINGS.get()
+    if listings is not None and root in listings:
+        return listings[root]
+    fs, base = filesystem(root)
+    if not fs.isdir(base):
+        raise InputError(
+            f"dataset root {root!r} does not exist or is not a folder; expected ROOT/<domain>/<class>/<image> "
+            f"or ROOT/<class>/<image> (pass --dataset {ROTATED_DIGITS} for the built-in dataset)"
+        )
+    base = base.rstrip("/")
+    listing = Listing(_list_files(fs, base), sorted(
+        entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(base, detail=False) if fs.isdir(entry)))
+    if listings is not None:
+        listings[root] = listing
+    return listing
+
+
+def _digests(listing: Listing, images: pd.DataFrame, root: str, store: str | None) -> pd.Series:
+    """The images' content digests: those this listing took already, the others taken now (and kept with it)."""
+    digests = images["sample_id"].map(listing.digests).astype(object)
+    unknown = digests.isna()
+    if unknown.any():
+        digests[unknown] = content_digests(filesystem(root)[0], images[unknown], store, root)
+        listing.digests.update(zip(images.loc[unknown, "sample_id"], digests[unknown]))
+    return digests
+
+
 def discover(root: str, *, holdout: float = 0.2, seed: int = 0, class_policy: str = "strict", split: str = STABLE,
              store: str | None = None) -> Dataset:
     """List a DomainBed or ImageFolder dataset; domains and classes sorted; non-image files ignored; each
@@ -111,17 +168,9 @@ def discover(root: str, *, holdout: float = 0.2, seed: int = 0, class_policy: st
     class_policy "strict" fails when domains disagree on their classes; "intersection"
     keeps the classes every domain has.
     """
-    fs, base = filesystem(root)
-    if not fs.isdir(base):
-        raise InputError(
-            f"dataset root {root!r} does not exist or is not a folder; expected ROOT/<domain>/<class>/<image> "
-            f"or ROOT/<class>/<image> (pass --dataset {ROTATED_DIGITS} for the built-in dataset)"
-        )
-    base = base.rstrip("/")
-    frame, imagefolder = _images(_list_files(fs, base), root, split)
-    top_folders = sorted(
-        entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(base, detail=False) if fs.isdir(entry)
-    )
+    listing = _listing(root)
+    frame, imagefolder = _images(listing.files, root, split)
+    top_folders = listing.top_folders
     if not top_folders:
         raise InputError(
             f"dataset root {root!r} has no domain or class folders; expected ROOT/<domain>/<class>/<image> "
@@ -156,7 +205,7 @@ def discover(root: str, *, holdout: float = 0.2, seed: int = 0, class_policy: st
     frame = frame[frame["class"].isin(shared)].sort_values("sample_id").reset_index(drop=True)
     frame["label"] = frame["class"].map({name: index for index, name in enumerate(classes)}).astype("int32")
     frame["path"] = [join(root, sample_id) for sample_id in frame["sample_id"]]
-    frame["digest"] = content_digests(fs, frame, store, root)
+    frame["digest"] = _digests(listing, frame, root, store)
     fingerprint = stable_hash(list(zip(frame["sample_id"], frame["digest"])))
     domain_fingerprints = {domain: stable_hash(list(zip(group["sample_id"], group["digest"])))
                            for domain, group in frame.groupby("domain")}

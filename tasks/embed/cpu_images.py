@@ -1,10 +1,13 @@
 """Images decoded into batches on the CPU: read from any fsspec URL, decoded with PIL, intervened and
 preprocessed in DataLoader workers. An unreadable file becomes a skip record with a stable reason,
-never a crash. (tasks/embed/gpu_images.py does the same on a CUDA device and falls back to this path.)"""
+never a crash; so does an image over PIL's pixel limit (Image.MAX_IMAGE_PIXELS), whatever its size: it is
+refused from its header, before a byte of it is decoded, so memory stays bounded. (tasks/embed/gpu_images.py
+does the same on a CUDA device and falls back to this path.)"""
 from __future__ import annotations
 
 import io
 import re
+import warnings
 
 import fsspec
 import pandas as pd
@@ -24,6 +27,19 @@ def failure_reason(error: Exception) -> str:
     return f"{type(error).__name__}: {_ADDRESS.sub('', str(error))}"
 
 
+def open_image(data: bytes) -> Image.Image:
+    """The image's header (nothing decoded yet); over the pixel limit, the error PIL raises at twice the limit.
+    (PIL only warns between the limit and twice it, and then decodes: three times a healthy run's memory.)"""
+    with warnings.catch_warnings():  # the check below is the rule, the warning only noise
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(io.BytesIO(data))
+    pixels = image.width * image.height
+    if Image.MAX_IMAGE_PIXELS and pixels > Image.MAX_IMAGE_PIXELS:
+        raise Image.DecompressionBombError(f"Image size ({pixels} pixels) exceeds limit of {Image.MAX_IMAGE_PIXELS} "
+                                           "pixels, could be decompression bomb DOS attack.")
+    return image
+
+
 class ImageRows(torch.utils.data.Dataset):
     """Decodes images from any fsspec URL; an unreadable file becomes an error record, not a crash."""
 
@@ -39,7 +55,7 @@ class ImageRows(torch.utils.data.Dataset):
     def __getitem__(self, index):
         try:
             with fsspec.open(self.paths[index], "rb") as handle:
-                image = Image.open(io.BytesIO(handle.read()))
+                image = open_image(handle.read())
                 image.load()
             image = image.convert("RGB")
         except Exception as error:  # any decoder failure: record it and keep going

@@ -9,7 +9,6 @@ the PIL path to within resize and rounding tolerance (tests/test_gpu_images.py).
 """
 from __future__ import annotations
 
-import io
 
 import fsspec
 import numpy as np
@@ -17,10 +16,9 @@ import pandas as pd
 import torch
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
-from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from tasks.embed.cpu_images import failure_reason, pil_batches
+from tasks.embed.cpu_images import failure_reason, open_image, pil_batches
 from tasks.specs import InterventionConfig
 from tasks.embed.intervene import intervene
 from tasks.vocabulary import ORIGINAL
@@ -68,16 +66,22 @@ class ImageBytes(torch.utils.data.Dataset):
 
 
 def decode_with_pil(data: bytes) -> torch.Tensor:
-    image = Image.open(io.BytesIO(data))
+    image = open_image(data)
     image.load()
     return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
 
 
 def decode_batch(blobs: list[bytes], device: str) -> list[torch.Tensor | Exception]:
     """uint8 3xHxW tensors on `device`: JPEGs decoded there in one batch, the rest (and any JPEG the
-    decoder refuses) with PIL; an exception in place of a file neither can decode."""
+    decoder refuses) with PIL; an exception in place of a file neither can decode, or one over the pixel limit."""
     decoded: list[torch.Tensor | Exception | None] = [None] * len(blobs)
-    jpegs = [i for i, blob in enumerate(blobs) if blob[:2] == JPEG_MAGIC]
+    for i, blob in enumerate(blobs):
+        if blob[:2] == JPEG_MAGIC:  # the GPU decoder knows no limit: PIL reads the header first
+            try:
+                open_image(blob)
+            except Exception as error:
+                decoded[i] = error
+    jpegs = [i for i, blob in enumerate(blobs) if blob[:2] == JPEG_MAGIC and decoded[i] is None]
     if jpegs:
         data = [torch.frombuffer(bytearray(blobs[i]), dtype=torch.uint8) for i in jpegs]
         try:

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from tasks.errors import InputError
 from tasks.report.run_report import read_summary
-from tasks.store.history import latest_runs
+from tasks.store.history import entry_in_store, latest_runs, read_record
 from tasks.store.names import store_url
 from tasks.store.storage import exists, join, read_json, read_parquet, write_bytes, write_parquet
 from tasks.vocabulary import BASELINES, METHODS, STABLE, dataset_label, model_label, protocol_title
@@ -51,7 +51,8 @@ def bench_runs(store: str, name: str | None) -> list[dict]:
     if not exists(manifest):
         raise InputError(f"{manifest} does not exist: run `clip-icm bench --name {name}` first, "
                          "or leave out --name for the leaderboard of every run in the store")
-    return [{"run": item["run"], "dataset": item["dataset"]} for item in read_json(manifest)["runs"]]
+    # runs are recorded relative to the store: a moved or copied store reads its own
+    return [{"run": entry_in_store(store, item["run"]), "dataset": item["dataset"]} for item in read_json(manifest)["runs"]]
 
 
 def read_trials(runs: list[dict]) -> pd.DataFrame:
@@ -61,7 +62,7 @@ def read_trials(runs: list[dict]) -> pd.DataFrame:
     """
     frames = []
     for item in runs:
-        labels = run_labels(read_json(join(item["run"], "run.json")), item.get("dataset"))
+        labels = run_labels(read_record(item["run"]), item.get("dataset"))
         summary = read_summary(item["run"])
         means = summary.loc[summary["target"] == "mean", ["protocol", "method", "accuracy"]]
         frames.append(means.assign(**labels, run=item["run"]))

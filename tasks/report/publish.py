@@ -14,6 +14,7 @@ from prefect.context import FlowRunContext
 from tasks.report.leaderboard import benchmark_url, rebuild_leaderboard
 from tasks.report.plots import accuracy_plot_png, spectrum_plot_png
 from tasks.report.run_report import run_report
+from tasks.store.history import RUN_RECORD, store_of, stored
 from tasks.store.storage import join, write_bytes, write_json, write_parquet
 from tasks.vocabulary import DOMAIN_SHIFT, OPEN_CLASS, RANDOM_WEIGHTS, artifact_key, run_label, run_tags
 
@@ -35,7 +36,8 @@ def write_table(frame: pd.DataFrame, run_url: str, name: str) -> str:
 
 @task(name="write-run-json", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def write_run_json(run_url: str, record: dict) -> str:
-    return write_json(join(run_url, "run.json"), record)
+    """run.json, every path into the store written relative to it (tasks.store.history.stored)."""
+    return write_json(join(run_url, RUN_RECORD), stored(record, store_of(run_url)))
 
 
 @task(name="publish-run-report", cache_policy=NO_CACHE)

@@ -14,7 +14,8 @@ import pandas as pd
 import pyarrow as pa
 
 from tasks.errors import InputError
-from tasks.store.storage import filesystem, join, read_json, read_parquet
+from tasks.store.history import read_record
+from tasks.store.storage import filesystem, join, read_parquet
 from tasks.vocabulary import LEGACY_PROTOCOLS, METHOD_PAIRS, OPEN_CLASS, RANDOM_WEIGHTS, STABLE, protocol_title, run_label
 
 DECIMALS = 3  # every accuracy and difference in every report
@@ -27,12 +28,18 @@ SMOKE_BANNER = ("> **SMOKE RUN**: random weights (`--pretrained none`). These nu
 
 def read_run(run_url: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """What every report is rendered from: summary, selection grid, run.json."""
-    return read_summary(run_url), read_run_table(run_url, "selection.parquet"), read_json(join(run_url, "run.json"))
+    return read_summary(run_url), read_run_table(run_url, "selection.parquet"), read_record(run_url)
 
 
 def read_run_table(run_url: str, name: str) -> pd.DataFrame:
     """One of a run's tables; protocols as spelled today, also in runs written before 0.3 (domain_shift)."""
-    return _current_protocols(read_parquet(join(run_url, name)).to_pandas())
+    url = join(run_url, name)
+    try:
+        table = read_parquet(url)
+    except (OSError, pa.ArrowException) as error:
+        raise InputError(f"{url} cannot be read ({type(error).__name__}: {str(error).splitlines()[0]}): the run's "
+                         "reports are damaged or incomplete; pass another entry of the config, or run it again") from error
+    return _current_protocols(table.to_pandas())
 
 
 def _current_protocols(frame: pd.DataFrame) -> pd.DataFrame:

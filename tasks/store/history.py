@@ -11,6 +11,7 @@ written atomically after the entry's run.json, so it never names a half-written 
 from __future__ import annotations
 
 import hashlib
+import json
 import importlib.metadata
 import platform
 import uuid
@@ -46,19 +47,99 @@ def mark_latest(entry_url: str) -> str:
 
 
 def resolve_run(url: str) -> str:
-    """A history entry as given, or a config folder's latest entry."""
+    """A history entry as given, or a config folder's latest entry; fails in one line, naming the file, when
+    neither is there or LATEST names an entry that is not a complete run."""
+    url = url.rstrip("/")
     try:
         if exists(join(url, RUN_RECORD)):
             return url
         if exists(join(url, LATEST)):
-            return join(url, read_bytes(join(url, LATEST)).decode().strip())
+            entry = join(url, read_bytes(join(url, LATEST)).decode().strip())
+            if not exists(join(entry, RUN_RECORD)):
+                raise InputError(f"{join(url, LATEST)} names {entry}, which is not a complete run (deleted or moved?); "
+                                 f"pass one of the entries under {url}, or run the config again")
+            return entry
     except (ValueError, ImportError, OSError) as error:  # an unknown scheme, a store we cannot read
+        if isinstance(error, InputError):
+            raise
         raise InputError(f"cannot open {url} ({type(error).__name__}: {error}); "
                          "pass STORE/runs/NAME or one of its entries STORE/runs/NAME/<entry>") from error
     raise InputError(
         f"{url} is neither a run (no {RUN_RECORD}) nor a config folder (no {LATEST}); "
         "pass STORE/runs/NAME or one of its entries STORE/runs/NAME/<entry>"
     )
+
+
+def read_record(entry: str) -> dict:
+    """An entry's run.json, with where the entry is now: its `run_url` and the store paths it records (relative to
+    the store: a moved or copied store reads its own files) are made URLs of the store that holds it."""
+    url = join(entry, RUN_RECORD)
+    try:
+        record = json.loads(read_bytes(url))
+    except FileNotFoundError as error:
+        raise InputError(f"{url} does not exist: {entry} is not a complete run (deleted or moved?); pass one of the "
+                         f"entries under {entry.rsplit('/', 1)[0]}") from error
+    except (ValueError, OSError) as error:
+        raise InputError(f"{url} is damaged and cannot be read ({type(error).__name__}: {error}); pass another entry "
+                         f"of {entry.rsplit('/', 1)[0]}, or run the config again") from error
+    if not isinstance(record, dict) or "config" not in record:
+        raise InputError(f"{url} is not a clip-icm run record (no config); pass an entry written by `clip-icm run`")
+    return located(record, store_of(entry), entry)
+
+
+def located(record: dict, store: str, entry: str) -> dict:
+    """A record as read from `entry`: its store paths resolved in `store`, its `run_url` the entry."""
+    written_in = _written_in(record["run_url"])
+    return {**_store_paths(record, lambda path: in_store(store, path, written_in)), "run_url": entry}
+
+
+def stored(record: dict, store: str) -> dict:
+    """A record as written: its store paths, `run_url` included, relative to the store."""
+    return _store_paths(record, lambda url: relative_to(store, url))
+
+
+def _store_paths(record: dict, convert) -> dict:
+    """The record with every path into the store it names (its entry, embedding files, split table) converted."""
+    record = {**record, "run_url": convert(record["run_url"])}
+    embeddings = record.get("embeddings")
+    if embeddings:
+        record["embeddings"] = {**embeddings, "shards": {key: convert(path) for key, path in embeddings["shards"].items()},
+                                "text": convert(embeddings["text"]) if embeddings.get("text") else None}
+    if record.get("split", {}).get("table"):
+        record["split"] = {**record["split"], "table": convert(record["split"]["table"])}
+    record["target_datasets"] = {name: {**target, "shards": {key: convert(path) for key, path in target["shards"].items()}}
+                                 for name, target in record.get("target_datasets", {}).items()}
+    return record
+
+
+def relative_to(store: str, url: str) -> str:
+    """A URL under the store as a path relative to it (what records hold); any other URL as it is."""
+    prefix = store.rstrip("/") + "/"
+    return url[len(prefix):] if url.startswith(prefix) else url
+
+
+def in_store(store: str, path: str, written_in: str | None = None) -> str:
+    """A recorded path resolved in the store: relative ones under it, and so are absolute ones under the store the
+    record was written in (`written_in`: records before 0.3 hold absolute paths); other URLs as they are."""
+    if written_in and path.startswith(written_in.rstrip("/") + "/"):
+        path = relative_to(written_in, path)
+    return path if "://" in path or path.startswith("/") else join(store, path)
+
+
+def entry_in_store(store: str, entry: str) -> str:
+    """A history entry a manifest records, resolved in `store` (relative, or absolute before 0.3)."""
+    return in_store(store, entry, _written_in(entry))
+
+
+def _written_in(entry_url: str) -> str | None:
+    """The store an absolute entry URL STORE/runs/NAME/ENTRY names (what records before 0.3 hold); None for a
+    relative one."""
+    if "://" not in entry_url and not entry_url.startswith("/"):
+        return None
+    try:
+        return store_of(entry_url)
+    except InputError:
+        return None
 
 
 def latest_runs(store_url: str) -> list[str]:

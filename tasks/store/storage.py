@@ -2,18 +2,24 @@
 
 No locking primitive is assumed (object stores have none): every writer writes under its own
 temporary name and renames it onto the final name, so concurrent writers of the same content
-are safe, and the last rename wins with identical bytes.
+are safe, and the last rename wins with identical bytes. A temporary name says who writes it
+(host and process): a process that is stopped removes its own, and the files of a writer that
+was killed outright are removed by the next writer of their folder on the same host.
 """
 from __future__ import annotations
 
 import io
 import json
+import os
+import socket
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from tasks.errors import InputError
 
 
 def filesystem(url: str):
@@ -30,12 +36,20 @@ def exists(url: str) -> bool:
     return fs.exists(path)
 
 
+WRITER = f"{socket.gethostname()}-{os.getpid()}"  # who writes a temporary file
+TEMPORARY = ".tmp-"
+_writing: set[tuple] = set()  # (filesystem, path) of the temporary files this process is writing
+_tidied: set[str] = set()  # folders this process has written to, and so cleared of dead writers' files
+
+
 @contextmanager
 def atomic_writer(url: str):
     """A handle on this writer's own temporary sibling of url, renamed onto url when the block
-    succeeds and removed when it fails: readers never see a half-written file."""
+    succeeds and removed when it fails: readers never see a half-written file. A store that cannot
+    be written (full, read-only, unreachable) fails in one line naming the file."""
     fs, path = filesystem(url)
-    temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+    temporary = f"{path}{TEMPORARY}{WRITER}-{uuid.uuid4().hex}"
+    _writing.add((fs, temporary))
     try:
         for attempt in range(3):  # another writer may remove an emptied parent folder between the two calls
             fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
@@ -48,9 +62,56 @@ def atomic_writer(url: str):
         with handle:
             yield handle
         fs.mv(temporary, path)
+        folder = url.rstrip("/").rsplit("/", 1)[0]
+        if folder not in _tidied:
+            _tidied.add(folder)
+            remove_dead_writers_files(folder)
+    except FileNotFoundError:  # a folder another writer removed, or an input read inside the block: the caller's
+        raise
+    except OSError as error:
+        raise InputError(f"cannot write {url} ({type(error).__name__}: {error.strerror or error}): the store is full, "
+                         "read-only or unreachable; free space, fix its permissions or pass another --store",
+                         "store") from error
     finally:
+        _writing.discard((fs, temporary))
         if fs.exists(temporary):
             fs.rm(temporary)
+
+
+def remove_unfinished_writes() -> None:
+    """Remove the temporary files this process is writing (it is being stopped: no thread will finish them)."""
+    for fs, temporary in list(_writing):
+        with suppress(OSError):
+            fs.rm(temporary)
+
+
+def remove_dead_writers_files(folder: str) -> list[str]:
+    """Remove the temporary files in `folder` that a process of this host was writing when it was killed."""
+    fs, path = filesystem(folder)
+    try:
+        names = fs.ls(path, detail=False)
+    except OSError:  # no folder yet
+        return []
+    removed = []
+    for name in names:
+        writer = name.rsplit(TEMPORARY, 1)[1].rsplit("-", 1)[0] if TEMPORARY in name else ""
+        host, _, pid = writer.rpartition("-")
+        if host == socket.gethostname() and pid.isdigit() and not alive(int(pid)):
+            with suppress(FileNotFoundError):
+                fs.rm_file(name)
+            removed.append(name)
+    return removed
+
+
+def alive(pid: int) -> bool:
+    """Whether a process of this host is running."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def write_bytes(url: str, data: bytes) -> str:

@@ -1,0 +1,68 @@
+"""A store's history read from outside: damaged records and dangling LATEST files are one `clip-icm:` line naming the
+file, and a moved or copied store (this version's, or one written before 0.3 with absolute paths) reads its own files."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from conftest import write_hand_made_run
+
+from tasks.report.leaderboard import bench_runs
+from tasks.store.history import read_record, relative_to, stored
+from tasks.store.storage import write_json
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def clip_icm(*argv) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "clip_icm", *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+def one_line(result: subprocess.CompletedProcess) -> str:
+    """The error a command printed: exit 2, one `clip-icm:` line and nothing else on stderr."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("clip-icm: ")
+    return line
+
+
+def test_a_damaged_run_record_is_one_line_naming_it(tmp_path):
+    entry = write_hand_made_run(str(tmp_path / "store"))
+    record = os.path.join(entry, "run.json")
+    text = open(record).read()
+    for damage in (text[: len(text) // 2], "[1, 2]", ""):
+        with open(record, "w") as handle:
+            handle.write(damage)
+        for argv in (["report", entry], ["report", os.path.dirname(entry)], ["leaderboard", str(tmp_path / "store")]):
+            line = one_line(clip_icm(*argv))
+            assert record in line, (damage, argv, line)
+
+
+def test_a_latest_file_naming_a_deleted_entry_is_one_line_naming_both(tmp_path):
+    entry = write_hand_made_run(str(tmp_path / "store"))
+    shutil.rmtree(entry)
+    line = one_line(clip_icm("report", os.path.dirname(entry)))
+    assert os.path.join(os.path.dirname(entry), "LATEST") in line and entry in line and "deleted or moved" in line
+
+
+def test_a_copied_store_reads_its_own_files_whatever_version_wrote_its_records(tmp_path):
+    original = str(tmp_path / "original")
+    entry = write_hand_made_run(original)
+    shards = {"art/original": f"{original}/embeddings/a.parquet", "photo/original": f"{original}/embeddings/b.parquet"}
+    shared = "s3://shared/embeddings/c.parquet"  # outside the store: left as it is
+    current = {**json.load(open(f"{entry}/run.json")), "embeddings": {"shards": shards, "text": shared}}
+    for version, record, run in (("0.3", stored(current, original), relative_to(original, entry)),
+                                 ("0.2", current, entry)):  # 0.2 wrote absolute paths
+        write_json(f"{entry}/run.json", record)
+        write_json(f"{original}/benchmarks/tiny/manifest.json", {"runs": [{"run": run, "dataset": "office"}]})
+        copy = str(tmp_path / f"copy-{version}")
+        shutil.copytree(original, copy)
+        moved_entry = entry.replace(original, copy)
+        read = read_record(moved_entry)
+        assert read["run_url"] == moved_entry
+        assert read["embeddings"]["shards"] == {key: path.replace(original, copy) for key, path in shards.items()}
+        assert read["embeddings"]["text"] == shared
+        assert bench_runs(copy, "tiny") == [{"run": moved_entry, "dataset": "office"}]
