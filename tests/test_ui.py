@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import typing
+from html.parser import HTMLParser
 
 import pyarrow as pa
 import pytest
@@ -177,6 +178,39 @@ def test_deployment_parameter_schema_has_choices_defaults_and_help():
         assert fields["lams"]["default"] == DEFAULT_LAMS == [0.1, 1.0, 10.0, 100.0]
         assert schema["properties"]["config"]["default"]["lams"] == DEFAULT_LAMS
         assert all(field.get("description") for field in fields.values())
+
+
+class TextOfHtml(HTMLParser):
+    """The text a browser shows of an HTML fragment: tags and entities are not text."""
+
+    def __init__(self, fragment: str):
+        super().__init__(convert_charrefs=True)
+        self.text = ""
+        self.feed(fragment)
+        self.close()
+
+    def handle_data(self, data):
+        self.text += data
+
+
+def descriptions(schema) -> list[str]:
+    """Every description in a JSON schema, however deep."""
+    if isinstance(schema, list):
+        return [text for item in schema for text in descriptions(item)]
+    if not isinstance(schema, dict):
+        return []
+    own = [schema["description"]] if isinstance(schema.get("description"), str) else []
+    return own + [text for value in schema.values() for text in descriptions(value)]
+
+
+def test_every_help_text_of_the_deployment_form_survives_html():
+    assert TextOfHtml("ROOT/<domain>/<class>/<image> &amp; more").text == "ROOT/// & more"  # what the UI did
+    spec = yaml.safe_load(open(os.path.join(ROOT, "prefect.yaml")))
+    for entrypoint in {deployment["entrypoint"] for deployment in spec["deployments"]}:
+        texts = descriptions(parameter_schema(load_flow_from_entrypoint(entrypoint)).model_dump())
+        assert {info.description for info in RunConfig.model_fields.values()} <= set(texts)
+        for text in texts:
+            assert TextOfHtml(text).text == text, f"{entrypoint}: {text!r}"
 
 
 # ---- a random-weights run against the test's Prefect server

@@ -35,11 +35,12 @@ BENCH_PER_RUN_FIELDS = ("model", "pretrained", "dataset", "run_name", "targets",
 
 
 class RunConfig(BaseModel):
+    # descriptions are the deployment form's help, which the Prefect UI renders as HTML: no <placeholder>, no &entity;
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     dataset: str = Field(ROTATED_DIGITS, description=(
-        "Dataset folder URL (local, s3://, gs://, memory://): DomainBed layout ROOT/<domain>/<class>/<image>, "
-        f"or ImageFolder layout ROOT/<class>/<image> (one domain); or '{ROTATED_DIGITS}', built in"))
+        "Dataset folder URL (local, s3://, gs://, memory://): DomainBed layout ROOT/DOMAIN/CLASS/IMAGE, "
+        f"or ImageFolder layout ROOT/CLASS/IMAGE (one domain); or '{ROTATED_DIGITS}', built in"))
     model: str = Field("ViT-B-32", description="open_clip model name, e.g. ViT-B-32, ViT-B-16")
     pretrained: str = Field("openai", description=(
         "open_clip pretrained tag (e.g. openai, laion2b_s34b_b79k), a local checkpoint file, "
