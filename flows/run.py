@@ -25,7 +25,7 @@ from tasks.store.history import mark_latest, new_entry, provenance
 from tasks.vocabulary import DATASET_SHIFT, DOMAIN_SHIFT, OPEN_CLASS, protocols
 
 
-@flow(name="clip-icm-run", flow_run_name="run {config.dataset} {config.model}")
+@flow(name="clip-icm-run", flow_run_name="run {config.dataset_label} {config.model}")
 def run(config: RunConfig = RunConfig()) -> str:
     preflight(config)
     label_run(config.dataset, config.model, config.pretrained)

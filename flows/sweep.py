@@ -18,7 +18,7 @@ from tasks.store.history import config_url
 from tasks.vocabulary import artifact_key
 
 
-@flow(name="clip-icm-sweep", flow_run_name="sweep {config.dataset} {config.model}")
+@flow(name="clip-icm-sweep", flow_run_name="sweep {config.dataset_label} {config.model}")
 def sweep(config: RunConfig = RunConfig()) -> str:
     """Leave-one-domain-out: val accuracy (the selection rule) and target accuracy for every (lambda, k)."""
     preflight(config, cached=True)

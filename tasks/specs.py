@@ -23,7 +23,7 @@ import numpy as np
 
 from tasks.errors import InputError
 from tasks.store.names import stable_hash
-from tasks.vocabulary import TRAINING_DOMAIN
+from tasks.vocabulary import TRAINING_DOMAIN, dataset_label
 
 DEFAULT_SHARD_SIZE = 8192
 
@@ -164,6 +164,11 @@ class DataSpec:
     holdout: float = 0.2  # per-domain validation share
     split_seed: int = 0
     class_policy: str = "strict"  # when domains disagree on classes: fail, or keep the shared ones
+
+    @property
+    def dataset_label(self) -> str:
+        """The dataset's short name (its folder's), as run titles show it."""
+        return dataset_label(self.dataset)
 
 
 @dataclass(frozen=True)

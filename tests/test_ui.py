@@ -228,18 +228,22 @@ def smoke_run(tmp_path_factory, prefect_api):
     APILogHandler().flush()  # the run's logs reach the API in batches
     with get_client(sync_client=True) as client:  # the session's server: this run is the one named after its dataset
         (flow_run,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(
-            any_=[f"run {dataset} {TINY_MODEL}"])))
+            any_=[f"run Painted_Digits {TINY_MODEL}"])))
+        subflows = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(
+            any_=[f"embed Painted_Digits with {TINY_MODEL}"])))
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])),
             sort=ArtifactSort.CREATED_DESC)
         warnings = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id]),
                                               level=LogFilterLevel(ge_=logging.WARNING)))
     return {"run": resolve_run(str(base / "store" / "runs" / "smoke")), "dataset": dataset, "terminal": terminal.getvalue(),
-            "flow_run": flow_run, "artifacts": artifacts[::-1], "warnings": warnings}
+            "flow_run": flow_run, "subflows": subflows, "artifacts": artifacts[::-1], "warnings": warnings}
 
 
-def test_smoke_run_is_tagged_in_the_api(smoke_run):
+def test_smoke_run_is_tagged_in_the_api_and_titled_with_the_short_dataset_name(smoke_run):
     assert {"model:ICM-Tiny", "pretrained:none", "dataset:Painted_Digits", "smoke"} <= set(smoke_run["flow_run"].tags)
+    # the fixture found the run and its embedding subflow by their titles: the dataset folder's name, not its path
+    assert len(smoke_run["subflows"]) == 1
 
 
 def test_smoke_run_headline_artifact_first_with_banner_and_difference(smoke_run):

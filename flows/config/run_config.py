@@ -167,6 +167,11 @@ class RunConfig(BaseModel):
     def store_url(self) -> str:
         return store_url(self.store)
 
+    @property
+    def dataset_label(self) -> str:
+        """The dataset's short name (its folder's), as run titles and tags show it."""
+        return dataset_label(self.dataset)
+
     # ---- what each stage is asked to do (tasks.specs)
 
     def data_spec(self) -> DataSpec:
@@ -198,7 +203,7 @@ class RunConfig(BaseModel):
         if self.run_name:
             return self.run_name
         decisive = self.model_dump(exclude=set(EXECUTION_FIELDS))
-        label = f"{dataset_label(self.dataset)}-{self.model}-{stable_hash(decisive, 8)}"
+        label = f"{self.dataset_label}-{self.model}-{stable_hash(decisive, 8)}"
         return NOT_IN_NAMES.sub("_", label).lstrip(".")
 
 
