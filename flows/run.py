@@ -7,6 +7,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
+from flows.config.deployment import effective_config
 from flows.config.preflight import preflight
 from flows.config.run_config import RunConfig
 from flows.dataset_shift import embed_targets, evaluate_dataset_shift
@@ -27,6 +28,7 @@ from tasks.vocabulary import DATASET_SHIFT, DOMAIN_SHIFT, OPEN_CLASS, protocols
 
 @flow(name="clip-icm-run", flow_run_name="run {config.dataset_label} {config.model}")
 def run(config: RunConfig = RunConfig()) -> str:
+    config = effective_config(config)
     preflight(config)
     label_run(config.dataset, config.model, config.pretrained)
     data, embedding, recipe, selection = config.data_spec(), config.embed_spec(), config.recipe(), config.selection_spec()
