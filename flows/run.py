@@ -5,6 +5,7 @@ from dataclasses import replace
 
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.states import Completed, State
 from prefect.utilities.annotations import quote
 
 from flows.config.deployment import effective_config
@@ -21,13 +22,15 @@ from tasks.report.publish import (
     label_run, publish_run_report, write_plot, write_run_json, write_spectrum_plot, write_table,
 )
 from tasks.report.record import RunTables, Stopwatch, run_record
-from tasks.report.run_report import run_title
+from tasks.report.run_report import run_headline, run_title
 from tasks.store.history import mark_latest, new_entry, provenance
 from tasks.vocabulary import DATASET_SHIFT, DOMAIN_SHIFT, OPEN_CLASS, protocols
 
 
 @flow(name="clip-icm-run", flow_run_name="run {config.dataset_label} {config.model}")
-def run(config: RunConfig = RunConfig()) -> str:
+def run(config: RunConfig = RunConfig()) -> State[str]:
+    """Embed, fit, evaluate and report one dataset and model. Calling the flow returns the run folder (the final
+    state's data); the run page shows the headline (its message)."""
     config = effective_config(config)
     preflight(config)
     label_run(config.dataset, config.model, config.pretrained)
@@ -66,10 +69,10 @@ def run(config: RunConfig = RunConfig()) -> str:
     record = run_record(config.model_dump(), run_url, catalog, dataset.domain_fingerprints, targets, tables,
                         load_templates(embedding.templates), provenance(check_model(config.model, config.pretrained)),
                         clock.stop())
+    publish_run_report(tables.summary, tables.selections, record)
     # quoted: the record holds fields of the catalog, the embed subflow's result
-    publish_run_report(tables.summary, tables.selections, quote(record))
     write_plot(tables.summary, run_url, quote(record))
     write_spectrum_plot(tables.spectra, run_url, f"Eigen-spectrum of M: {run_title(record)}")
     write_run_json(run_url, quote(record))
     mark_latest(run_url)
-    return run_url
+    return Completed(message=run_headline(tables.summary, tables.selections, record), data=run_url)

@@ -15,7 +15,7 @@ from prefect.utilities.callables import parameter_schema
 from prefect.workers.process import ProcessWorker
 
 from flows.run import run
-from tasks.report.run_report import read_run
+from tasks.report.run_report import read_run, run_headline
 from tasks.store.history import latest_runs
 from tasks.vocabulary import run_tags
 
@@ -63,3 +63,4 @@ def test_a_run_that_gives_dataset_and_store_keeps_the_deployments_other_fields(p
     # named and tagged after the config it ran with (Prefect named it from the run's fields alone)
     assert flow_run.name == f"run Deployed_Digits {TINY_MODEL}"
     assert set(run_tags(given["dataset"], TINY_MODEL, "none")) <= set(flow_run.tags)
+    assert flow_run.state.message == run_headline(*read_run(entry))

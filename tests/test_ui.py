@@ -28,7 +28,7 @@ from flows.config.run_config import DEFAULT_LAMS, RunConfig
 from tasks.report.plots import accuracy_figure
 from tasks.report.run_report import (
     DELTA, MISSING, SMOKE_BANNER, chosen_hyperparameters, mean_comparison, method_table,
-    open_class_table, read_run, read_run_table, run_report, table_markdown,
+    open_class_table, read_run, read_run_table, run_headline, run_report, table_markdown,
 )
 from tasks.store.storage import write_parquet
 from tasks.vocabulary import artifact_key, run_tags
@@ -100,6 +100,20 @@ def test_headline_first_then_tables_choices_timings_and_the_folder_once():
 def test_chosen_hyperparameters_keep_the_selected_cell_per_target():
     chosen = chosen_hyperparameters(hand_made_selection())
     assert chosen[["target", "λ", "k"]].values.tolist() == [["art", "10", 8], ["photo", "10", 8]] * 2
+
+
+def test_run_headline_is_one_line_with_both_means_the_difference_and_the_chosen_cells():
+    selection = hand_made_selection()
+    photo = (selection["protocol"] == "domain-shift") & (selection["target"] == "photo")
+    selection.loc[photo, "selected"] = (selection["lam"] == 0.1) & (selection["n_components"] == 4)  # another cell
+    assert run_headline(hand_made_summary(), selection, hand_made_record("none")) == (
+        "Office_Home · ViT-B-16 (none) · SMOKE RUN (random weights) · CLIP → CLIP-ICM, mean over targets: "
+        "domain shift: zero-shot 0.375 → 0.625 (Δ +0.250), linear probe 0.500 → 0.475 (Δ -0.025), "
+        "(λ, k) = (10, 8) on 1 target, (0.1, 4) on 1 target; "
+        "open class: zero-shot 0.350 → 0.475 (Δ +0.125), zero-shot HM (base, novel) 0.293 → 0.495 (Δ +0.202), "
+        "(λ, k) = (10, 8) on 2 targets")
+    assert run_headline(hand_made_summary(), hand_made_selection(), hand_made_record("openai")).startswith(
+        "Office_Home · ViT-B-16 (openai) · CLIP → CLIP-ICM")
 
 
 def test_artifact_keys_and_tags_name_dataset_model_and_weights():
@@ -244,6 +258,15 @@ def test_smoke_run_is_tagged_in_the_api_and_titled_with_the_short_dataset_name(s
     assert {"model:ICM-Tiny", "pretrained:none", "dataset:Painted_Digits", "smoke"} <= set(smoke_run["flow_run"].tags)
     # the fixture found the run and its embedding subflow by their titles: the dataset folder's name, not its path
     assert len(smoke_run["subflows"]) == 1
+
+
+def test_smoke_run_page_shows_the_headline_and_the_report_belongs_to_the_flow_run(smoke_run):
+    flow_run = smoke_run["flow_run"]
+    assert flow_run.state.is_completed()
+    assert flow_run.state.message == run_headline(*read_run(smoke_run["run"]))
+    assert "SMOKE RUN" in flow_run.state.message and "\n" not in flow_run.state.message
+    owners = [(artifact.flow_run_id, artifact.task_run_id) for artifact in smoke_run["artifacts"]]
+    assert owners == [(flow_run.id, None)]  # the run report, no task run's
 
 
 def test_smoke_run_headline_artifact_first_with_banner_and_difference(smoke_run):

@@ -1,6 +1,9 @@
 """The report stage's tasks: a run's tables, run.json and plots written to the store; the run report, the sweep and
 the run's tags in the Prefect UI (and the smoke-run warning in its own log: a plain logger's warning never
-reaches the UI); a leaderboard and a reproduction written. What they write is rendered by the modules beside this one."""
+reaches the UI); a leaderboard and a reproduction written. What they write is rendered by the modules beside this one.
+
+The run report is published from the flow itself, not from a task, so that it is the flow run's artifact (inside a
+task an artifact also belongs to that task run)."""
 from __future__ import annotations
 
 import pandas as pd
@@ -38,7 +41,6 @@ def write_run_json(run_url: str, record: dict) -> str:
     return write_json(join(run_url, "run.json"), record)
 
 
-@task(name="publish-run-report", cache_policy=NO_CACHE)
 def publish_run_report(summary: pd.DataFrame, selection: pd.DataFrame, record: dict) -> None:
     """The run report as a markdown artifact, keyed per dataset, model and weights."""
     config = record["config"]
