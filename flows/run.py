@@ -19,11 +19,11 @@ from tasks.data.prompts import load_templates
 from tasks.embed.models import check_model
 from tasks.embed.runners import make_task_runner
 from tasks.report.publish import (
-    label_run, publish_run_report, write_plot, write_run_json, write_spectrum_plot, write_table,
+    label_run, publish_run_report, publish_trend, write_plot, write_run_json, write_spectrum_plot, write_table,
 )
 from tasks.report.record import RunTables, Stopwatch, run_record
 from tasks.report.run_report import run_headline, run_title
-from tasks.store.history import mark_latest, new_entry, provenance
+from tasks.store.history import config_url, mark_latest, new_entry, provenance
 from tasks.vocabulary import DATASET_SHIFT, DOMAIN_SHIFT, OPEN_CLASS, protocols
 
 
@@ -62,7 +62,7 @@ def run(config: RunConfig = RunConfig()) -> State[str]:
                                                       recipe, selection))
         clock.lap(protocol)
 
-    # 4. reports: tables, plots and run.json on the store; the run report (headline first) in the UI
+    # 4. reports: tables, plots and run.json on the store; the run report (headline first) and the trend in the UI
     tables = RunTables.gather(evaluations, catalog, targets, selection.rule)
     for name, table in tables.files().items():
         write_table(table, run_url, name)
@@ -75,4 +75,5 @@ def run(config: RunConfig = RunConfig()) -> State[str]:
     write_spectrum_plot(tables.spectra, run_url, f"Eigen-spectrum of M: {run_title(record)}")
     write_run_json(run_url, quote(record))
     mark_latest(run_url)
+    publish_trend(config_url(data.store, config.name), record)  # every execution of this config, this one last
     return Completed(message=run_headline(tables.summary, tables.selections, record), data=run_url)
