@@ -11,6 +11,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.utilities.annotations import quote
 
+from flows.config.deployment import effective_config
 from flows.config.run_config import BENCH_PER_RUN_FIELDS, RunConfig
 from flows.config.preflight import preflight
 from flows.run import run
@@ -79,6 +80,7 @@ def bench(models: list[str], datasets: dict[str, str], trials: int = 3, name: st
         name: the benchmark's folder, STORE/benchmarks/NAME
         config: every other run option (store, protocol, lams, ks, ...), the same for every run
     """
+    config = effective_config(config)
     with one_listing_per_dataset():
         if not name or "/" in name or name == ALL_RUNS:
             raise InputError(f"--name {name!r}: give a folder name (no '/'; {ALL_RUNS!r} is the whole store's leaderboard)")

@@ -21,7 +21,7 @@ from tasks.store.catalog import EmbeddingCatalog
 from tasks.vocabulary import VIEWS
 
 
-@flow(name="embed-dataset", flow_run_name="embed {data.dataset} with {embedding.model}",
+@flow(name="embed-dataset", flow_run_name="embed {data.dataset_label} with {embedding.model}",
       task_runner=ThreadPoolTaskRunner(max_workers=4))
 def embed_dataset(data: DataSpec, embedding: EmbedSpec, views: tuple[str, ...] = VIEWS,
                   with_text: bool = True) -> EmbeddingCatalog:

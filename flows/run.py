@@ -5,8 +5,10 @@ from dataclasses import replace
 
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.states import Completed, State
 from prefect.utilities.annotations import quote
 
+from flows.config.deployment import effective_config
 from flows.config.preflight import preflight
 from flows.config.run_config import RunConfig
 from flows.dataset_shift import embed_targets, evaluate_dataset_shift
@@ -18,16 +20,19 @@ from tasks.data.splits import split_column
 from tasks.embed.models import check_model
 from tasks.embed.runners import make_task_runner
 from tasks.report.publish import (
-    label_run, publish_run_report, write_plot, write_run_json, write_spectrum_plot, write_table,
+    label_run, publish_run_report, publish_trend, write_plot, write_run_json, write_spectrum_plot, write_table,
 )
 from tasks.report.record import RunTables, Stopwatch, run_record
-from tasks.report.run_report import run_title
-from tasks.store.history import mark_latest, new_entry, provenance
+from tasks.report.run_report import run_headline, run_title
+from tasks.store.history import config_url, mark_latest, new_entry, provenance
 from tasks.vocabulary import DATASET_SHIFT, DOMAIN_SHIFT, OPEN_CLASS, protocols
 
 
-@flow(name="clip-icm-run", flow_run_name="run {config.dataset} {config.model}")
-def run(config: RunConfig = RunConfig()) -> str:
+@flow(name="clip-icm-run", flow_run_name="run {config.dataset_label} {config.model}")
+def run(config: RunConfig = RunConfig()) -> State[str]:
+    """Embed, fit, evaluate and report one dataset and model. Calling the flow returns the run folder (the final
+    state's data); the run page shows the headline (its message)."""
+    config = effective_config(config)
     with one_listing_per_dataset():  # the checks, the run and its embedding share one listing
         preflight(config)
         label_run(config.dataset, config.model, config.pretrained)
@@ -61,17 +66,18 @@ def run(config: RunConfig = RunConfig()) -> str:
                                                           recipe, selection))
             clock.lap(protocol)
 
-        # 4. reports: tables, plots and run.json on the store; the run report (headline first) in the UI
+        # 4. reports: tables, plots and run.json on the store; the run report (headline first) and the trend in the UI
         tables = RunTables.gather(evaluations, catalog, targets, selection.rule, data.split)
         for name, table in tables.files().items():
             write_table(table, run_url, name)
         record = run_record(config.model_dump(), run_url, catalog, dataset.domain_fingerprints, targets, tables,
                             load_templates(embedding.templates), provenance(check_model(config.model, config.pretrained)),
                             clock.stop())
+        publish_run_report(tables.summary, tables.selections, record)
         # quoted: the record holds fields of the catalog, the embed subflow's result
-        publish_run_report(tables.summary, tables.selections, quote(record))
         write_plot(tables.summary, run_url, quote(record))
         write_spectrum_plot(tables.spectra, run_url, f"Eigen-spectrum of M: {run_title(record)}")
         write_run_json(run_url, quote(record))
         mark_latest(run_url)
-        return run_url
+        publish_trend(config_url(data.store, config.name), record)  # every execution of this config, this one last
+        return Completed(message=run_headline(tables.summary, tables.selections, record), data=run_url)

@@ -6,6 +6,7 @@ from dataclasses import replace
 import pandas as pd
 from prefect import flow
 
+from flows.config.deployment import effective_config
 from flows.config.preflight import preflight
 from flows.config.run_config import RunConfig
 from flows.fit import domain_moments
@@ -18,9 +19,10 @@ from tasks.store.history import config_url
 from tasks.vocabulary import artifact_key
 
 
-@flow(name="clip-icm-sweep", flow_run_name="sweep {config.dataset} {config.model}")
+@flow(name="clip-icm-sweep", flow_run_name="sweep {config.dataset_label} {config.model}")
 def sweep(config: RunConfig = RunConfig()) -> str:
     """Leave-one-domain-out: val accuracy (the selection rule) and target accuracy for every (lambda, k)."""
+    config = effective_config(config)
     with one_listing_per_dataset():
         preflight(config, cached=True)
         label_run(config.dataset, config.model, config.pretrained)

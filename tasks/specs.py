@@ -23,7 +23,7 @@ import numpy as np
 
 from tasks.errors import InputError
 from tasks.store.names import stable_hash
-from tasks.vocabulary import STABLE, TRAINING_DOMAIN
+from tasks.vocabulary import STABLE, TRAINING_DOMAIN, dataset_label
 
 DEFAULT_SHARD_SIZE = 8192
 
@@ -165,6 +165,11 @@ class DataSpec:
     split_seed: int = 0  # DomainBed's trial_seed under the domainbed split
     class_policy: str = "strict"  # when domains disagree on classes: fail, or keep the shared ones
     split: str = STABLE  # the split rule (tasks.data.splits)
+
+    @property
+    def dataset_label(self) -> str:
+        """The dataset's short name (its folder's), as run titles show it."""
+        return dataset_label(self.dataset)
 
 
 @dataclass(frozen=True)

@@ -108,20 +108,24 @@ def hand_made_record(pretrained="none") -> dict:
         "config": {"dataset": "/data/Office_Home", "model": "ViT-B-16", "pretrained": pretrained, "protocol": "both",
                    "selection": "training-domain", "split_seed": 0, "intervention_seed": 0},
         "model": {"name": "ViT-B-16", "pretrained": pretrained},
-        "dataset": {"root": "/data/Office_Home", "domains": ["art", "photo"], "classes": ["bird", "cat", "dog", "fish"]},
+        "dataset": {"root": "/data/Office_Home", "domains": ["art", "photo"], "classes": ["bird", "cat", "dog", "fish"],
+                    "fingerprint": "0123456789abcdef"},
+        "provenance": {"package_version": "0.1.0", "source_hash": "fedcba9876543210"},
         "timings": {"domain-shift_s": 2.0, "embed_s": 10.3, "open-class_s": 1.0, "total_s": 13.3},
         "run_url": "/store/runs/Office_Home-ViT-B-16-abc",
     }
 
 
-def write_hand_made_run(store: str, name: str = "office", entry: str = "20261201T000000Z-abc-def") -> str:
-    """STORE/runs/NAME/ENTRY holding the hand-made summary, selection and run.json, and LATEST naming it."""
+def write_hand_made_run(store: str, name: str = "office", entry: str = "20261201T000000Z-abc-def",
+                        summary: pd.DataFrame | None = None) -> str:
+    """STORE/runs/NAME/ENTRY holding the hand-made summary (or `summary`), selection and run.json, and LATEST naming it."""
     import pyarrow as pa
 
     from tasks.store.storage import write_json, write_parquet
 
     url = f"{store}/runs/{name}/{entry}"
-    write_parquet(pa.Table.from_pandas(hand_made_summary(), preserve_index=False), f"{url}/summary.parquet")
+    summary = hand_made_summary() if summary is None else summary
+    write_parquet(pa.Table.from_pandas(summary, preserve_index=False), f"{url}/summary.parquet")
     write_parquet(pa.Table.from_pandas(hand_made_selection(), preserve_index=False), f"{url}/selection.parquet")
     write_json(f"{url}/run.json", {**hand_made_record("openai"), "run_url": url})
     write_bytes(f"{store}/runs/{name}/LATEST", entry.encode())

@@ -1,16 +1,21 @@
 """What a run shows in the Prefect UI and the terminal: the run report (headline first), its
-targets x methods tables, the plot, tags, artifact keys, the smoke-run warning and the deployment form."""
+targets x methods tables, the plot, the headline on the run page, the config's trend, titles, tags, artifact keys,
+the smoke-run warning and the deployment form."""
 import contextlib
 import io
 import logging
 import os
 import re
 import typing
+from html.parser import HTMLParser
 
+import pandas as pd
 import pyarrow as pa
 import pytest
 import yaml
-from conftest import TINY_MODEL, hand_made_record, hand_made_selection, hand_made_summary, make_image_folder
+from conftest import (
+    TINY_MODEL, hand_made_record, hand_made_selection, hand_made_summary, make_image_folder, write_hand_made_run,
+)
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import ArtifactCreate
 from prefect.client.schemas.filters import (
@@ -27,9 +32,10 @@ from flows.config.run_config import DEFAULT_LAMS, RunConfig
 from tasks.report.plots import accuracy_figure
 from tasks.report.run_report import (
     DELTA, MISSING, SMOKE_BANNER, chosen_hyperparameters, mean_comparison, method_table,
-    open_class_table, read_run, read_run_table, run_report, table_markdown,
+    open_class_table, read_run, read_run_table, run_headline, run_report, table_markdown,
 )
-from tasks.store.storage import write_parquet
+from tasks.report.trend import trend_markdown, trend_table
+from tasks.store.storage import join, read_json, write_bytes, write_parquet
 from tasks.vocabulary import artifact_key, run_tags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,6 +105,68 @@ def test_headline_first_then_tables_choices_timings_and_the_folder_once():
 def test_chosen_hyperparameters_keep_the_selected_cell_per_target():
     chosen = chosen_hyperparameters(hand_made_selection())
     assert chosen[["target", "λ", "k"]].values.tolist() == [["art", "10", 8], ["photo", "10", 8]] * 2
+
+
+def test_run_headline_is_one_line_with_both_means_the_difference_and_the_chosen_cells():
+    selection = hand_made_selection()
+    photo = (selection["protocol"] == "domain-shift") & (selection["target"] == "photo")
+    selection.loc[photo, "selected"] = (selection["lam"] == 0.1) & (selection["n_components"] == 4)  # another cell
+    assert run_headline(hand_made_summary(), selection, hand_made_record("none")) == (
+        "Office_Home · ViT-B-16 (none) · SMOKE RUN (random weights) · CLIP → CLIP-ICM, mean over targets: "
+        "domain shift: zero-shot 0.375 → 0.625 (Δ +0.250), linear probe 0.500 → 0.475 (Δ -0.025), "
+        "(λ, k) = (10, 8) on 1 target, (0.1, 4) on 1 target; "
+        "open class: zero-shot 0.350 → 0.475 (Δ +0.125), zero-shot HM (base, novel) 0.293 → 0.495 (Δ +0.202), "
+        "(λ, k) = (10, 8) on 2 targets")
+    assert run_headline(hand_made_summary(), hand_made_selection(), hand_made_record("openai")).startswith(
+        "Office_Home · ViT-B-16 (openai) · CLIP → CLIP-ICM")
+
+
+# trend column -> (protocol, CLIP method, CLIP-ICM method, metric) of a summary's mean rows
+TREND_SERIES = {
+    "domain shift zero-shot": ("domain-shift", "clip_zero_shot", "clip_icm_zero_shot", "accuracy"),
+    "domain shift linear probe": ("domain-shift", "clip_linear_probe", "clip_icm_linear_probe", "accuracy"),
+    "open class zero-shot": ("open-class", "clip_zero_shot", "clip_icm_zero_shot", "accuracy"),
+    "open class zero-shot HM (base, novel)": ("open-class", "clip_zero_shot", "clip_icm_zero_shot", "harmonic_mean"),
+}
+
+
+def expected_trend_values(summary: pd.DataFrame) -> dict:
+    """A trend row's accuracies, read off the summary's mean rows."""
+    means = summary[summary["target"] == "mean"].set_index(["protocol", "method"])
+    values = {}
+    for series, (protocol, clip, icm, metric) in TREND_SERIES.items():
+        before, after = means.at[(protocol, clip), metric], means.at[(protocol, icm), metric]
+        values |= {f"CLIP {series}": before, f"CLIP-ICM {series}": after, f"{DELTA} {series}": after - before}
+    return values
+
+
+def markdown_rows(markdown: str) -> list[dict]:
+    """The rows of the (last) pipe table in `markdown`, as header -> cell text."""
+    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
+
+
+def test_trend_has_one_row_per_complete_execution_oldest_first_and_a_sparkline_per_column(memory_root):
+    better = hand_made_summary()
+    better.loc[better["method"] == "clip_icm_zero_shot", "accuracy"] += 0.125  # CLIP-ICM zero-shot moved up
+    folder = f"{memory_root}/runs/office"
+    write_hand_made_run(memory_root, entry="20261202T020000Z-01234567-second", summary=better)
+    write_hand_made_run(memory_root, entry="20261201T020000Z-01234567-first")
+    write_bytes(f"{folder}/20261203T020000Z-01234567-killed/summary.parquet", b"")  # no run.json: never finished
+    trend = trend_table(folder)
+    assert trend["started (UTC)"].tolist() == ["2026-12-01 02:00:00", "2026-12-02 02:00:00"]
+    assert trend["data"].tolist() == ["01234567"] * 2 and trend["code"].tolist() == ["0.1.0 · fedcba98"] * 2
+    for row, summary in zip(trend.to_dict("records"), (hand_made_summary(), better)):
+        expected = expected_trend_values(summary)
+        assert list(row) == ["started (UTC)", "data", "code", *expected]
+        assert [row[column] for column in expected] == pytest.approx(list(expected.values()))
+    rows = markdown_rows(trend_markdown(trend, hand_made_record("openai"), folder))
+    assert [row["started (UTC)"] for row in rows] == ["2026-12-01 02:00:00", "2026-12-02 02:00:00", "trend, last 2"]
+    assert (rows[1]["CLIP-ICM domain shift zero-shot"], rows[1][f"{DELTA} domain shift zero-shot"]) == ("0.750", "+0.375")
+    sparklines = rows[-1]
+    assert sparklines["CLIP-ICM domain shift zero-shot"] == sparklines[f"{DELTA} open class zero-shot"] == "▁█"
+    assert sparklines["CLIP domain shift zero-shot"] == sparklines[f"{DELTA} domain shift linear probe"] == "▄▄"
 
 
 def test_artifact_keys_and_tags_name_dataset_model_and_weights():
@@ -179,6 +247,39 @@ def test_deployment_parameter_schema_has_choices_defaults_and_help():
         assert all(field.get("description") for field in fields.values())
 
 
+class TextOfHtml(HTMLParser):
+    """The text a browser shows of an HTML fragment: tags and entities are not text."""
+
+    def __init__(self, fragment: str):
+        super().__init__(convert_charrefs=True)
+        self.text = ""
+        self.feed(fragment)
+        self.close()
+
+    def handle_data(self, data):
+        self.text += data
+
+
+def descriptions(schema) -> list[str]:
+    """Every description in a JSON schema, however deep."""
+    if isinstance(schema, list):
+        return [text for item in schema for text in descriptions(item)]
+    if not isinstance(schema, dict):
+        return []
+    own = [schema["description"]] if isinstance(schema.get("description"), str) else []
+    return own + [text for value in schema.values() for text in descriptions(value)]
+
+
+def test_every_help_text_of_the_deployment_form_survives_html():
+    assert TextOfHtml("ROOT/<domain>/<class>/<image> &amp; more").text == "ROOT/// & more"  # what the UI did
+    spec = yaml.safe_load(open(os.path.join(ROOT, "prefect.yaml")))
+    for entrypoint in {deployment["entrypoint"] for deployment in spec["deployments"]}:
+        texts = descriptions(parameter_schema(load_flow_from_entrypoint(entrypoint)).model_dump())
+        assert {info.description for info in RunConfig.model_fields.values()} <= set(texts)
+        for text in texts:
+            assert TextOfHtml(text).text == text, f"{entrypoint}: {text!r}"
+
+
 # ---- a random-weights run against the test's Prefect server
 
 
@@ -186,6 +287,8 @@ def test_deployment_parameter_schema_has_choices_defaults_and_help():
 def smoke_run(tmp_path_factory, prefect_api):
     base = tmp_path_factory.mktemp("ui")
     dataset = make_image_folder(str(base / "Painted_Digits"), domains=("art", "photo"), classes=CLASSES, per_class=3)
+    # an earlier execution of the same config, run elsewhere (not on this Prefect server): the trend has it too
+    elsewhere = write_hand_made_run(str(base / "store"), "smoke", "20200101T000000Z-01234567-elsewhere")
     args = ["run", "--dataset", dataset, "--model", TINY_MODEL, "--pretrained", "none", "--store", str(base / "store"),
             "--lams", "1", "--run-name", "smoke"]
     terminal = io.StringIO()
@@ -194,18 +297,50 @@ def smoke_run(tmp_path_factory, prefect_api):
     APILogHandler().flush()  # the run's logs reach the API in batches
     with get_client(sync_client=True) as client:  # the session's server: this run is the one named after its dataset
         (flow_run,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(
-            any_=[f"run {dataset} {TINY_MODEL}"])))
+            any_=[f"run Painted_Digits {TINY_MODEL}"])))
+        subflows = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(
+            any_=[f"embed Painted_Digits with {TINY_MODEL}"])))
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])),
             sort=ArtifactSort.CREATED_DESC)
         warnings = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id]),
                                               level=LogFilterLevel(ge_=logging.WARNING)))
-    return {"run": resolve_run(str(base / "store" / "runs" / "smoke")), "dataset": dataset, "terminal": terminal.getvalue(),
-            "flow_run": flow_run, "artifacts": artifacts[::-1], "warnings": warnings}
+    return {"run": resolve_run(str(base / "store" / "runs" / "smoke")), "elsewhere": elsewhere, "dataset": dataset,
+            "terminal": terminal.getvalue(), "flow_run": flow_run, "subflows": subflows, "artifacts": artifacts[::-1],
+            "warnings": warnings}
 
 
-def test_smoke_run_is_tagged_in_the_api(smoke_run):
+def test_smoke_run_is_tagged_in_the_api_and_titled_with_the_short_dataset_name(smoke_run):
     assert {"model:ICM-Tiny", "pretrained:none", "dataset:Painted_Digits", "smoke"} <= set(smoke_run["flow_run"].tags)
+    # the fixture found the run and its embedding subflow by their titles: the dataset folder's name, not its path
+    assert len(smoke_run["subflows"]) == 1
+
+
+def test_smoke_run_page_shows_the_headline_and_the_reports_belong_to_the_flow_run(smoke_run):
+    flow_run = smoke_run["flow_run"]
+    assert flow_run.state.is_completed()
+    assert flow_run.state.message == run_headline(*read_run(smoke_run["run"]))
+    assert "SMOKE RUN" in flow_run.state.message and "\n" not in flow_run.state.message
+    owners = [(artifact.flow_run_id, artifact.task_run_id) for artifact in smoke_run["artifacts"]]
+    assert owners == [(flow_run.id, None)] * 2  # the run report and the trend, no task run's
+
+
+def test_smoke_run_publishes_its_configs_trend_with_the_execution_from_elsewhere(smoke_run):
+    trend = smoke_run["artifacts"][1]
+    assert trend.type == "markdown" and trend.key == artifact_key("trend", smoke_run["dataset"], TINY_MODEL, "none")
+    *executions, sparklines = markdown_rows(trend.data)
+    assert sparklines["started (UTC)"] == "trend, last 2"
+    assert executions[0]["started (UTC)"] == "2020-01-01 00:00:00"
+    for row, entry in zip(executions, (smoke_run["elsewhere"], smoke_run["run"]), strict=True):
+        record = read_json(join(entry, "run.json"))
+        provenance = record["provenance"]
+        assert (row["data"], row["code"]) == (record["dataset"]["fingerprint"][:8],
+                                              f"{provenance['package_version']} · {provenance['source_hash'][:8]}")
+        expected = expected_trend_values(pd.read_parquet(join(entry, "summary.parquet")))
+        assert list(row) == ["started (UTC)", "data", "code", *expected]
+        assert {column: row[column] for column in expected} == {
+            column: f"{value:+.3f}" if column.startswith(DELTA) else f"{value:.3f}"
+            for column, value in expected.items()}
 
 
 def test_smoke_run_headline_artifact_first_with_banner_and_difference(smoke_run):

@@ -42,11 +42,12 @@ BENCH_PER_RUN_FIELDS = ("model", "pretrained", "dataset", "run_name", "targets",
 
 
 class RunConfig(BaseModel):
+    # descriptions are the deployment form's help, which the Prefect UI renders as HTML: no <placeholder>, no &entity;
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     dataset: str = Field(ROTATED_DIGITS, description=(
-        "Dataset folder URL (local, s3://, gs://, memory://): DomainBed layout ROOT/<domain>/<class>/<image>, "
-        f"or ImageFolder layout ROOT/<class>/<image> (one domain); or '{ROTATED_DIGITS}', built in"))
+        "Dataset folder URL (local, s3://, gs://, memory://): DomainBed layout ROOT/DOMAIN/CLASS/IMAGE, "
+        f"or ImageFolder layout ROOT/CLASS/IMAGE (one domain); or '{ROTATED_DIGITS}', built in"))
     model: str = Field("ViT-B-32", description="open_clip model name, e.g. ViT-B-32, ViT-B-16")
     pretrained: str = Field("openai", description=(
         "open_clip pretrained tag (e.g. openai, laion2b_s34b_b79k), a local checkpoint file, "
@@ -181,6 +182,11 @@ class RunConfig(BaseModel):
     def store_url(self) -> str:
         return store_url(self.store)
 
+    @property
+    def dataset_label(self) -> str:
+        """The dataset's short name (its folder's), as run titles and tags show it."""
+        return dataset_label(self.dataset)
+
     # ---- what each stage is asked to do (tasks.specs)
 
     def data_spec(self) -> DataSpec:
@@ -216,7 +222,7 @@ class RunConfig(BaseModel):
         defaults = {name: RunConfig.model_fields[name].default for name in ADDED_FIELDS}
         decisive = {name: value for name, value in self.model_dump(exclude=set(EXECUTION_FIELDS)).items()
                     if not (name in ADDED_FIELDS and value == defaults[name])}
-        label = f"{dataset_label(self.dataset)}-{self.model}-{stable_hash(decisive, 8)}"
+        label = f"{self.dataset_label}-{self.model}-{stable_hash(decisive, 8)}"
         return NOT_IN_NAMES.sub("_", label).lstrip(".")
 
 

@@ -1,6 +1,10 @@
-"""The report stage's tasks: a run's tables, run.json and plots written to the store; the run report, the sweep and
-the run's tags in the Prefect UI (and the smoke-run warning in its own log: a plain logger's warning never
-reaches the UI); a leaderboard and a reproduction written. What they write is rendered by the modules beside this one."""
+"""The report stage's tasks: a run's tables, run.json and plots written to the store; the run report, the config's
+trend, the sweep and the run's tags in the Prefect UI (and the smoke-run warning in its own log: a plain logger's
+warning never reaches the UI); a leaderboard and a reproduction written. What they write is rendered by the modules
+beside this one.
+
+The run report and the trend are published from the flow itself, not from a task, so that they are the flow run's
+artifacts (inside a task an artifact also belongs to that task run)."""
 from __future__ import annotations
 
 import pandas as pd
@@ -15,6 +19,7 @@ from tasks.report.leaderboard import benchmark_url, rebuild_leaderboard
 from tasks.report.plots import accuracy_plot_png, spectrum_plot_png
 from tasks.report.run_report import run_report
 from tasks.store.history import RUN_RECORD, store_of, stored
+from tasks.report.trend import trend_markdown, trend_table
 from tasks.store.storage import join, write_bytes, write_json, write_parquet
 from tasks.vocabulary import DOMAIN_SHIFT, OPEN_CLASS, RANDOM_WEIGHTS, artifact_key, run_label, run_tags
 
@@ -40,7 +45,6 @@ def write_run_json(run_url: str, record: dict) -> str:
     return write_json(join(run_url, RUN_RECORD), stored(record, store_of(run_url)))
 
 
-@task(name="publish-run-report", cache_policy=NO_CACHE)
 def publish_run_report(summary: pd.DataFrame, selection: pd.DataFrame, record: dict) -> None:
     """The run report as a markdown artifact, keyed per dataset, model and weights."""
     config = record["config"]
@@ -48,6 +52,17 @@ def publish_run_report(summary: pd.DataFrame, selection: pd.DataFrame, record: d
         run_report(summary, selection, record),
         key=artifact_key("run", config["dataset"], config["model"], config["pretrained"]),
         description=f"CLIP vs CLIP-ICM: {run_label(config['dataset'], config['model'], config['pretrained'])}",
+    )
+
+
+def publish_trend(config_folder: str, record: dict) -> None:
+    """Every execution of the run's config (STORE/runs/NAME), one row each, as a markdown artifact keyed like the run
+    report; call it once the run's own entry is complete, so that it is the last row."""
+    config = record["config"]
+    create_markdown_artifact(
+        trend_markdown(trend_table(config_folder), record, config_folder),
+        key=artifact_key("trend", config["dataset"], config["model"], config["pretrained"]),
+        description=f"Trend: {run_label(config['dataset'], config['model'], config['pretrained'])}",
     )
 
 

@@ -131,12 +131,16 @@ def table_markdown(table: pd.DataFrame, index: bool = True) -> str:
 # ---- the run report: the headline first, then the tables, the choices, the timings, the folder
 
 
+def _per_protocol(comparison: pd.DataFrame, describe) -> dict[str, str]:
+    """Protocol title -> its comparisons (rows of `mean_comparison`), each described by `describe(row)`."""
+    return {protocol: ", ".join(describe(row) for _, row in rows.iterrows())
+            for protocol, rows in comparison.groupby("protocol", sort=False)}
+
+
 def _difference_line(comparison: pd.DataFrame) -> str:
-    per_protocol = [
-        f"{protocol}: " + ", ".join(f"{row.comparison} {_cell(row[DELTA], signed=True)}" for _, row in rows.iterrows())
-        for protocol, rows in comparison.groupby("protocol", sort=False)
-    ]
-    return f"**CLIP-ICM − CLIP**, mean over targets: {'; '.join(per_protocol) or 'nothing evaluated'}"
+    per_protocol = _per_protocol(comparison, lambda row: f"{row.comparison} {_cell(row[DELTA], signed=True)}")
+    listed = "; ".join(f"{protocol}: {text}" for protocol, text in per_protocol.items())
+    return f"**CLIP-ICM − CLIP**, mean over targets: {listed or 'nothing evaluated'}"
 
 
 def _facts_line(record: dict) -> str:
@@ -179,6 +183,23 @@ def headline_markdown(summary: pd.DataFrame, record: dict) -> str:
         table_markdown(comparison, index=False),
     ]
     return "\n".join(lines)
+
+
+def _chosen_cells(chosen: pd.DataFrame) -> str:
+    """The distinct (λ, k) chosen over a protocol's targets, the most frequent first: '(10, 8) on 2 targets'."""
+    counts = chosen.groupby(["λ", "k"], sort=False).size().sort_values(ascending=False, kind="stable")
+    return ", ".join(f"({lam}, {k}) on {count} target{'s' * (count > 1)}" for (lam, k), count in counts.items())
+
+
+def run_headline(summary: pd.DataFrame, selection: pd.DataFrame, record: dict) -> str:
+    """The headline in one plain line, for the flow run's state message (the run page): the run (SMOKE RUN for
+    random weights), then per protocol CLIP → CLIP-ICM on the mean over targets with Δ, and the chosen (λ, k)."""
+    per_protocol = _per_protocol(mean_comparison(summary), lambda row: (
+        f"{row.comparison} {_cell(row.CLIP)} → {_cell(row['CLIP-ICM'])} ({DELTA} {_cell(row[DELTA], signed=True)})"))
+    chosen = chosen_hyperparameters(selection)
+    protocols = [f"{protocol}: {text}, (λ, k) = {_chosen_cells(chosen[chosen['protocol'] == protocol])}"
+                 for protocol, text in per_protocol.items()]
+    return f"{run_title(record)} · CLIP → CLIP-ICM, mean over targets: {'; '.join(protocols) or 'nothing evaluated'}"
 
 
 def run_report(summary: pd.DataFrame, selection: pd.DataFrame, record: dict) -> str:

@@ -24,6 +24,7 @@ from tasks.errors import InputError
 
 LATEST = "LATEST"
 RUN_RECORD = "run.json"
+ENTRY_TIME = "%Y%m%dT%H%M%SZ"  # the UTC start an entry's name begins with
 # libraries whose versions can change a run's numbers (distribution names)
 LIBRARIES = ("torch", "torchvision", "open_clip_torch", "numpy", "scipy", "scikit-learn", "pandas", "pyarrow", "prefect")
 SOURCE_PACKAGES = ("icm_core", "tasks", "flows", "clip_icm")
@@ -36,7 +37,7 @@ def config_url(store_url: str, config_name: str) -> str:
 def new_entry(store_url: str, config_name: str, dataset_fingerprint: str, flow_run_id: str | None = None) -> str:
     """A fresh, never reused folder for this execution of the config."""
     run_id = str(flow_run_id or uuid.uuid4())
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(timezone.utc).strftime(ENTRY_TIME)
     return join(config_url(store_url, config_name), f"{stamp}-{dataset_fingerprint[:8]}-{run_id[:8]}")
 
 
@@ -142,14 +143,30 @@ def _written_in(entry_url: str) -> str | None:
         return None
 
 
-def latest_runs(store_url: str) -> list[str]:
-    """The latest entry of every config in a store."""
-    fs, path = filesystem(join(store_url, "runs"))
+def _folders(url: str) -> list[str]:
+    """The names of the folders in `url`, sorted; none if it is not a folder."""
+    fs, path = filesystem(url)
     if not fs.isdir(path):
         return []
-    folders = sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False) if fs.isdir(entry))
+    return sorted(item.rstrip("/").rsplit("/", 1)[-1] for item in fs.ls(path, detail=False) if fs.isdir(item))
+
+
+def latest_runs(store_url: str) -> list[str]:
+    """The latest entry of every config in a store."""
     runs = join(store_url, "runs")
-    return [resolve_run(join(runs, name)) for name in folders if exists(join(runs, name, LATEST))]
+    return [resolve_run(join(runs, name)) for name in _folders(runs) if exists(join(runs, name, LATEST))]
+
+
+def history(config_folder: str) -> list[str]:
+    """Every complete entry of a config (its run.json written), oldest first."""
+    entries = [join(config_folder, name) for name in _folders(config_folder)]
+    return [entry for entry in entries if exists(join(entry, RUN_RECORD))]
+
+
+def entry_time(entry_url: str) -> datetime:
+    """When the execution of a history entry started (UTC), from the entry's name."""
+    stamp = entry_url.rstrip("/").rsplit("/", 1)[-1].split("-", 1)[0]
+    return datetime.strptime(stamp, ENTRY_TIME).replace(tzinfo=timezone.utc)
 
 
 def store_of(entry_url: str) -> str:
