@@ -1,14 +1,21 @@
-"""The store on S3: moto's S3 server in its own process on loopback, reached the way an operator reaches any
-S3-compatible endpoint (AWS_ENDPOINT_URL and credentials in the environment)."""
+"""Dataset and store on S3: moto's S3 server in its own process on loopback, reached the way an operator reaches
+any S3-compatible endpoint (AWS_ENDPOINT_URL and credentials in the environment). The storage layer first, then
+the main job, run twice."""
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import s3fs
+from conftest import TINY_MODEL, make_image_folder
 
-from tasks.store.storage import exists, filesystem, join, read_bytes, write_bytes
+from clip_icm.cli import main
+from tasks.store.history import resolve_run
+from tasks.store.storage import exists, filesystem, join, read_bytes, read_json, read_parquet, write_bytes
 
 BUCKET = "clip-icm"
+DATASET, STORE = f"s3://{BUCKET}/data", f"s3://{BUCKET}/store"
+RUN_NAME = "on-s3"
 # moto's threaded server on a port the system picks (no race for a free one); it prints the port once serving
 SERVE = """
 import threading
@@ -71,3 +78,64 @@ def test_a_file_another_writer_adds_to_a_listed_folder_is_seen_at_once(s3):
     assert read_bytes(join(folder, "intervened.parquet")) == b"theirs"
     another_writer.rm(f"{path}/original.parquet")
     assert not exists(join(folder, "original.parquet"))
+
+
+@pytest.fixture(scope="module")
+def s3_runs(s3, prefect_api, tmp_path_factory):
+    """Two identical runs, dataset and store on the bucket, started from an empty working folder."""
+    local = make_image_folder(str(tmp_path_factory.mktemp("s3-upload") / "data"))
+    s3.put(f"{local}/", f"{BUCKET}/data/", recursive=True)
+    workdir = tmp_path_factory.mktemp("s3-workdir")
+    args = ["run", "--dataset", DATASET, "--model", TINY_MODEL, "--pretrained", "none", "--store", STORE,
+            "--run-name", RUN_NAME]
+    runs = []
+    with pytest.MonkeyPatch.context() as env:
+        env.chdir(workdir)
+        for _ in range(2):
+            assert main(args) == 0
+            runs.append(resolve_run(join(STORE, "runs", RUN_NAME)))
+    return {"runs": runs, "workdir": workdir}
+
+
+def test_run_on_s3_writes_its_reports_and_embeddings_to_the_bucket(s3, s3_runs):
+    first, second = s3_runs["runs"]
+    assert first != second and first.startswith(f"{STORE}/runs/{RUN_NAME}/")
+    written = [path.removeprefix(f"{BUCKET}/store/") for path in s3.find(f"{BUCKET}/store")]
+    entry = first.removeprefix(f"{STORE}/")
+    for name in ("summary.parquet", "predictions.parquet", "selection.parquet", "spectrum.parquet", "run.json",
+                 "accuracy_by_target.png", "projections/domain-shift-art.npz", "projections/open-class-sketch.npz"):
+        assert f"{entry}/{name}" in written, name
+    assert not [path for path in written if ".tmp-" in path or ".parts" in path]  # every atomic write completed
+    assert list(s3_runs["workdir"].iterdir()) == []  # nothing fell back to a local ./clip-icm-store
+    record = read_json(join(first, "run.json"))
+    assert record["dataset"]["root"] == DATASET and record["dataset"]["domains"] == ["art", "photo", "sketch"]
+    shards = [*record["embeddings"]["shards"].values(), record["embeddings"]["text"]]
+    assert shards and all(url.startswith(f"{STORE}/") and s3.exists(url) for url in shards)
+
+
+def test_pandas_reads_the_summary_from_s3_through_the_same_endpoint(s3_runs):
+    run = s3_runs["runs"][0]
+    # pandas goes through pyarrow's own S3 client, which reads AWS_ENDPOINT_URL too: not through the project's s3fs
+    summary = pd.read_parquet(join(run, "summary.parquet"))
+    pd.testing.assert_frame_equal(summary, read_parquet(join(run, "summary.parquet")).to_pandas())
+    domain_shift = summary[summary["protocol"] == "domain-shift"]
+    assert sorted(domain_shift["target"].unique()) == ["art", "mean", "photo", "sketch"]
+    assert domain_shift["accuracy"].between(0, 1).all()
+
+
+def test_report_command_prints_the_latest_run_from_s3(s3_runs):
+    # a fresh process: only the environment tells it where S3 is
+    printed = subprocess.run([sys.executable, "-m", "clip_icm", "report", join(STORE, "runs", RUN_NAME)],
+                             capture_output=True, text=True, timeout=300)
+    assert printed.returncode == 0, printed.stderr
+    assert f"dataset `{DATASET}`" in printed.stdout
+    assert printed.stdout.rstrip().endswith(f"Reports: `{s3_runs['runs'][1]}`")
+
+
+def test_second_identical_run_on_s3_embeds_nothing_and_reports_the_same(s3_runs):
+    first, second = s3_runs["runs"]
+    assert read_json(join(first, "run.json"))["embeddings"]["embedded_this_run"] > 0
+    assert read_json(join(second, "run.json"))["embeddings"]["embedded_this_run"] == 0
+    for name in ("summary.parquet", "predictions.parquet"):
+        pd.testing.assert_frame_equal(read_parquet(join(first, name)).to_pandas(),
+                                      read_parquet(join(second, name)).to_pandas())
