@@ -18,13 +18,22 @@ from contextlib import contextmanager, suppress
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+from fsspec.asyn import AsyncFileSystem
+from fsspec.utils import get_protocol
 
 from tasks.errors import InputError
 
 
 def filesystem(url: str):
-    """(filesystem, path) for a local path, memory://, s3://, gs://, ..."""
-    return fsspec.core.url_to_fs(url)
+    """(filesystem, path) for a local path, memory://, s3://, gs://, ...
+
+    Object stores' clients (fsspec's async filesystems: s3fs, gcsfs, ...) answer exists() and open() from folder
+    listings they cached, which miss what other workers, or this process's other threads, wrote since: the
+    store is shared, so its clients cache no listing.
+    """
+    store_class = fsspec.get_filesystem_class(get_protocol(url))
+    options = {"use_listings_cache": False} if issubclass(store_class, AsyncFileSystem) else {}
+    return fsspec.core.url_to_fs(url, **options)
 
 
 def join(url: str, *parts: str) -> str:
