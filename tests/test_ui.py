@@ -154,19 +154,22 @@ def test_trend_has_one_row_per_complete_execution_oldest_first_and_a_sparkline_p
     write_hand_made_run(memory_root, entry="20261202T020000Z-01234567-second", summary=better)
     write_hand_made_run(memory_root, entry="20261201T020000Z-01234567-first")
     write_bytes(f"{folder}/20261203T020000Z-01234567-killed/summary.parquet", b"")  # no run.json: never finished
+    write_bytes(f"{folder}/20261201T120000Z-01234567-cut/run.json", b'{"config": {"data')  # cut short: damaged
     trend = trend_table(folder)
-    assert trend["started (UTC)"].tolist() == ["2026-12-01 02:00:00", "2026-12-02 02:00:00"]
-    assert trend["data"].tolist() == ["01234567"] * 2 and trend["code"].tolist() == ["0.1.0 · fedcba98"] * 2
-    for row, summary in zip(trend.to_dict("records"), (hand_made_summary(), better)):
+    assert trend["started (UTC)"].tolist() == ["2026-12-01 02:00:00", "2026-12-01 12:00:00", "2026-12-02 02:00:00"]
+    assert trend["data"].tolist() == ["01234567", "damaged", "01234567"]
+    assert trend["code"].tolist()[::2] == ["0.1.0 · fedcba98"] * 2
+    for row, summary in zip(trend.iloc[::2].to_dict("records"), (hand_made_summary(), better)):
         expected = expected_trend_values(summary)
         assert list(row) == ["started (UTC)", "data", "code", *expected]
         assert [row[column] for column in expected] == pytest.approx(list(expected.values()))
     rows = markdown_rows(trend_markdown(trend, hand_made_record("openai"), folder))
-    assert [row["started (UTC)"] for row in rows] == ["2026-12-01 02:00:00", "2026-12-02 02:00:00", "trend, last 2"]
-    assert (rows[1]["CLIP-ICM domain shift zero-shot"], rows[1][f"{DELTA} domain shift zero-shot"]) == ("0.750", "+0.375")
-    sparklines = rows[-1]
-    assert sparklines["CLIP-ICM domain shift zero-shot"] == sparklines[f"{DELTA} open class zero-shot"] == "▁█"
-    assert sparklines["CLIP domain shift zero-shot"] == sparklines[f"{DELTA} domain shift linear probe"] == "▄▄"
+    assert [row["started (UTC)"] for row in rows] == ["2026-12-01 02:00:00", "2026-12-01 12:00:00",
+                                                      "2026-12-02 02:00:00", "trend, last 3"]
+    assert (rows[2]["CLIP-ICM domain shift zero-shot"], rows[2][f"{DELTA} domain shift zero-shot"]) == ("0.750", "+0.375")
+    sparklines = rows[-1]  # the damaged night has no value: a gap
+    assert sparklines["CLIP-ICM domain shift zero-shot"] == sparklines[f"{DELTA} open class zero-shot"] == "▁ █"
+    assert sparklines["CLIP domain shift zero-shot"] == sparklines[f"{DELTA} domain shift linear probe"] == "▄ ▄"
 
 
 def test_artifact_keys_and_tags_name_dataset_model_and_weights():
