@@ -10,7 +10,7 @@ import s3fs
 from conftest import TINY_MODEL, make_image_folder
 
 from clip_icm.cli import main
-from tasks.store.history import resolve_run
+from tasks.store.history import read_record, resolve_run
 from tasks.store.storage import exists, filesystem, join, read_bytes, read_json, read_parquet, write_bytes
 
 BUCKET = "clip-icm"
@@ -80,6 +80,15 @@ def test_a_file_another_writer_adds_to_a_listed_folder_is_seen_at_once(s3):
     assert not exists(join(folder, "original.parquet"))
 
 
+def test_a_store_in_a_bucket_that_does_not_exist_is_refused_and_not_created(s3, capsys):
+    code = main(["run", "--dataset", "rotated-digits", "--model", TINY_MODEL, "--pretrained", "none",
+                 "--store", "s3://clip-icm-misspelt/store"])
+    error = capsys.readouterr().err
+    assert code == 2 and error.count("\n") == 1 and error.startswith("clip-icm: ")
+    assert "'clip-icm-misspelt'" in error and "--store" in error
+    assert not s3.exists("clip-icm-misspelt")
+
+
 @pytest.fixture(scope="module")
 def s3_runs(s3, prefect_api, tmp_path_factory):
     """Two identical runs, dataset and store on the bucket, started from an empty working folder."""
@@ -107,7 +116,7 @@ def test_run_on_s3_writes_its_reports_and_embeddings_to_the_bucket(s3, s3_runs):
         assert f"{entry}/{name}" in written, name
     assert not [path for path in written if ".tmp-" in path or ".parts" in path]  # every atomic write completed
     assert list(s3_runs["workdir"].iterdir()) == []  # nothing fell back to a local ./clip-icm-store
-    record = read_json(join(first, "run.json"))
+    record = read_record(first)  # its store paths made URLs of the store that holds it
     assert record["dataset"]["root"] == DATASET and record["dataset"]["domains"] == ["art", "photo", "sketch"]
     shards = [*record["embeddings"]["shards"].values(), record["embeddings"]["text"]]
     assert shards and all(url.startswith(f"{STORE}/") and s3.exists(url) for url in shards)

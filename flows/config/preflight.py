@@ -28,7 +28,7 @@ from tasks.data.splits import assign_splits, split_base_novel, split_column
 from tasks.errors import InputError
 from tasks.embed.models import check_model
 from tasks.embed.plan import cached_catalog
-from tasks.store.storage import filesystem
+from tasks.store.storage import filesystem, missing_bucket
 from tasks.vocabulary import DATASET_SHIFT, OPEN_CLASS, RANDOM_WEIGHTS, TRAIN, VAL, protocols
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
@@ -126,6 +126,10 @@ def check_store(url: str) -> None:
         fail("store", f"cannot open {url!r} ({error}); use a local folder, memory://, s3:// (pip install "
                       "'clip-icm[s3]') or gs:// ('clip-icm[gcs]')")
     local = "file" in fs.protocol
+    bucket = missing_bucket(url)
+    if bucket:  # writing would create it: a misspelt name would become a new, unwatched bucket
+        fail("store", f"the bucket {bucket!r} of {url!r} does not exist (or these credentials cannot see it); "
+                      "create it first, or fix its name")
     created = path
     while local and not fs.exists(os.path.dirname(created)) and os.path.dirname(created) != created:
         created = os.path.dirname(created)

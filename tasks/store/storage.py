@@ -36,6 +36,13 @@ def filesystem(url: str):
     return fsspec.core.url_to_fs(url, **options)
 
 
+def missing_bucket(url: str) -> str | None:
+    """The bucket of an object-store URL (s3://BUCKET/..., gs://BUCKET/...) when it does not exist; None otherwise."""
+    fs, path = filesystem(url)
+    bucket = path.split("/", 1)[0]
+    return bucket if isinstance(fs, AsyncFileSystem) and not fs.exists(bucket) else None
+
+
 def join(url: str, *parts: str) -> str:
     return "/".join([url.rstrip("/"), *(part.strip("/") for part in parts)])
 
