@@ -207,14 +207,26 @@ def run_flows(command: str, args: dict, debug: bool = False) -> None:
 
     from tasks.data.datasets import one_listing_per_dataset
 
-    try:
-        with prefect_api(), (contextlib.nullcontext() if debug else quiet_prefect_errors()), one_listing_per_dataset():
-            run_flow_command(command, args)
-    except TerminationSignal as stop:  # Prefect's own SIGTERM handler, while a flow runs
-        raise Stopped(signal.SIGTERM) from stop
+    with one_listing_per_dataset():  # the checks and the flows share one listing per dataset
+        config = checked_config(command, args)
+        try:
+            with prefect_api(), (contextlib.nullcontext() if debug else quiet_prefect_errors()):
+                run_flow_command(command, args, config)
+        except TerminationSignal as stop:  # Prefect's own SIGTERM handler, while a flow runs
+            raise Stopped(signal.SIGTERM) from stop
 
 
-def run_flow_command(command: str, args: dict) -> None:
+def checked_config(command: str, args: dict) -> RunConfig | None:
+    """The config of `run` or `sweep`, checked before any server starts: bad input is answered at once."""
+    if command not in ("run", "sweep"):
+        return None  # bench and reproduce check each run's config inside their flows
+    from flows.config.preflight import preflight
+
+    config = config_from_args(args)  # field checks
+    return preflight(config, cached=command == "sweep")  # the machine, store, model, weights and dataset
+
+
+def run_flow_command(command: str, args: dict, config: RunConfig | None) -> None:
     if command == "bench":
         from flows.bench import bench
 
@@ -227,12 +239,9 @@ def run_flow_command(command: str, args: dict) -> None:
 
         print(read_bytes(join(reproduce(args["run"], args["store"]), "reproduce.md")).decode())
     else:
-        from flows.config.preflight import preflight
         from flows.run import run
         from flows.sweep import sweep
 
-        config = config_from_args(args)  # field checks
-        preflight(config, cached=command == "sweep")  # the machine, store, model, weights and dataset
         if command == "run":  # the same report as the UI's: headline, targets x methods, then the folder
             print_report({"run": run(config)})
         else:

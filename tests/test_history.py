@@ -3,33 +3,24 @@ file, and a moved or copied store (this version's, or one written before 0.3 wit
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 from conftest import write_hand_made_run
 
+from clip_icm.cli import main
 from tasks.report.leaderboard import bench_runs
 from tasks.store.history import read_record, relative_to, stored
 from tasks.store.storage import write_json
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def clip_icm(*argv) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clip_icm", *argv], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
-
-
-def one_line(result: subprocess.CompletedProcess) -> str:
+def one_line(capsys, *argv) -> str:
     """The error a command printed: exit 2, one `clip-icm:` line and nothing else on stderr."""
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    (line,) = result.stderr.splitlines()
+    assert main(list(argv)) == 2
+    (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("clip-icm: ")
     return line
 
 
-def test_a_damaged_run_record_is_one_line_naming_it(tmp_path):
+def test_a_damaged_run_record_is_one_line_naming_it(tmp_path, capsys):
     entry = write_hand_made_run(str(tmp_path / "store"))
     record = os.path.join(entry, "run.json")
     text = open(record).read()
@@ -37,14 +28,14 @@ def test_a_damaged_run_record_is_one_line_naming_it(tmp_path):
         with open(record, "w") as handle:
             handle.write(damage)
         for argv in (["report", entry], ["report", os.path.dirname(entry)], ["leaderboard", str(tmp_path / "store")]):
-            line = one_line(clip_icm(*argv))
+            line = one_line(capsys, *argv)
             assert record in line, (damage, argv, line)
 
 
-def test_a_latest_file_naming_a_deleted_entry_is_one_line_naming_both(tmp_path):
+def test_a_latest_file_naming_a_deleted_entry_is_one_line_naming_both(tmp_path, capsys):
     entry = write_hand_made_run(str(tmp_path / "store"))
     shutil.rmtree(entry)
-    line = one_line(clip_icm("report", os.path.dirname(entry)))
+    line = one_line(capsys, "report", os.path.dirname(entry))
     assert os.path.join(os.path.dirname(entry), "LATEST") in line and entry in line and "deleted or moved" in line
 
 

@@ -432,6 +432,7 @@ def test_whoever_finds_bad_input_names_the_field_and_the_cli_alone_adds_its_flag
     assert spelled == {"clip_icm/cli.py", "tasks/errors.py"}
 
 
+@pytest.mark.pipeline  # the run command starts a Prefect server before the flow it calls
 def test_internal_errors_keep_their_traceback(files, monkeypatch):
     def bug(config):
         raise RuntimeError("a bug in clip-icm")

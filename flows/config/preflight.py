@@ -11,23 +11,23 @@ config that passed in this process is not checked twice.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import replace
 import importlib.util
 import os
 import uuid
+from dataclasses import replace
 
 import open_clip
 import torch
 
 from flows.config.run_config import RunConfig
 from tasks.data.class_names import class_display_names, match_classes
-from tasks.data.prompts import load_templates, load_text_pairs, text_inputs
-from tasks.embed.checkpoints import check_checkpoint
 from tasks.data.datasets import Dataset, list_dataset, split_table_url
+from tasks.data.prompts import load_templates, load_text_pairs, text_inputs
 from tasks.data.splits import assign_splits, split_base_novel, split_column
-from tasks.errors import InputError
+from tasks.embed.checkpoints import check_checkpoint
 from tasks.embed.models import check_model
 from tasks.embed.plan import cached_catalog
+from tasks.errors import InputError
 from tasks.store.storage import filesystem, missing_bucket
 from tasks.vocabulary import DATASET_SHIFT, OPEN_CLASS, RANDOM_WEIGHTS, TRAIN, VAL, protocols
 
