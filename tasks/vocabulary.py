@@ -91,3 +91,9 @@ def artifact_key(kind: str, dataset: str, model: str, pretrained: str) -> str:
     """One key per kind x dataset x model x weights, so the histories of different jobs never mix.
     Prefect allows lowercase letters, digits and dashes only."""
     return slugify(f"clip-icm-{kind}-{dataset_label(dataset)}-{model}-{weights_label(pretrained)}")
+
+
+def trend_key(config_name: str) -> str:
+    """One trend per config (STORE/runs/NAME): two configs of one model and dataset (another split, other λ) never
+    share a trend."""
+    return slugify(f"clip-icm-trend-{config_name}")

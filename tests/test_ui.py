@@ -36,7 +36,7 @@ from tasks.report.run_report import (
 )
 from tasks.report.trend import trend_markdown, trend_table
 from tasks.store.storage import join, read_json, write_bytes, write_parquet
-from tasks.vocabulary import artifact_key, run_tags
+from tasks.vocabulary import artifact_key, run_tags, trend_key
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ("bird", "cat", "dog", "fish")
@@ -330,7 +330,8 @@ def test_smoke_run_page_shows_the_headline_and_the_reports_belong_to_the_flow_ru
 
 def test_smoke_run_publishes_its_configs_trend_with_the_execution_from_elsewhere(smoke_run):
     trend = smoke_run["artifacts"][1]
-    assert trend.type == "markdown" and trend.key == artifact_key("trend", smoke_run["dataset"], TINY_MODEL, "none")
+    config_name = smoke_run["run"].rstrip("/").rsplit("/", 2)[-2]  # STORE/runs/NAME/ENTRY
+    assert trend.type == "markdown" and trend.key == trend_key(config_name) == f"clip-icm-trend-{config_name.lower()}"
     *executions, sparklines = markdown_rows(trend.data)
     assert sparklines["started (UTC)"] == "trend, last 2"
     assert executions[0]["started (UTC)"] == "2020-01-01 00:00:00"

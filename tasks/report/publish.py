@@ -21,7 +21,7 @@ from tasks.report.run_report import run_report
 from tasks.store.history import RUN_RECORD, store_of, stored
 from tasks.report.trend import trend_markdown, trend_table
 from tasks.store.storage import join, write_bytes, write_json, write_parquet
-from tasks.vocabulary import DOMAIN_SHIFT, OPEN_CLASS, RANDOM_WEIGHTS, artifact_key, run_label, run_tags
+from tasks.vocabulary import DOMAIN_SHIFT, OPEN_CLASS, RANDOM_WEIGHTS, artifact_key, run_label, run_tags, trend_key
 
 
 def label_run(dataset: str, model: str, pretrained: str) -> None:
@@ -56,12 +56,12 @@ def publish_run_report(summary: pd.DataFrame, selection: pd.DataFrame, record: d
 
 
 def publish_trend(config_folder: str, record: dict) -> None:
-    """Every execution of the run's config (STORE/runs/NAME), one row each, as a markdown artifact keyed like the run
-    report; call it once the run's own entry is complete, so that it is the last row."""
+    """Every execution of the run's config (STORE/runs/NAME), one row each, as a markdown artifact keyed by the
+    config; call it once the run's own entry is complete, so that it is the last row."""
     config = record["config"]
     create_markdown_artifact(
         trend_markdown(trend_table(config_folder), record, config_folder),
-        key=artifact_key("trend", config["dataset"], config["model"], config["pretrained"]),
+        key=trend_key(config_folder.rstrip("/").rsplit("/", 1)[-1]),
         description=f"Trend: {run_label(config['dataset'], config['model'], config['pretrained'])}",
     )
 
