@@ -20,7 +20,6 @@ from tasks.errors import InputError
 from tasks.report.leaderboard import ALL_RUNS
 from tasks.report.publish import write_bench_manifest, write_leaderboard
 from tasks.store.history import config_url, read_record, relative_to, resolve_run
-
 from tasks.vocabulary import DATASET_SHIFT
 
 

@@ -328,3 +328,17 @@ def test_prefect_yaml_deployments_register_against_a_local_api(prefect_api, tmp_
     listed = subprocess.run([*prefect, "deployment", "ls"], env=env, cwd=ROOT, capture_output=True, text=True).stdout
     for name in ("clip-icm-run/nightly", "clip-icm-run/gpu", "clip-icm-sweep/sweep", "clip-icm-bench/benchmark"):
         assert name in listed, listed
+
+
+def test_the_run_flow_called_alone_lists_its_dataset_once(tmp_path, prefect_api, monkeypatch):
+    """As a deployment's worker calls it, without the CLI around it: its checks, its listing and its embedding
+    subflow share one listing."""
+    import tasks.data.datasets
+    from flows.run import run
+
+    dataset = make_image_folder(str(tmp_path / "data"), classes=CLASSES[:2], per_class=3)
+    listed, list_files = [], tasks.data.datasets._list_files
+    monkeypatch.setattr(tasks.data.datasets, "_list_files", lambda fs, base: listed.append(base) or list_files(fs, base))
+    run(RunConfig(dataset=dataset, model=TINY_MODEL, pretrained="none", store=str(tmp_path / "store"), lams=[1.0],
+                  ks=[4], protocol="domain-shift"))
+    assert listed == [dataset]
