@@ -30,7 +30,7 @@ DOMAINS, CLASSES = ("art", "cartoon", "photo", "sketch"), 10
 LIST_ONCE = """
 import json, sys, time
 import tasks.data.fingerprints as fingerprints
-from tasks.data.datasets import discover_dataset
+from tasks.data.discover import discover_dataset
 from tasks.specs import DataSpec
 
 read = 0

@@ -203,12 +203,12 @@ def print_leaderboard_of(folder: str) -> None:
 def run_flows(command: str, args: dict, debug: bool = False) -> None:
     """`run`, `sweep`, `bench` and `reproduce`: the flows, with a Prefect API (a temporary server unless one is set);
     Prefect's own error records stay out of the terminal unless --debug (the CLI prints the one line)."""
-    from prefect.exceptions import TerminationSignal
-
     from tasks.data.datasets import one_listing_per_dataset
 
     with one_listing_per_dataset():  # the checks and the flows share one listing per dataset
         config = checked_config(command, args)
+        from prefect.exceptions import TerminationSignal  # Prefect loads once the input is known to be good
+
         try:
             with prefect_api(), (contextlib.nullcontext() if debug else quiet_prefect_errors()):
                 run_flow_command(command, args, config)
@@ -220,9 +220,9 @@ def checked_config(command: str, args: dict) -> RunConfig | None:
     """The config of `run` or `sweep`, checked before any server starts: bad input is answered at once."""
     if command not in ("run", "sweep"):
         return None  # bench and reproduce check each run's config inside their flows
+    config = config_from_args(args)  # field checks
     from flows.config.preflight import preflight
 
-    config = config_from_args(args)  # field checks
     return preflight(config, cached=command == "sweep")  # the machine, store, model, weights and dataset
 
 

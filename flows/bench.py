@@ -15,7 +15,8 @@ from flows.config.deployment import effective_config
 from flows.config.run_config import BENCH_PER_RUN_FIELDS, RunConfig
 from flows.config.preflight import preflight
 from flows.run import run
-from tasks.data.datasets import discover_dataset, one_listing_per_dataset
+from tasks.data.datasets import one_listing_per_dataset
+from tasks.data.discover import discover_dataset
 from tasks.errors import InputError
 from tasks.report.leaderboard import ALL_RUNS
 from tasks.report.publish import write_bench_manifest, write_leaderboard

@@ -9,7 +9,7 @@ from dataclasses import replace
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.data.datasets import discover_dataset, store_split_table
+from tasks.data.discover import discover_dataset, store_split_table
 from tasks.data.prompts import text_inputs
 from tasks.embed.gpu_images import assign_devices
 from tasks.embed.cache import usable

@@ -14,7 +14,8 @@ from flows.config.run_config import RunConfig
 from flows.dataset_shift import embed_targets, evaluate_dataset_shift
 from flows.embed import embed_dataset
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
-from tasks.data.datasets import discover_dataset, one_listing_per_dataset
+from tasks.data.datasets import one_listing_per_dataset
+from tasks.data.discover import discover_dataset
 from tasks.data.prompts import load_templates
 from tasks.data.splits import split_column
 from tasks.embed.models import check_model

@@ -10,7 +10,8 @@ from flows.config.deployment import effective_config
 from flows.config.preflight import preflight
 from flows.config.run_config import RunConfig
 from flows.fit import domain_moments
-from tasks.data.datasets import discover_dataset, one_listing_per_dataset, store_split_table
+from tasks.data.datasets import one_listing_per_dataset
+from tasks.data.discover import discover_dataset, store_split_table
 from tasks.data.prompts import text_inputs
 from tasks.embed.plan import cached_catalog
 from tasks.evaluate.sweep import sweep_target

@@ -7,7 +7,8 @@ import pytest
 from conftest import colourful_image, make_image_folder, swap_bytes_keeping_stamps_a_user_can_set
 
 import tasks.data.fingerprints
-from tasks.data.datasets import discover, discover_dataset
+from tasks.data.datasets import discover
+from tasks.data.discover import discover_dataset
 from tasks.specs import DataSpec
 from tasks.data.fingerprints import content_digests, store_checksum
 

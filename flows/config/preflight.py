@@ -7,6 +7,10 @@ these are the ones that need the machine, the store or the files. Every failure 
 naming the field (and its CLI flag), the file where there is one, and the fix. The CLI calls
 `preflight` before Prefect starts, and the flows call it again (deployments skip the CLI); a
 config that passed in this process is not checked twice.
+
+Answers before imports: everything that needs no model (options, the store, the dataset's listing,
+option files) is checked first, by code that imports neither torch, open_clip nor Prefect, so a bad
+path or option is one line in about a second; only the device, model and weight checks load torch.
 """
 from __future__ import annotations
 
@@ -16,17 +20,11 @@ import os
 import uuid
 from dataclasses import replace
 
-import open_clip
-import torch
-
 from flows.config.run_config import RunConfig
 from tasks.data.class_names import class_display_names, match_classes
 from tasks.data.datasets import Dataset, list_dataset, split_table_url
 from tasks.data.prompts import load_templates, load_text_pairs, text_inputs
 from tasks.data.splits import assign_splits, split_base_novel, split_column
-from tasks.embed.checkpoints import check_checkpoint
-from tasks.embed.models import check_model
-from tasks.embed.plan import cached_catalog
 from tasks.errors import InputError
 from tasks.store.storage import filesystem, missing_bucket
 from tasks.vocabulary import DATASET_SHIFT, OPEN_CLASS, RANDOM_WEIGHTS, TRAIN, VAL, protocols
@@ -50,20 +48,23 @@ def preflight(config: RunConfig, *, cached: bool = False) -> RunConfig:
     key = (config.model_dump_json(), cached)
     if key in _PASSED:
         return config
+    # what needs no model: no torch, open_clip or Prefect is imported for these
     if config.protocol == DATASET_SHIFT:
         check_shift_options(config)
-    check_device(config.device)
+    if cached:
+        check_sweep_options(config)
     check_store(config.store_url)
-    width = check_weights(config.model, config.pretrained)
-    if config.ks and max(config.ks) > width:
-        fail("ks", f"{max(config.ks)} exceeds the embedding width {width} of {config.model!r}; "
-                   f"pick k between 1 and {width}")
     check_task_runner(config.task_runner)
     data = check_dataset(config)
     check_files(config, data)
     check_text_pairs(config, data)
+    # the machine and the model
+    check_device(config.device)
+    width = check_weights(config.model, config.pretrained)
+    if config.ks and max(config.ks) > width:
+        fail("ks", f"{max(config.ks)} exceeds the embedding width {width} of {config.model!r}; "
+                   f"pick k between 1 and {width}")
     if cached:
-        check_sweep_options(config)
         check_cached(config, data)
     _PASSED.add(key)
     return config
@@ -97,6 +98,8 @@ def check_device(device: str) -> None:
     """The device exists on this machine: 'cuda' without a GPU fails here, not as a weights error."""
     if device == "auto":
         return
+    import torch
+
     try:
         parsed = torch.device(device)
     except RuntimeError:
@@ -158,6 +161,11 @@ def _remove_empty_folders(path: str, top: str) -> None:
 
 def check_weights(model: str, pretrained: str) -> int:
     """The model name, the weights (a tag, or a checkpoint file that fits); returns the embedding width."""
+    import open_clip
+
+    from tasks.embed.checkpoints import check_checkpoint
+    from tasks.embed.models import check_model
+
     check_model(model, RANDOM_WEIGHTS)  # the name alone
     if pretrained != RANDOM_WEIGHTS and os.path.exists(pretrained):
         check_checkpoint(pretrained, model)  # it names the file and what is wrong with it
@@ -293,6 +301,8 @@ def check_sweep_options(config: RunConfig) -> None:
 
 def check_cached(config: RunConfig, data: Dataset) -> None:
     """Runs that read the store only (sweep) need every embedding file there already."""
+    from tasks.embed.plan import cached_catalog
+
     try:
         embedding = config.embed_spec()
         cached_catalog(data, embedding, text_inputs(data, embedding), split_table_url(data, config.store_url))

@@ -12,13 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
-from tasks.store.storage import exists, filesystem, join, write_bytes, write_parquet
+from tasks.store.storage import exists, filesystem, join, write_bytes
 from tasks.store.names import stable_hash
-from tasks.data.fingerprints import content_digests, file_stamp, remember_digests, store_checksum
+from tasks.data.fingerprints import content_digests, file_stamp, store_checksum
 from tasks.data.splits import assign_splits, split_base_novel
 from tasks.errors import InputError
 from tasks.specs import DataSpec
@@ -263,27 +260,8 @@ def list_dataset(data: DataSpec) -> Dataset:
                     class_policy=data.class_policy, split=data.split, store=data.store)
 
 
-@task(name="discover-dataset", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def discover_dataset(data: DataSpec) -> Dataset:
-    """`list_dataset`, and the digests its files' bytes gave remembered on the store for the next listing."""
-    dataset = list_dataset(data)
-    remember_digests(dataset.samples, data.store, dataset.root)
-    return dataset
-
-
 def split_table_url(dataset: Dataset, store: str) -> str:
     """Where a listing's split lives: keyed by its content, the split rule, the holdout and the seed."""
     key = stable_hash({"fingerprint": dataset.fingerprint, "rule": dataset.split_rule, "holdout": dataset.holdout,
                        "seed": dataset.seed})
     return join(store, "splits", f"{dataset_label(dataset.root)}-{key}.parquet")
-
-
-@task(name="store-split-table", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def store_split_table(dataset: Dataset, store: str) -> str:
-    """STORE/splits/<dataset>-<key>.parquet: which images of every domain are trained, selected and tested on
-    (sample_id, domain, split, open_split), for the catalog and for whoever wants to see the exact split."""
-    url = split_table_url(dataset, store)
-    if not exists(url):
-        columns = ["sample_id", "domain", "split", "open_split"]
-        write_parquet(pa.Table.from_pandas(dataset.samples[columns], preserve_index=False), url)
-    return url

@@ -11,7 +11,6 @@ a dog." / "a sketch of a dog."): the shipped prompt bank, or the user's pairs fr
 from __future__ import annotations
 
 import pandas as pd
-from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
 from tasks.data.class_names import class_display_names, class_prompt_name
 from tasks.store.storage import filesystem
@@ -40,17 +39,21 @@ STYLE_TEMPLATES = (
 ANCHOR_TEMPLATE = "a photo of a {}."
 CLASS_TEMPLATES = ("a photo of a {}.",)
 PLACEHOLDER = "{}"
-TEMPLATE_SETS = {
-    "simple": tuple(CLASS_TEMPLATES),
-    # open_clip ships them as functions of the class name
-    "openai-imagenet": tuple(template(PLACEHOLDER) for template in OPENAI_IMAGENET_TEMPLATES),
-}
+
+
+def _openai_imagenet_templates() -> tuple[str, ...]:
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES  # loads torch: only when this set is asked for
+
+    return tuple(template(PLACEHOLDER) for template in OPENAI_IMAGENET_TEMPLATES)  # open_clip ships functions of the name
+
+
+TEMPLATE_SETS = {"simple": lambda: tuple(CLASS_TEMPLATES), "openai-imagenet": _openai_imagenet_templates}
 
 
 def load_templates(spec: str) -> tuple[str, ...]:
     """A named template set, or the templates of a text file (blank lines skipped); fails naming the line."""
     if spec in TEMPLATE_SETS:
-        return TEMPLATE_SETS[spec]
+        return TEMPLATE_SETS[spec]()
     fs, path = filesystem(spec)
     if not fs.isfile(path):
         raise InputError(
