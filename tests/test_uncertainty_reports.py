@@ -127,3 +127,22 @@ def test_the_leaderboard_marks_cells_whose_interval_excludes_zero_and_counts_tri
     assert table.loc["clip_zero_shot", "PACS"] == "50.0 ± 0.0"
     assert "excludes 0" in leaderboard_markdown(aggregate(trials), "t")
     assert "60.0 $\\pm$ 2.9 (2/3)" in leaderboard_latex(aggregate(trials), "t")
+
+
+def test_the_sweep_artifact_gives_each_cells_difference_with_its_interval():
+    from tasks.report.publish import sweep_markdown
+
+    sweep = pd.DataFrame({
+        "target": ["art", "art"], "lam": [1.0, 10.0], "n_components": [4, 8], "val_accuracy": [0.5, 0.75],
+        "target_zero_shot_accuracy": [0.6, 0.7], "target_linear_probe_accuracy": [0.8, 0.85], "selected": [False, True],
+        "target_zero_shot_delta": [-0.00004, 0.1], "target_zero_shot_ci_low": [-0.05, 0.04],
+        "target_zero_shot_ci_high": [0.05, 0.16], "target_linear_probe_delta": [0.0, 0.05],
+        "target_linear_probe_ci_low": [0.0, -0.01], "target_linear_probe_ci_high": [0.0, 0.11],
+    })
+    lines = sweep_markdown(sweep).splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert header == ["target", "lam", "n_components", "val_accuracy", "target zero-shot", "Δ zero-shot [95% CI]",
+                      "target linear probe", "Δ linear probe [95% CI]", "selected"]
+    assert [cell.strip() for cell in lines[3].strip("|").split("|")][4:8] == [
+        "0.7000", "+0.100 [+0.040, +0.160]", "0.8500", "+0.050 [-0.010, +0.110]"]
+    assert "+0.000 [-0.050, +0.050]" in lines[2] and "-0.000" not in "\n".join(lines)
