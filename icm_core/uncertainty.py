@@ -37,9 +37,6 @@ class PairedDifference:
     lost: int  # images the baseline alone gets right
     n: int
 
-    def excludes_zero(self) -> bool:
-        return self.ci_low > 0 or self.ci_high < 0
-
 
 def paired_cells(baseline_correct, candidate_correct, strata=None) -> np.ndarray:
     """strata x 3 counts: (agree, gained, lost) per stratum, strata in sorted order (one row without strata)."""

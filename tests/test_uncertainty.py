@@ -87,7 +87,7 @@ def test_a_target_of_one_image_contributes_its_difference_without_spread():
 def test_no_discordant_pair_is_p_one_and_the_interval_zero(baseline, candidate):
     difference = paired_difference(baseline, candidate)
     assert (difference.delta, difference.ci_low, difference.ci_high, difference.mcnemar_p) == (0, 0, 0, 1)
-    assert not difference.excludes_zero()
+    assert (difference.gained, difference.lost, difference.n) == (0, 0, len(baseline))
 
 
 def test_mcnemar_p_is_the_two_sided_binomial_of_the_discordant_images():

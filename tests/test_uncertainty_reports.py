@@ -7,7 +7,9 @@ from conftest import hand_made_record, hand_made_selection, hand_made_summary, w
 
 from icm_core.uncertainty import LEVEL
 from tasks.report.leaderboard import aggregate, leaderboard_latex, leaderboard_markdown, paper_tables
-from tasks.report.run_report import CI, DELTA, MISSING, mean_comparison, p_text, run_headline, run_report, signed
+from tasks.report.run_report import (
+    CI, DELTA, MISSING, mean_comparison, p_text, run_headline, run_report, signed_text,
+)
 from tasks.report.trend import trend_markdown, trend_table
 
 # (protocol, CLIP-ICM method, target) -> (ci_low, ci_high, mcnemar_p); Δ is read off the accuracies
@@ -36,7 +38,7 @@ def summary_with_uncertainty() -> pd.DataFrame:
 
 
 def test_numbers_are_written_signed_without_negative_zero_and_p_below_a_thousandth_as_a_bound():
-    assert [signed(value) for value in (0.021, -0.0004, -0.0, 0.0004, -0.02)] == [
+    assert [signed_text(value) for value in (0.021, -0.0004, -0.0, 0.0004, -0.02)] == [
         "+0.021", "+0.000", "+0.000", "+0.000", "-0.020"]
     assert [p_text(value) for value in (0.0, 0.00099, 0.001, 0.0234, 1.0, np.nan)] == [
         "< 0.001", "< 0.001", "0.001", "0.023", "1.000", MISSING]

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from tasks.errors import InputError
-from tasks.report.run_report import read_summary
+from tasks.report.run_report import excludes_zero, read_summary
 from tasks.store.history import entry_in_store, latest_runs, read_record
 from tasks.store.names import store_url
 from tasks.store.storage import exists, join, read_json, read_parquet, write_bytes, write_parquet
@@ -87,7 +87,7 @@ def aggregate(trials: pd.DataFrame) -> pd.DataFrame:
     low, high = (trials[column] if column in trials else pd.Series(np.nan, index=trials.index)
                  for column in ("ci_low", "ci_high"))
     known = low.notna() & high.notna()
-    trials = trials.assign(n_intervals=known, ci_excludes_zero=known & ((low > 0) | (high < 0)))
+    trials = trials.assign(n_intervals=known, ci_excludes_zero=excludes_zero(low, high))
     board = (trials.groupby(GROUP, sort=False)
              .agg(mean=("accuracy", "mean"), se=("accuracy", standard_error), n_trials=("accuracy", "count"),
                   n_intervals=("n_intervals", "sum"), ci_excludes_zero=("ci_excludes_zero", "sum")).reset_index())

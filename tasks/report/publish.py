@@ -17,7 +17,7 @@ from prefect.context import FlowRunContext
 
 from tasks.report.leaderboard import benchmark_url, rebuild_leaderboard
 from tasks.report.plots import accuracy_plot_png, spectrum_plot_png
-from tasks.report.run_report import DELTA, interval_text, run_report, signed
+from tasks.report.run_report import DELTA, interval_text, run_report, signed_text
 from tasks.store.history import RUN_RECORD, store_of, stored
 from tasks.report.trend import trend_markdown, trend_table
 from tasks.store.storage import join, write_bytes, write_json, write_parquet
@@ -95,7 +95,7 @@ def sweep_markdown(sweep: pd.DataFrame) -> str:
     for name, label in (("zero_shot", "zero-shot"), ("linear_probe", "linear probe")):
         table[f"target {label}"] = sweep[f"target_{name}_accuracy"]
         table[f"{DELTA} {label} [95% CI]"] = [
-            f"{signed(delta)} {interval_text(low, high)}" for delta, low, high in
+            f"{signed_text(delta)} {interval_text(low, high)}" for delta, low, high in
             zip(*(sweep[f"target_{name}_{column}"] for column in ("delta", "ci_low", "ci_high")))]
     return table.assign(selected=sweep["selected"]).to_markdown(index=False, floatfmt=".4f")
 

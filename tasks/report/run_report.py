@@ -120,6 +120,12 @@ def mean_comparison(summary: pd.DataFrame) -> pd.DataFrame:
                                        *(UNCERTAINTY_COLUMNS if uncertain else [])])
 
 
+def excludes_zero(low, high):
+    """Whether an interval lies wholly on one side of 0: a CLIP-ICM gain (or loss) the images' sampling alone does not
+    explain. Elementwise on Series; False where there is no interval (NaN)."""
+    return (low > 0) | (high < 0)
+
+
 def uncertainty_table(summary: pd.DataFrame, protocol: str) -> pd.DataFrame:
     """Each accuracy Δ of a protocol, per target (the mean last) and comparison, with its interval and McNemar p;
     empty for a run written before them."""
@@ -147,14 +153,14 @@ def _cell(value, signed: bool = False) -> str:
     return str(value)
 
 
-def signed(value: float) -> str:
+def signed_text(value: float) -> str:
     """A difference at DECIMALS places with its sign; one that rounds to zero reads +0.000, never -0.000."""
     return f"{round(float(value), DECIMALS) + 0.0:+.{DECIMALS}f}"
 
 
 def interval_text(low: float, high: float) -> str:
     """'[+0.013, +0.029]'; MISSING where there is no interval."""
-    return MISSING if pd.isna(low) or pd.isna(high) else f"[{signed(low)}, {signed(high)}]"
+    return MISSING if pd.isna(low) or pd.isna(high) else f"[{signed_text(low)}, {signed_text(high)}]"
 
 
 def p_text(p: float) -> str:
@@ -202,7 +208,7 @@ def _per_protocol(comparison: pd.DataFrame, describe) -> dict[str, str]:
 def _difference_line(comparison: pd.DataFrame) -> str:
     def described(row) -> str:
         uncertainty = uncertainty_text(row)
-        return f"{row.comparison} {signed(row[DELTA])}" + (f" ({uncertainty})" if uncertainty else "")
+        return f"{row.comparison} {signed_text(row[DELTA])}" + (f" ({uncertainty})" if uncertainty else "")
 
     per_protocol = _per_protocol(comparison, described)
     listed = "; ".join(f"{protocol}: {text}" for protocol, text in per_protocol.items())
@@ -262,7 +268,7 @@ def run_headline(summary: pd.DataFrame, selection: pd.DataFrame, record: dict) -
     random weights), then per protocol CLIP → CLIP-ICM on the mean over targets with Δ, and the chosen (λ, k)."""
     per_protocol = _per_protocol(mean_comparison(summary), lambda row: (
         f"{row.comparison} {_cell(row.CLIP)} → {_cell(row['CLIP-ICM'])} "
-        f"({', '.join(filter(None, [f'{DELTA} {signed(row[DELTA])}', uncertainty_text(row)]))})"))
+        f"({', '.join(filter(None, [f'{DELTA} {signed_text(row[DELTA])}', uncertainty_text(row)]))})"))
     chosen = chosen_hyperparameters(selection)
     protocols = [f"{protocol}: {text}, (λ, k) = {_chosen_cells(chosen[chosen['protocol'] == protocol])}"
                  for protocol, text in per_protocol.items()]

@@ -13,8 +13,8 @@ import pandas as pd
 
 from tasks.errors import InputError
 from tasks.report.run_report import (
-    CI, DECIMALS, DELTA, UNCERTAINTY_COLUMNS, mean_comparison, read_run_table, run_title, table_markdown,
-    with_uncertainty_cells,
+    CI, DECIMALS, DELTA, MCNEMAR, MISSING, UNCERTAINTY_COLUMNS, excludes_zero, mean_comparison, read_run_table,
+    run_title, table_markdown, with_uncertainty_cells,
 )
 from tasks.store.history import entry_time, history, read_record
 
@@ -74,10 +74,10 @@ def sparklines(trend: pd.DataFrame) -> pd.DataFrame:
     for (protocol, comparison), series in recent.dropna(subset=SERIES).groupby(SERIES, sort=False):
         per_execution = series.set_index(EXECUTION).reindex(executions)
         known = per_execution.dropna(subset=["ci_low", "ci_high"])
-        excluded = ((known["ci_low"] > 0) | (known["ci_high"] < 0)).sum()
+        excluded = excludes_zero(known["ci_low"], known["ci_high"]).sum()
         rows.append({"protocol": protocol, "comparison": comparison,
                      **{number: sparkline(per_execution[number]) for number in NUMBERS},
-                     f"{CI} excludes 0": f"{excluded} of {len(known)}" if len(known) else "—"})
+                     f"{CI} excludes 0": f"{excluded} of {len(known)}" if len(known) else MISSING})
     return pd.DataFrame(rows)
 
 
@@ -92,7 +92,7 @@ def trend_markdown(trend: pd.DataFrame, record: dict, config_folder: str) -> str
         f"# Trend: {run_title(record)}",
         f"Every execution of `{config_folder}`, oldest first, a row per comparison: CLIP and CLIP-ICM accuracy on the "
         f"mean over targets, {DELTA} = CLIP-ICM − CLIP with its {CI} (paired bootstrap over the test images) and "
-        "McNemar p; `data` is the dataset's fingerprint, `code` the package version and source hash.",
+        f"{MCNEMAR}; `data` is the dataset's fingerprint, `code` the package version and source hash.",
         table_markdown(shown, index=False),
         f"## Trend, last {recent} executions (▁ lowest to █ highest)",
         table_markdown(sparklines(trend), index=False),
