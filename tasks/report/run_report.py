@@ -102,7 +102,7 @@ def has_uncertainty(summary: pd.DataFrame) -> bool:
 def mean_comparison(summary: pd.DataFrame) -> pd.DataFrame:
     """CLIP vs CLIP-ICM on the mean over targets, one row per protocol x method pair (and open-class HM); with
     ci_low, ci_high and mcnemar_p of each accuracy Δ where the summary has them (none for HM)."""
-    uncertain = has_uncertainty(summary)
+    intervals = UNCERTAINTY_COLUMNS if has_uncertainty(summary) else []
     rows = []
     for protocol in summary["protocol"].unique():
         means = summary[(summary["protocol"] == protocol) & (summary["target"] == "mean")].set_index("method")
@@ -114,10 +114,9 @@ def mean_comparison(summary: pd.DataFrame) -> pd.DataFrame:
                 rows.append({"protocol": protocol_title(protocol), "comparison": label,
                              "CLIP": means.at[clip, metric], "CLIP-ICM": means.at[icm, metric],
                              DELTA: means.at[icm, metric] - means.at[clip, metric],
-                             **({column: means.at[icm, column] if metric == "accuracy" else np.nan
-                                 for column in UNCERTAINTY_COLUMNS} if uncertain else {})})
-    return pd.DataFrame(rows, columns=["protocol", "comparison", "CLIP", "CLIP-ICM", DELTA,
-                                       *(UNCERTAINTY_COLUMNS if uncertain else [])])
+                             **{column: means.at[icm, column] if metric == "accuracy" else np.nan
+                                for column in intervals}})
+    return pd.DataFrame(rows, columns=["protocol", "comparison", "CLIP", "CLIP-ICM", DELTA, *intervals])
 
 
 def excludes_zero(low, high):
