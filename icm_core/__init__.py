@@ -22,12 +22,14 @@ from icm_core.predict import (
 )
 from icm_core.projection import FORMAT_VERSION, InvariantProjection, eigendecompose, icm_matrix
 from icm_core.selection import Selection, ValidationFold, select_hyperparameters, select_over_folds
+from icm_core.uncertainty import PairedDifference, mcnemar_exact, paired_difference
 
 __all__ = [
     "FORMAT_VERSION",
     "InterventionMoments",
     "InvariantProjection",
     "LinearProbe",
+    "PairedDifference",
     "Selection",
     "ValidationFold",
     "accuracy",
@@ -39,9 +41,11 @@ __all__ = [
     "kept_share",
     "kept_share_by_family",
     "l2_normalize",
+    "mcnemar_exact",
     "movement_kept",
     "movement_kept_by_family",
     "pair_movement",
+    "paired_difference",
     "per_class_accuracy",
     "positive_eigenvalues",
     "select_hyperparameters",

@@ -74,8 +74,11 @@ def test_bench_leaderboard_equals_the_runs_summaries(workspace):
     for item in runs:
         summary = read_parquet(join(item["run"], "summary.parquet")).to_pandas()
         for row in summary[summary["target"] == "mean"].itertuples():
-            rows.append({**item, "method": row.method, "accuracy": row.accuracy})
-    expected = pd.DataFrame(rows).groupby(["model", "pretrained", "dataset", "method"])["accuracy"]
+            rows.append({**item, "method": row.method, "accuracy": row.accuracy,
+                         "excludes_zero": row.ci_low > 0 or row.ci_high < 0})  # False for CLIP's rows (NaN)
+    expected = pd.DataFrame(rows).groupby(["model", "pretrained", "dataset", "method"])
+    excluded = expected["excludes_zero"]
+    expected = expected["accuracy"]
     board = board_of(workspace["folder"])
     assert len(board) == 2 * 2 * 4 and set(board["protocol"]) == {"domain-shift"}
     for row in board.itertuples():
@@ -86,8 +89,11 @@ def test_bench_leaderboard_equals_the_runs_summaries(workspace):
         if row.method in BASELINES:
             baseline = expected.get_group((row.model, row.pretrained, row.dataset, BASELINES[row.method])).to_numpy()
             assert row.delta == pytest.approx(accuracies.mean() - baseline.mean())
+            # every trial records its interval; the mark counts those that exclude 0
+            assert (row.n_intervals, row.ci_excludes_zero) == (
+                2, excluded.get_group((row.model, row.pretrained, row.dataset, row.method)).sum())
         else:
-            assert np.isnan(row.delta)
+            assert np.isnan(row.delta) and (row.n_intervals, row.ci_excludes_zero) == (0, 0)
     assert (board["se"] > 0).any()  # the trials did differ
     # the two weights give different embeddings, so different numbers
     by_weights = board.pivot_table(index=["dataset", "method"], columns="pretrained", values="mean")

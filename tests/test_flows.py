@@ -21,7 +21,7 @@ from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from icm_core import InterventionMoments, harmonic_mean
 from tasks.embed.images import IMAGE_SCHEMA, embedding_table
 from tasks.data.splits import split_base_novel
-from tasks.vocabulary import METHODS
+from tasks.vocabulary import BASELINES, METHODS
 from tasks.store.catalog import EmbeddingCatalog
 from tasks.fit.projections import load_projection
 from tasks.specs import Recipe, SelectionSpec
@@ -64,6 +64,15 @@ def test_run_writes_every_report_and_summary_matches_predictions(workspace):
     means = recomputed.groupby(level=["protocol", "method"]).mean()
     for row in summary[summary["target"] == "mean"].itertuples():
         assert row.accuracy == pytest.approx(means[(row.protocol, row.method)])
+    # each CLIP-ICM row's Δ over its CLIP baseline, inside its interval; CLIP's rows compare with nothing
+    accuracy = summary.set_index(["protocol", "method", "target"])["accuracy"]
+    compared = summary[summary["method"].isin(list(BASELINES))]
+    assert len(compared) == 2 * 4 + 1 * 4  # (3 targets + mean) x (domain shift: two pairs; open class: zero-shot)
+    for row in compared.itertuples():
+        assert row.delta == pytest.approx(row.accuracy - accuracy[(row.protocol, BASELINES[row.method], row.target)])
+        assert row.ci_low <= row.delta <= row.ci_high and 0 < row.mcnemar_p <= 1
+    assert summary.loc[~summary["method"].isin(list(BASELINES)), ["delta", "ci_low", "ci_high", "mcnemar_p"]].isna().all().all()
+    assert read_record(run)["uncertainty"]["resamples"] == 10_000
     # one prediction per readable target image per method; the broken file is skipped, and reported
     photo = predictions[(predictions["protocol"] == "domain-shift") & (predictions["target"] == "photo")]
     assert len(photo) == 4 * 24
@@ -243,6 +252,13 @@ def test_sweep_reads_cache_only_and_marks_the_selection(workspace, monkeypatch):
     assert sorted(zip(chosen["target"], chosen["lam"], chosen["n_components"])) == sorted(
         zip(picked["target"], picked["lam"], picked["n_components"]))
     assert sweep["target_zero_shot_accuracy"].between(0, 1).all()
+    # the run's own pick scores as the run did: the same Δ over CLIP, interval and p, on the same images
+    summary = table(workspace["run"], "summary.parquet").set_index(["protocol", "method", "target"])
+    for row in chosen.itertuples():
+        for method, name in (("clip_icm_zero_shot", "zero_shot"), ("clip_icm_linear_probe", "linear_probe")):
+            run_row = summary.loc[("domain-shift", method, row.target)]
+            assert [getattr(row, f"target_{name}_{column}") for column in ("delta", "ci_low", "ci_high", "mcnemar_p")] \
+                == pytest.approx(run_row[["delta", "ci_low", "ci_high", "mcnemar_p"]].tolist()), (row.target, method)
 
 
 def test_sweep_without_cache_names_the_missing_embeddings(workspace, tmp_path, capsys):

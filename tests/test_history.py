@@ -57,3 +57,20 @@ def test_a_copied_store_reads_its_own_files_whatever_version_wrote_its_records(t
         assert read["embeddings"]["shards"] == {key: path.replace(original, copy) for key, path in shards.items()}
         assert read["embeddings"]["text"] == shared
         assert bench_runs(copy, "tiny") == [{"run": moved_entry, "dataset": "office"}]
+
+
+def test_runs_written_before_the_intervals_render_beside_runs_with_them(tmp_path, capsys):
+    from test_uncertainty_reports import summary_with_uncertainty
+
+    store = str(tmp_path / "store")
+    old = write_hand_made_run(store, "old", "20261201T000000Z-abc-old")
+    new = write_hand_made_run(store, "new", "20261202T000000Z-abc-new", summary=summary_with_uncertainty())
+    assert main(["report", old]) == 0
+    old_report = capsys.readouterr().out
+    assert "95% CI" not in old_report and "zero-shot +0.250, linear probe -0.025;" in old_report
+    assert main(["report", new]) == 0
+    assert "zero-shot +0.250 (95% CI [+0.120, +0.380], McNemar p < 0.001)" in capsys.readouterr().out
+    assert main(["leaderboard", store]) == 0
+    board = open(os.path.join(store, "benchmarks", "all", "leaderboard.md")).read()
+    # two trials of one config: the new run's intervals count, the old run (none recorded) does not
+    assert "| clip_icm_zero_shot    | 62.5 ± 0.0 (1/1) |" in board and "| clip_icm_linear_probe | 47.5 ± 0.0 (0/1) |" in board

@@ -121,33 +121,34 @@ def test_run_headline_is_one_line_with_both_means_the_difference_and_the_chosen_
         "Office_Home · ViT-B-16 (openai) · CLIP → CLIP-ICM")
 
 
-# trend column -> (protocol, CLIP method, CLIP-ICM method, metric) of a summary's mean rows
+# trend (protocol, comparison) -> (protocol, CLIP method, CLIP-ICM method, metric) of a summary's mean rows
 TREND_SERIES = {
-    "domain shift zero-shot": ("domain-shift", "clip_zero_shot", "clip_icm_zero_shot", "accuracy"),
-    "domain shift linear probe": ("domain-shift", "clip_linear_probe", "clip_icm_linear_probe", "accuracy"),
-    "open class zero-shot": ("open-class", "clip_zero_shot", "clip_icm_zero_shot", "accuracy"),
-    "open class zero-shot HM (base, novel)": ("open-class", "clip_zero_shot", "clip_icm_zero_shot", "harmonic_mean"),
+    ("domain shift", "zero-shot"): ("domain-shift", "clip_zero_shot", "clip_icm_zero_shot", "accuracy"),
+    ("domain shift", "linear probe"): ("domain-shift", "clip_linear_probe", "clip_icm_linear_probe", "accuracy"),
+    ("open class", "zero-shot"): ("open-class", "clip_zero_shot", "clip_icm_zero_shot", "accuracy"),
+    ("open class", "zero-shot HM (base, novel)"): ("open-class", "clip_zero_shot", "clip_icm_zero_shot", "harmonic_mean"),
 }
 
 
-def expected_trend_values(summary: pd.DataFrame) -> dict:
-    """A trend row's accuracies, read off the summary's mean rows."""
+def expected_trend_values(summary: pd.DataFrame) -> list[list]:
+    """An execution's trend rows, [protocol, comparison, CLIP, CLIP-ICM, Δ] each, read off the summary's mean rows."""
     means = summary[summary["target"] == "mean"].set_index(["protocol", "method"])
-    values = {}
+    rows = []
     for series, (protocol, clip, icm, metric) in TREND_SERIES.items():
         before, after = means.at[(protocol, clip), metric], means.at[(protocol, icm), metric]
-        values |= {f"CLIP {series}": before, f"CLIP-ICM {series}": after, f"{DELTA} {series}": after - before}
-    return values
+        rows.append([*series, before, after, after - before])
+    return rows
 
 
-def markdown_rows(markdown: str) -> list[dict]:
-    """The rows of the (last) pipe table in `markdown`, as header -> cell text."""
-    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+def markdown_rows(markdown: str, table: int = -1) -> list[dict]:
+    """The rows of a pipe table in `markdown` (the last by default), as header -> cell text."""
+    tables = [[line for line in block.splitlines() if line.startswith("|")] for block in markdown.split("\n\n")]
+    lines = [block for block in tables if block][table]
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
 
 
-def test_trend_has_one_row_per_complete_execution_oldest_first_and_a_sparkline_per_column(memory_root):
+def test_trend_has_a_row_per_execution_and_comparison_oldest_first_and_a_sparkline_per_comparison(memory_root):
     better = hand_made_summary()
     better.loc[better["method"] == "clip_icm_zero_shot", "accuracy"] += 0.125  # CLIP-ICM zero-shot moved up
     folder = f"{memory_root}/runs/office"
@@ -156,20 +157,27 @@ def test_trend_has_one_row_per_complete_execution_oldest_first_and_a_sparkline_p
     write_bytes(f"{folder}/20261203T020000Z-01234567-killed/summary.parquet", b"")  # no run.json: never finished
     write_bytes(f"{folder}/20261201T120000Z-01234567-cut/run.json", b'{"config": {"data')  # cut short: damaged
     trend = trend_table(folder)
-    assert trend["started (UTC)"].tolist() == ["2026-12-01 02:00:00", "2026-12-01 12:00:00", "2026-12-02 02:00:00"]
-    assert trend["data"].tolist() == ["01234567", "damaged", "01234567"]
-    assert trend["code"].tolist()[::2] == ["0.1.0 · fedcba98"] * 2
-    for row, summary in zip(trend.iloc[::2].to_dict("records"), (hand_made_summary(), better)):
-        expected = expected_trend_values(summary)
-        assert list(row) == ["started (UTC)", "data", "code", *expected]
-        assert [row[column] for column in expected] == pytest.approx(list(expected.values()))
-    rows = markdown_rows(trend_markdown(trend, hand_made_record("openai"), folder))
-    assert [row["started (UTC)"] for row in rows] == ["2026-12-01 02:00:00", "2026-12-01 12:00:00",
-                                                      "2026-12-02 02:00:00", "trend, last 3"]
-    assert (rows[2]["CLIP-ICM domain shift zero-shot"], rows[2][f"{DELTA} domain shift zero-shot"]) == ("0.750", "+0.375")
-    sparklines = rows[-1]  # the damaged night has no value: a gap
-    assert sparklines["CLIP-ICM domain shift zero-shot"] == sparklines[f"{DELTA} open class zero-shot"] == "▁ █"
-    assert sparklines["CLIP domain shift zero-shot"] == sparklines[f"{DELTA} domain shift linear probe"] == "▄ ▄"
+    assert trend["started (UTC)"].tolist() == ["2026-12-01 02:00:00"] * 4 + ["2026-12-01 12:00:00"] + ["2026-12-02 02:00:00"] * 4
+    assert trend["data"].tolist() == ["01234567"] * 4 + ["damaged"] + ["01234567"] * 4
+    assert trend["code"].tolist()[::5] == ["0.1.0 · fedcba98"] * 2
+    columns = ["protocol", "comparison", "CLIP", "CLIP-ICM", DELTA]
+    for rows, summary in ((trend.iloc[:4], hand_made_summary()), (trend.iloc[5:], better)):
+        values = rows[columns].values.tolist()
+        for row, expected in zip(values, expected_trend_values(summary), strict=True):
+            assert row[:2] == expected[:2] and row[2:] == pytest.approx(expected[2:])
+    assert trend[["ci_low", "ci_high", "mcnemar_p"]].isna().all().all()  # runs written before the intervals
+    markdown = trend_markdown(trend, hand_made_record("openai"), folder)
+    rows = markdown_rows(markdown, 0)
+    assert [row["started (UTC)"] for row in rows] == ["2026-12-01 02:00:00", "", "", "", "2026-12-01 12:00:00",
+                                                      "2026-12-02 02:00:00", "", "", ""]
+    assert (rows[5]["comparison"], rows[5]["CLIP-ICM"], rows[5][DELTA], rows[5]["95% CI"]) == (
+        "zero-shot", "0.750", "+0.375", MISSING)
+    assert max(len(line) for line in markdown.splitlines() if line.startswith("|")) < 160  # fits the artifact page
+    sparklines = {(row["protocol"], row["comparison"]): row for row in markdown_rows(markdown)}
+    assert len(sparklines) == 4  # the damaged night has no value: a gap
+    assert sparklines["domain shift", "zero-shot"]["CLIP-ICM"] == sparklines["open class", "zero-shot"][DELTA] == "▁ █"
+    assert sparklines["domain shift", "zero-shot"]["CLIP"] == sparklines["domain shift", "linear probe"][DELTA] == "▄ ▄"
+    assert "## Trend, last 3 executions" in markdown
 
 
 def test_artifact_keys_and_tags_name_dataset_model_and_weights():
@@ -332,19 +340,23 @@ def test_smoke_run_publishes_its_configs_trend_with_the_execution_from_elsewhere
     trend = smoke_run["artifacts"][1]
     config_name = smoke_run["run"].rstrip("/").rsplit("/", 2)[-2]  # STORE/runs/NAME/ENTRY
     assert trend.type == "markdown" and trend.key == trend_key(config_name) == f"clip-icm-trend-{config_name.lower()}"
-    *executions, sparklines = markdown_rows(trend.data)
-    assert sparklines["started (UTC)"] == "trend, last 2"
+    executions, sparklines = markdown_rows(trend.data, 0), markdown_rows(trend.data)
+    assert "## Trend, last 2 executions" in trend.data and len(sparklines) == 4
+    firsts = [position for position, row in enumerate(executions) if row["started (UTC)"]]
     assert executions[0]["started (UTC)"] == "2020-01-01 00:00:00"
-    for row, entry in zip(executions, (smoke_run["elsewhere"], smoke_run["run"]), strict=True):
+    for first, entry in zip(firsts, (smoke_run["elsewhere"], smoke_run["run"]), strict=True):
         record = read_json(join(entry, "run.json"))
         provenance = record["provenance"]
-        assert (row["data"], row["code"]) == (record["dataset"]["fingerprint"][:8],
-                                              f"{provenance['package_version']} · {provenance['source_hash'][:8]}")
+        assert (executions[first]["data"], executions[first]["code"]) == (
+            record["dataset"]["fingerprint"][:8], f"{provenance['package_version']} · {provenance['source_hash'][:8]}")
         expected = expected_trend_values(pd.read_parquet(join(entry, "summary.parquet")))
-        assert list(row) == ["started (UTC)", "data", "code", *expected]
-        assert {column: row[column] for column in expected} == {
-            column: f"{value:+.3f}" if column.startswith(DELTA) else f"{value:.3f}"
-            for column, value in expected.items()}
+        shown = executions[first:first + len(expected)]
+        assert [[row[column] for column in ("protocol", "comparison", "CLIP", "CLIP-ICM", DELTA)] for row in shown] == [
+            [protocol, comparison, f"{before:.3f}", f"{after:.3f}", f"{difference:+.3f}"]
+            for protocol, comparison, before, after, difference in expected]
+    # the run made now records its intervals (not the HM's); the one from elsewhere was written before them
+    assert {row["95% CI"] for row in executions[:firsts[1]]} == {MISSING}
+    assert [row["95% CI"] == MISSING for row in executions[firsts[1]:]] == [False, False, False, True]
 
 
 def test_smoke_run_headline_artifact_first_with_banner_and_difference(smoke_run):
@@ -352,12 +364,19 @@ def test_smoke_run_headline_artifact_first_with_banner_and_difference(smoke_run)
     assert headline.type == "markdown" and headline.key == "clip-icm-run-painted-digits-icm-tiny-none"
     first_lines = headline.data.splitlines()[:5]
     assert first_lines[0] == SMOKE_BANNER
-    summary = read_run(smoke_run["run"])[0].set_index(["protocol", "method", "target"])["accuracy"]
-    zero_shot = summary[("domain-shift", "clip_icm_zero_shot", "mean")] - summary[("domain-shift", "clip_zero_shot", "mean")]
-    probe = (summary[("domain-shift", "clip_icm_linear_probe", "mean")]
-             - summary[("domain-shift", "clip_linear_probe", "mean")])
-    assert first_lines[4].startswith(f"**CLIP-ICM − CLIP**, mean over targets: domain shift: zero-shot {zero_shot:+.3f}, "
-                                     f"linear probe {probe:+.3f}; open class: zero-shot ")
+    means = read_run(smoke_run["run"])[0].set_index(["protocol", "method", "target"]).xs(("domain-shift", "mean"),
+                                                                                         level=("protocol", "target"))
+
+    def difference(icm, clip):  # as the headline writes it, from the summary's mean rows
+        low, high, p = means.loc[icm, ["ci_low", "ci_high", "mcnemar_p"]]
+        low, high = (f"{round(value, 3) + 0.0:+.3f}" for value in (low, high))
+        delta = round(means.at[icm, "accuracy"] - means.at[clip, "accuracy"], 3) + 0.0  # no -0.000
+        return (f"{delta:+.3f} (95% CI [{low}, {high}], "
+                f"McNemar p {'< 0.001' if p < 0.001 else f'= {p:.3f}'})")
+
+    assert first_lines[4].startswith(
+        f"**CLIP-ICM − CLIP**, mean over targets: domain shift: zero-shot {difference('clip_icm_zero_shot', 'clip_zero_shot')}, "
+        f"linear probe {difference('clip_icm_linear_probe', 'clip_linear_probe')}; open class: zero-shot ")
     assert headline.data == run_report(*read_run(smoke_run["run"]))
 
 

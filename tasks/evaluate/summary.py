@@ -1,5 +1,6 @@
 """A protocol's results gathered over its targets, and the run's summary: top-1, top-5 and balanced accuracy per
-protocol, method and target, and open-class base/novel/HM."""
+protocol, method and target, open-class base/novel/HM, and on each CLIP-ICM row its Δ over CLIP with the paired
+interval and McNemar p."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,6 +9,7 @@ import pandas as pd
 
 from icm_core import balanced_accuracy, harmonic_mean
 from tasks.data.splits import split_base_novel
+from tasks.evaluate.comparisons import paired_comparisons
 from tasks.vocabulary import OPEN_CLASS, STABLE, TRAINING_DOMAIN
 
 
@@ -39,7 +41,8 @@ def _metrics(group: pd.DataFrame) -> dict:
 
 def summarize(predictions: pd.DataFrame, classes, selection: str = TRAINING_DOMAIN, split: str = STABLE) -> pd.DataFrame:
     """Top-1, top-5 and balanced accuracy per protocol x method x target, a 'mean' row per method
-    (the mean over targets; NaN when a target has none), open-class base/novel/HM, the selection rule and the split."""
+    (the mean over targets; NaN when a target has none), open-class base/novel/HM, the selection rule and the split;
+    CLIP-ICM rows add delta, ci_low, ci_high and mcnemar_p over their CLIP baseline (NaN on CLIP's rows)."""
     base, _ = split_base_novel(classes)
     rows = []
     for (protocol, method, target), group in predictions.groupby(["protocol", "method", "target"], sort=True):
@@ -62,4 +65,5 @@ def summarize(predictions: pd.DataFrame, classes, selection: str = TRAINING_DOMA
             harmonic_mean(b, n) for b, n in means.loc[open_class, ["base_accuracy", "novel_accuracy"]].to_numpy()
         ]
     summary = pd.concat([summary, means], ignore_index=True).assign(selection=selection, split=split)
+    summary = summary.merge(paired_comparisons(predictions), on=["protocol", "method", "target"], how="left")
     return summary.sort_values(["protocol", "method", "target"], key=lambda c: c.replace("mean", "~")).reset_index(drop=True)

@@ -2,9 +2,11 @@
 over the matching CLIP baseline, a paper-style table (Markdown and LaTeX) and a gain plot.
 
 Input: one row per (run, protocol, method) holding the run's mean accuracy over its targets
-(the `mean` rows of summary.parquet) with the run's labels (model, pretrained, dataset,
-seeds), read from the runs a bench's manifest lists, or from the latest run of every config in a
-store. Nothing here needs Prefect or torch: `clip-icm leaderboard` answers at once.
+(the `mean` rows of summary.parquet) and, on CLIP-ICM rows, the paired 95% interval of its Δ over
+CLIP on the run's images, with the run's labels (model, pretrained, dataset, seeds), read from the
+runs a bench's manifest lists, or from the latest run of every config in a store. A CLIP-ICM cell
+is marked where that interval excludes 0: `*` for one trial, `(k/n)` for k of n trials. Nothing
+here needs Prefect or torch: `clip-icm leaderboard` answers at once.
 
     STORE/benchmarks/NAME/manifest.json            the bench's parameters and its runs
     STORE/benchmarks/NAME/trials.parquet           the inputs
@@ -17,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from tasks.errors import InputError
-from tasks.report.run_report import read_summary
+from tasks.report.run_report import excludes_zero, read_summary
 from tasks.store.history import entry_in_store, latest_runs, read_record
 from tasks.store.names import store_url
 from tasks.store.storage import exists, join, read_json, read_parquet, write_bytes, write_parquet
@@ -25,7 +27,7 @@ from tasks.vocabulary import BASELINES, METHODS, STABLE, dataset_label, model_la
 
 GROUP = ["model", "pretrained", "dataset", "split", "protocol", "method"]
 TRIAL_COLUMNS = ["model", "pretrained", "dataset", "split", "split_seed", "intervention_seed", "run", "protocol",
-                 "method", "accuracy"]
+                 "method", "accuracy", "ci_low", "ci_high"]
 
 
 def run_labels(record: dict, dataset: str | None = None) -> dict:
@@ -56,7 +58,8 @@ def bench_runs(store: str, name: str | None) -> list[dict]:
 
 
 def read_trials(runs: list[dict]) -> pd.DataFrame:
-    """One row per run x protocol x method: the run's accuracy averaged over its targets.
+    """One row per run x protocol x method: the run's accuracy averaged over its targets, and on CLIP-ICM rows the
+    interval of its Δ over CLIP (NaN on CLIP's rows and in runs written before the intervals).
 
     `runs` items name a history entry (`run`) and may set the `dataset` label (a bench's NAME=URL).
     """
@@ -64,7 +67,8 @@ def read_trials(runs: list[dict]) -> pd.DataFrame:
     for item in runs:
         labels = run_labels(read_record(item["run"]), item.get("dataset"))
         summary = read_summary(item["run"])
-        means = summary.loc[summary["target"] == "mean", ["protocol", "method", "accuracy"]]
+        means = summary.loc[summary["target"] == "mean"].reindex(columns=["protocol", "method", "accuracy", "ci_low",
+                                                                            "ci_high"])
         frames.append(means.assign(**labels, run=item["run"]))
     if not frames:
         raise InputError("no runs to aggregate: run `clip-icm bench` or `clip-icm run` into this store first")
@@ -78,9 +82,15 @@ def standard_error(values: pd.Series) -> float:
 
 def aggregate(trials: pd.DataFrame) -> pd.DataFrame:
     """One row per model x pretrained x dataset x protocol x method: mean, se and n over trials, and
-    for CLIP-ICM methods the difference from the matching CLIP baseline (paired over trials)."""
-    board = (trials.groupby(GROUP, sort=False)["accuracy"]
-             .agg(mean="mean", se=standard_error, n_trials="count").reset_index())
+    for CLIP-ICM methods the difference from the matching CLIP baseline (paired over trials) and in how many of the
+    trials with an interval (n_intervals) that interval excluded 0 (ci_excludes_zero)."""
+    low, high = (trials[column] if column in trials else pd.Series(np.nan, index=trials.index)
+                 for column in ("ci_low", "ci_high"))
+    known = low.notna() & high.notna()
+    trials = trials.assign(n_intervals=known, ci_excludes_zero=excludes_zero(low, high))
+    board = (trials.groupby(GROUP, sort=False)
+             .agg(mean=("accuracy", "mean"), se=("accuracy", standard_error), n_trials=("accuracy", "count"),
+                  n_intervals=("n_intervals", "sum"), ci_excludes_zero=("ci_excludes_zero", "sum")).reset_index())
     board["baseline"] = board["method"].map(BASELINES)
     pairs = _paired(trials)
     gains = (pairs.assign(gain=pairs["accuracy"] - pairs["baseline_accuracy"])
@@ -89,7 +99,8 @@ def aggregate(trials: pd.DataFrame) -> pd.DataFrame:
     order = {method: position for position, method in enumerate(METHODS)}
     board = board.sort_values(["protocol", "split", "model", "pretrained", "dataset", "method"],
                               key=lambda column: column.map(order) if column.name == "method" else column)
-    return board.reset_index(drop=True)[[*GROUP, "mean", "se", "n_trials", "baseline", "delta", "delta_se"]]
+    return board.reset_index(drop=True)[[*GROUP, "mean", "se", "n_trials", "baseline", "delta", "delta_se",
+                                         "ci_excludes_zero", "n_intervals"]]
 
 
 def _paired(trials: pd.DataFrame) -> pd.DataFrame:
@@ -99,9 +110,17 @@ def _paired(trials: pd.DataFrame) -> pd.DataFrame:
     return icm.merge(baseline[["run", "protocol", "baseline", "baseline_accuracy"]], on=["run", "protocol", "baseline"])
 
 
-def cell(mean: float, se: float) -> str:
-    """`mean ± se` in percent; the mean alone for a single trial."""
-    return f"{100 * mean:.1f}" if np.isnan(se) else f"{100 * mean:.1f} ± {100 * se:.1f}"
+def cell(mean: float, se: float, excluded: int = 0, intervals: int = 0) -> str:
+    """`mean ± se` in percent, the mean alone for a single trial; marked where the paired interval of Δ excluded 0:
+    `*` for a single trial, `(k/n)` for k of the n trials that record one (nothing when none does)."""
+    text = f"{100 * mean:.1f}" if np.isnan(se) else f"{100 * mean:.1f} ± {100 * se:.1f}"
+    if not intervals:
+        return text
+    return (text + "*" * bool(excluded)) if np.isnan(se) else f"{text} ({int(excluded)}/{int(intervals)})"
+
+
+LEGEND = ("* (one trial): the paired 95% bootstrap interval of CLIP-ICM minus CLIP on the run's test images excludes 0; "
+          "(k/n): it did in k of the n trials that record one")
 
 
 def paper_tables(board: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
@@ -115,7 +134,7 @@ def paper_tables(board: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
                 by_dataset = method_rows.set_index("dataset")
                 record = {"Model": model_label(model, pretrained), "Method": method}
                 for dataset in datasets:
-                    record[dataset] = cell(by_dataset.at[dataset, "mean"], by_dataset.at[dataset, "se"]) \
+                    record[dataset] = cell(*by_dataset.loc[dataset, ["mean", "se", "ci_excludes_zero", "n_intervals"]]) \
                         if dataset in by_dataset.index else "–"
                 complete = len(by_dataset) == len(datasets)
                 record["Avg"] = f"{100 * by_dataset['mean'].mean():.1f}" if complete else "–"
@@ -130,7 +149,7 @@ def table_title(protocol: str, split: str) -> str:
 
 def leaderboard_markdown(board: pd.DataFrame, title: str) -> str:
     sections = [f"# {title}", "Accuracy (%) averaged over each dataset's held-out targets: mean ± standard error "
-                "over trials; Avg is the mean over datasets."]
+                f"over trials; Avg is the mean over datasets. {LEGEND}."]
     for (protocol, split), table in paper_tables(board).items():
         sections += [f"## {table_title(protocol, split)}", table.to_markdown(index=False, disable_numparse=True)]
     return "\n\n".join(sections) + "\n"
@@ -145,7 +164,7 @@ def latex_text(text: str) -> str:
 
 
 def leaderboard_latex(board: pd.DataFrame, title: str) -> str:
-    parts = [f"% {latex_text(title)}: accuracy (%), mean $\\pm$ standard error over trials"]
+    parts = [f"% {latex_text(title)}: accuracy (%), mean $\\pm$ standard error over trials", f"% {latex_text(LEGEND)}"]
     for (protocol, split), table in paper_tables(board).items():
         rows = [" & ".join(latex_text(column) for column in table.columns) + r" \\"]
         rows += [" & ".join(latex_text(value) for value in record) + r" \\" for record in table.itertuples(index=False)]

@@ -17,7 +17,7 @@ from prefect.context import FlowRunContext
 
 from tasks.report.leaderboard import benchmark_url, rebuild_leaderboard
 from tasks.report.plots import accuracy_plot_png, spectrum_plot_png
-from tasks.report.run_report import run_report
+from tasks.report.run_report import DELTA, interval_text, run_report, signed_text
 from tasks.store.history import RUN_RECORD, store_of, stored
 from tasks.report.trend import trend_markdown, trend_table
 from tasks.store.storage import join, write_bytes, write_json, write_parquet
@@ -80,13 +80,24 @@ def write_spectrum_plot(spectra: pd.DataFrame, run_url: str, title: str) -> str:
 
 @task(name="publish-sweep-artifact", cache_policy=NO_CACHE)
 def publish_sweep_artifact(sweep: pd.DataFrame, run_url: str, title: str, key: str) -> None:
-    """The whole grid as markdown, the selection rule's pick per target marked; `key` from `artifact_key`."""
-    columns = ["target", "lam", "n_components", "val_accuracy", "target_zero_shot_accuracy",
-               "target_linear_probe_accuracy", "selected"]
+    """The whole grid as markdown, the selection rule's pick per target marked, each target accuracy's Δ over CLIP
+    with its 95% interval; `key` from `artifact_key`."""
     create_markdown_artifact(
-        f"# {title}\n\n" + sweep[columns].to_markdown(index=False, floatfmt=".4f") + f"\n\nTable: `{run_url}/sweep.parquet`",
+        f"# {title}\n\n" + sweep_markdown(sweep) + f"\n\nTable: `{run_url}/sweep.parquet`",
         key=key, description=title,
     )
+
+
+def sweep_markdown(sweep: pd.DataFrame) -> str:
+    """The sweep's grid as a pipe table: per target and (λ, k) the source-val and target accuracies, and per way of
+    predicting 'Δ [95% CI]' over CLIP on the target's images ('+0.021 [+0.013, +0.029]')."""
+    table = sweep[["target", "lam", "n_components", "val_accuracy"]].copy()
+    for name, label in (("zero_shot", "zero-shot"), ("linear_probe", "linear probe")):
+        table[f"target {label}"] = sweep[f"target_{name}_accuracy"]
+        table[f"{DELTA} {label} [95% CI]"] = [
+            f"{signed_text(delta)} {interval_text(low, high)}" for delta, low, high in
+            zip(*(sweep[f"target_{name}_{column}"] for column in ("delta", "ci_low", "ci_high")))]
+    return table.assign(selected=sweep["selected"]).to_markdown(index=False, floatfmt=".4f")
 
 
 @task(name="write-bench-manifest", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from tasks.embed.images import skipped_images
+from tasks.evaluate.comparisons import UNCERTAINTY
 from tasks.evaluate.summary import Evaluation, summarize
 from tasks.fit.diagnostics import chosen_diagnostics
 from tasks.store.catalog import EmbeddingCatalog
@@ -59,7 +60,8 @@ class RunTables:
 def run_record(config: dict, run_url: str, catalog: EmbeddingCatalog, domain_fingerprints: dict,
                targets: dict[str, EmbeddingCatalog], tables: RunTables, templates, provenance: dict,
                timings: dict) -> dict:
-    """run.json: the config, the data, the model, the embeddings, what decided the numbers, and the timings."""
+    """run.json: the config, the data, the model, the embeddings, what decided the numbers, how their uncertainty was
+    computed, and the timings."""
     return {
         "config": config, "run_url": run_url, "package_version": provenance["package_version"],
         "dataset": {"root": catalog.dataset_root, "fingerprint": catalog.fingerprint,
@@ -79,5 +81,6 @@ def run_record(config: dict, run_url: str, catalog: EmbeddingCatalog, domain_fin
         "skipped_images": len(tables.skipped),
         "selection_rule": config["selection"],
         "diagnostics": chosen_diagnostics(tables.selections),
+        "uncertainty": UNCERTAINTY,  # how summary.parquet's ci_low, ci_high and mcnemar_p were computed
         "timings": timings,
     }

@@ -21,6 +21,8 @@ from tasks.vocabulary import LEGACY_PROTOCOLS, METHOD_PAIRS, OPEN_CLASS, RANDOM_
 DECIMALS = 3  # every accuracy and difference in every report
 MISSING = "—"  # a cell with no value (a method or class group a target lacks), never "nan"
 DELTA = "Δ"  # CLIP-ICM − CLIP
+CI, MCNEMAR = "95% CI", "McNemar p"  # Δ's paired bootstrap interval (icm_core.uncertainty.LEVEL) and McNemar's test
+UNCERTAINTY_COLUMNS = ["ci_low", "ci_high", "mcnemar_p"]  # summary.parquet's, on each CLIP-ICM row (not in older runs)
 OPEN_CLASS_METRICS = {"base": "base_accuracy", "novel": "novel_accuracy", "HM": "harmonic_mean"}
 SMOKE_BANNER = ("> **SMOKE RUN**: random weights (`--pretrained none`). These numbers test the pipeline, "
                 "not the method.")
@@ -92,8 +94,15 @@ def open_class_table(summary: pd.DataFrame) -> pd.DataFrame:
     return _by_target(pd.DataFrame(columns))
 
 
+def has_uncertainty(summary: pd.DataFrame) -> bool:
+    """Whether the run's summary carries each Δ's interval and McNemar p (runs written before them do not)."""
+    return all(column in summary for column in UNCERTAINTY_COLUMNS)
+
+
 def mean_comparison(summary: pd.DataFrame) -> pd.DataFrame:
-    """CLIP vs CLIP-ICM on the mean over targets, one row per protocol x method pair (and open-class HM)."""
+    """CLIP vs CLIP-ICM on the mean over targets, one row per protocol x method pair (and open-class HM); with
+    ci_low, ci_high and mcnemar_p of each accuracy Δ where the summary has them (none for HM)."""
+    intervals = UNCERTAINTY_COLUMNS if has_uncertainty(summary) else []
     rows = []
     for protocol in summary["protocol"].unique():
         means = summary[(summary["protocol"] == protocol) & (summary["target"] == "mean")].set_index("method")
@@ -104,8 +113,31 @@ def mean_comparison(summary: pd.DataFrame) -> pd.DataFrame:
             if clip in means.index and icm in means.index:
                 rows.append({"protocol": protocol_title(protocol), "comparison": label,
                              "CLIP": means.at[clip, metric], "CLIP-ICM": means.at[icm, metric],
-                             DELTA: means.at[icm, metric] - means.at[clip, metric]})
-    return pd.DataFrame(rows, columns=["protocol", "comparison", "CLIP", "CLIP-ICM", DELTA])
+                             DELTA: means.at[icm, metric] - means.at[clip, metric],
+                             **{column: means.at[icm, column] if metric == "accuracy" else np.nan
+                                for column in intervals}})
+    return pd.DataFrame(rows, columns=["protocol", "comparison", "CLIP", "CLIP-ICM", DELTA, *intervals])
+
+
+def excludes_zero(low, high):
+    """Whether an interval lies wholly on one side of 0: a CLIP-ICM gain (or loss) the images' sampling alone does not
+    explain. Elementwise on Series; False where there is no interval (NaN)."""
+    return (low > 0) | (high < 0)
+
+
+def uncertainty_table(summary: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """Each accuracy Δ of a protocol, per target (the mean last) and comparison, with its interval and McNemar p;
+    empty for a run written before them."""
+    if not has_uncertainty(summary):
+        return pd.DataFrame()
+    pair_of = {icm: pair for pair, (_, icm) in METHOD_PAIRS.items()}
+    rows = summary[(summary["protocol"] == protocol) & summary["method"].isin(list(pair_of))]
+    table = pd.DataFrame({"target": rows["target"], "comparison": rows["method"].map(pair_of),
+                          DELTA: rows["delta"], **{column: rows[column] for column in UNCERTAINTY_COLUMNS}})
+    order = {pair: position for position, pair in enumerate(METHOD_PAIRS)}
+    table = table.sort_values(["target", "comparison"], key=lambda column: (
+        column.map(order) if column.name == "comparison" else column.map(lambda target: (target == "mean", target))))
+    return with_uncertainty_cells(table.reset_index(drop=True))
 
 
 LABEL_COLUMNS = ("protocol", "comparison", "target")  # left-aligned; every other column holds numbers
@@ -118,6 +150,41 @@ def _cell(value, signed: bool = False) -> str:
     if isinstance(value, (float, np.floating)):
         return f"{value:+.{DECIMALS}f}" if signed else f"{value:.{DECIMALS}f}"
     return str(value)
+
+
+def signed_text(value: float) -> str:
+    """A difference at DECIMALS places with its sign; one that rounds to zero reads +0.000, never -0.000."""
+    return f"{round(float(value), DECIMALS) + 0.0:+.{DECIMALS}f}"
+
+
+def interval_text(low: float, high: float) -> str:
+    """'[+0.013, +0.029]'; MISSING where there is no interval."""
+    return MISSING if pd.isna(low) or pd.isna(high) else f"[{signed_text(low)}, {signed_text(high)}]"
+
+
+def p_text(p: float) -> str:
+    """McNemar's p at DECIMALS places, '< 0.001' below them; MISSING where there is no test."""
+    if pd.isna(p):
+        return MISSING
+    smallest = 10.0 ** -DECIMALS
+    return f"< {smallest:.{DECIMALS}f}" if p < smallest else f"{p:.{DECIMALS}f}"
+
+
+def with_uncertainty_cells(table: pd.DataFrame) -> pd.DataFrame:
+    """ci_low, ci_high and mcnemar_p shown as two text columns: CI ('[+0.013, +0.029]') and MCNEMAR ('< 0.001')."""
+    if not all(column in table for column in UNCERTAINTY_COLUMNS):
+        return table
+    return table.drop(columns=UNCERTAINTY_COLUMNS).assign(**{
+        CI: [interval_text(low, high) for low, high in zip(table["ci_low"], table["ci_high"])],
+        MCNEMAR: table["mcnemar_p"].map(p_text)})
+
+
+def uncertainty_text(row) -> str:
+    """A Δ's uncertainty as the headline writes it, '95% CI [+0.013, +0.029], McNemar p < 0.001'; '' where unknown."""
+    if pd.isna(row.get("ci_low", np.nan)):
+        return ""
+    p = p_text(row["mcnemar_p"])
+    return f"{CI} {interval_text(row['ci_low'], row['ci_high'])}, {MCNEMAR} {p if p.startswith('<') else '= ' + p}"
 
 
 def table_markdown(table: pd.DataFrame, index: bool = True) -> str:
@@ -138,7 +205,11 @@ def _per_protocol(comparison: pd.DataFrame, describe) -> dict[str, str]:
 
 
 def _difference_line(comparison: pd.DataFrame) -> str:
-    per_protocol = _per_protocol(comparison, lambda row: f"{row.comparison} {_cell(row[DELTA], signed=True)}")
+    def described(row) -> str:
+        uncertainty = uncertainty_text(row)
+        return f"{row.comparison} {signed_text(row[DELTA])}" + (f" ({uncertainty})" if uncertainty else "")
+
+    per_protocol = _per_protocol(comparison, described)
     listed = "; ".join(f"{protocol}: {text}" for protocol, text in per_protocol.items())
     return f"**CLIP-ICM − CLIP**, mean over targets: {listed or 'nothing evaluated'}"
 
@@ -180,7 +251,7 @@ def headline_markdown(summary: pd.DataFrame, record: dict) -> str:
         + (" · [oracle selection]" if record["config"].get("selection") == "oracle" else ""), "",
         _difference_line(comparison), "",
         _facts_line(record), "",
-        table_markdown(comparison, index=False),
+        table_markdown(with_uncertainty_cells(comparison), index=False),
     ]
     return "\n".join(lines)
 
@@ -195,7 +266,8 @@ def run_headline(summary: pd.DataFrame, selection: pd.DataFrame, record: dict) -
     """The headline in one plain line, for the flow run's state message (the run page): the run (SMOKE RUN for
     random weights), then per protocol CLIP → CLIP-ICM on the mean over targets with Δ, and the chosen (λ, k)."""
     per_protocol = _per_protocol(mean_comparison(summary), lambda row: (
-        f"{row.comparison} {_cell(row.CLIP)} → {_cell(row['CLIP-ICM'])} ({DELTA} {_cell(row[DELTA], signed=True)})"))
+        f"{row.comparison} {_cell(row.CLIP)} → {_cell(row['CLIP-ICM'])} "
+        f"({', '.join(filter(None, [f'{DELTA} {signed_text(row[DELTA])}', uncertainty_text(row)]))})"))
     chosen = chosen_hyperparameters(selection)
     protocols = [f"{protocol}: {text}, (λ, k) = {_chosen_cells(chosen[chosen['protocol'] == protocol])}"
                  for protocol, text in per_protocol.items()]
@@ -209,6 +281,10 @@ def run_report(summary: pd.DataFrame, selection: pd.DataFrame, record: dict) -> 
         table = method_table(summary, protocol)
         sections.append(f"## {protocol_title(protocol)}: accuracy per target ({DELTA} = CLIP-ICM − CLIP)\n\n"
                         + table_markdown(table))
+        uncertainty = uncertainty_table(summary, protocol)
+        if not uncertainty.empty:
+            sections.append(f"## {protocol_title(protocol)}: {DELTA} per target, its {CI} (paired bootstrap over the "
+                            f"images) and {MCNEMAR}\n\n" + table_markdown(uncertainty, index=False))
         if protocol == OPEN_CLASS:
             sections.append("## open class: base, novel and harmonic mean (zero-shot over base + novel names)\n\n"
                             + table_markdown(open_class_table(summary)))
