@@ -27,7 +27,7 @@ from tasks.data.prompts import load_templates, load_text_pairs, text_inputs
 from tasks.data.splits import assign_splits, split_base_novel, split_column
 from tasks.errors import InputError
 from tasks.store.storage import filesystem, missing_bucket
-from tasks.vocabulary import DATASET_SHIFT, OPEN_CLASS, RANDOM_WEIGHTS, TRAIN, VAL, protocols
+from tasks.vocabulary import DATASET_SHIFT, OPEN_CLASS, RANDOM_WEIGHTS, ROTATED_DIGITS, TRAIN, VAL, protocols
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 RUNNER_PACKAGES = {"dask": "prefect_dask", "ray": "prefect_ray"}
@@ -55,19 +55,27 @@ def preflight(config: RunConfig, *, cached: bool = False) -> RunConfig:
         check_sweep_options(config)
     check_store(config.store_url)
     check_task_runner(config.task_runner)
-    data = check_dataset(config)
-    check_files(config, data)
-    check_text_pairs(config, data)
+    # the built-in dataset is written to the store when first listed: only once everything else has passed
+    data = None if config.dataset == ROTATED_DIGITS else check_data(config)
     # the machine and the model
     check_device(config.device)
     width = check_weights(config.model, config.pretrained)
     if config.ks and max(config.ks) > width:
         fail("ks", f"{max(config.ks)} exceeds the embedding width {width} of {config.model!r}; "
                    f"pick k between 1 and {width}")
+    data = data or check_data(config)
     if cached:
         check_cached(config, data)
     _PASSED.add(key)
     return config
+
+
+def check_data(config: RunConfig) -> Dataset:
+    """The dataset's listing and every file the config names besides it."""
+    data = check_dataset(config)
+    check_files(config, data)
+    check_text_pairs(config, data)
+    return data
 
 
 def check_shift_options(config: RunConfig) -> None:
