@@ -25,6 +25,7 @@ from tasks.store.storage import exists, join, read_parquet, write_parquet
 STORE_CHECKSUMS = ("ETag", "md5Hash", "crc32c")
 READERS = 16  # files hashed at once: reading is I/O-bound
 HASHED = "blake2b:"  # the prefix of a digest taken from a file's bytes
+HASH_BLOCK = 4 * 2**20
 
 
 def store_checksum(info: dict) -> str | None:
@@ -77,4 +78,11 @@ def remember_digests(samples: pd.DataFrame, store: str, root: str) -> None:
 
 
 def _hash_bytes(fs, path: str) -> str:
-    return HASHED + hashlib.blake2b(fs.cat_file(path), digest_size=16).hexdigest()
+    """A regular file's bytes hashed a block at a time: a shard of any size costs one block of memory."""
+    from tasks.data.sources.reading import open_regular  # the sources import this module's stamps
+
+    digest = hashlib.blake2b(digest_size=16)
+    with open_regular(fs, path) as handle:
+        while block := handle.read(HASH_BLOCK):
+            digest.update(block)
+    return HASHED + digest.hexdigest()
