@@ -96,7 +96,7 @@ def _file_samples(tree: Tree, relative: str) -> tuple[pd.DataFrame, list[str]]:
                          f"{len(names)} class names (0 to {len(names) - 1}); fix the label or the ClassLabel names")
     frame["class"] = [names[label] for label in frame["label"]]
     frame["domain"] = _domain_column(table, features, url)
-    paths = table.column(f"{IMAGE}.path").to_pylist() if has_path else [None] * len(frame)
+    paths = table.column(IMAGE).combine_chunks().field("path").to_pylist() if has_path else [None] * len(frame)
     frame["file"] = [path.replace("\\", "/").rsplit("/", 1)[-1] if path else None for path in paths]
     return frame, names
 

@@ -6,8 +6,9 @@
 Each sample is an image member (KEY.webp, .png, .jpg or .jpeg) and KEY.cls, its integer label (a line of
 classnames.txt). The split is `test` unless another is chosen (--dataset-split), as CLIP_benchmark's `--split`.
 A dataset with domains is one such folder per domain: ROOT/<domain>/<split>/..., each with its classnames.txt or
-sharing ROOT's. A sample's id is <domain>/<class>/<KEY>.<ext>: a shard written from a folder tree keeping its file
-names (KEY = the name without its extension) gives every image the id, and the split, it had there.
+sharing ROOT's. A sample's id is <domain>/<class>/<name>.<ext>, the name being the key's last part: a shard written from a
+folder tree keeping its file names (keys <class>/<file name without its extension>) gives every image the id, and
+the split, it had there.
 
 A shard is indexed from its tar headers (seeking past the members' data) and read back a member at a time in
 file order from one open file: one sequential pass, nothing extracted, memory one image.
@@ -148,6 +149,9 @@ def _index(tree: Tree, relative: str) -> list[tuple[str, str, int, int, int | No
                                          f"label; {FIX}")
                     label = int(text)
                 members.append((key, extension, member.offset_data, member.size, label))
+            if size < archive.offset + 2 * tarfile.BLOCKSIZE:  # tarfile ends quietly at a header cut short
+                raise tarfile.ReadError(f"it ends at byte {size}, inside the header at byte {archive.offset}, before "
+                                        "the end-of-archive blocks")
     except InputError:
         raise
     except (tarfile.TarError, EOFError, OSError) as error:
@@ -156,7 +160,7 @@ def _index(tree: Tree, relative: str) -> list[tuple[str, str, int, int, int | No
 
 
 def _shard_samples(tree: Tree, relative: str, domain: str | None, names: list[str], names_file: str) -> list[tuple]:
-    """The samples of one shard: (sample_id, domain, class, file, locator, position, size, source_file)."""
+    """The samples of one shard: (key, domain, class, image extension, offset, size, source_file)."""
     url, keys = tree.url(relative), {}
     for key, extension, offset, size, label in _index(tree, relative):
         entry = keys.setdefault(key, {})
@@ -181,10 +185,22 @@ def _shard_samples(tree: Tree, relative: str, domain: str | None, names: list[st
                              f"class names of {tree.url(names_file)!r} (0 to {len(names) - 1}); fix the label or "
                              "the class names")
         extension, offset, size = entry["image"]
-        class_name, name = names[entry["label"]], f"{key}.{extension}"
-        samples.append((image_id(domain, class_name, name), domain or IMAGEFOLDER_DOMAIN, class_name, name,
-                        f"tar:{offset}:{size}", offset, size, relative))
+        samples.append((key, domain, names[entry["label"]], extension, offset, size, relative))
     return samples
+
+
+def _name(samples: pd.DataFrame) -> pd.DataFrame:
+    """Each sample's name and id: the key's last part and the image's extension (a folder tree written as shards
+    keeping its names, keys <class>/<file stem>, gives back the tree's ids); a name two samples of one class
+    share falls back to the whole key."""
+    def ids(names):
+        return [image_id(domain, class_name, name)
+                for domain, class_name, name in zip(samples["domain"], samples["class"], names)]
+
+    names = samples["key"].str.rsplit("/", n=1).str[-1] + "." + samples["extension"]
+    clash = pd.Series(ids(names), index=samples.index).duplicated(keep=False)
+    names = names.where(~clash, samples["key"] + "." + samples["extension"])
+    return samples.assign(file=names, sample_id=ids(names))
 
 
 def list_samples(tree: Tree, options: Options) -> SourceListing:
@@ -196,17 +212,22 @@ def list_samples(tree: Tree, options: Options) -> SourceListing:
         jobs += [(relative, domain, names, names_file) for relative in _shards(tree, f"{prefix}{options.dataset_split}")]
     with ThreadPoolExecutor(LISTERS) as pool:
         shards = list(pool.map(lambda job: _shard_samples(tree, *job), jobs))
-    frame = pd.DataFrame([sample for samples in shards for sample in samples],
-                         columns=["sample_id", "domain", "class", "file", "locator", "position", "size", "source_file"])
+    if not any(shards):
+        raise InputError(f"the {options.dataset_split!r} shards of {tree.root!r} hold no sample (an image member and "
+                         "a .cls label per key); add samples or point at another folder")
+    frame = _name(pd.DataFrame([sample for samples in shards for sample in samples],
+                               columns=["key", "domain", "class", "extension", "position", "size", "source_file"]))
+    repeated = frame.loc[frame["sample_id"].duplicated(keep=False)]
+    if len(repeated):
+        raise InputError(f"key {repeated['key'].iat[0]!r} appears twice in the {options.dataset_split!r} shards of "
+                         f"{tree.root!r} (in {sorted(set(repeated['source_file']))[:2]}): keys name one sample each; "
+                         "re-export with distinct keys")
+    frame["locator"] = [f"tar:{offset}:{size}" for offset, size in zip(frame["position"], frame["size"])]
+    frame["domain"] = frame["domain"].fillna(IMAGEFOLDER_DOMAIN)
     for domain, prefix in domains.items():
         if not (frame["domain"] == (domain or IMAGEFOLDER_DOMAIN)).any():
             raise InputError(f"the {options.dataset_split!r} shards of {tree.url(prefix) if prefix else tree.root!r} "
                              "hold no sample (an image member and a .cls label per key); add samples or remove it")
-    repeated = frame.loc[frame["sample_id"].duplicated(keep=False)].sort_values("sample_id")
-    if len(repeated):
-        first = repeated.iloc[0]
-        raise InputError(f"sample {first['sample_id']!r} appears twice (shards {sorted(set(repeated.loc[repeated['sample_id'] == first['sample_id'], 'source_file']))}): "
-                         "keys must be unique within a class; re-export with distinct keys")
     info = {relative: tree.files[relative] for relative in frame["source_file"].unique()}
     frame = frame.assign(
         path=frame["source_file"].map(tree.url), fs_path=frame["source_file"].map(tree.fs_path),
