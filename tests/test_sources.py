@@ -232,3 +232,44 @@ def test_an_image_over_the_byte_limit_is_skipped_before_it_is_read(tmp_path, mon
     monkeypatch.setenv("CLIP_ICM_MAX_IMAGE_BYTES", "lots")
     with pytest.raises(InputError, match="CLIP_ICM_MAX_IMAGE_BYTES='lots' must be a positive number of bytes"):
         discover(folder)
+
+
+# ---- same images, same report: the main job on one tree in each layout
+
+
+def test_the_main_job_on_one_tree_in_each_layout_gives_the_same_report(tmp_path, prefect_api):
+    from clip_icm.cli import main
+    from conftest import TINY_MODEL
+
+    from tasks.store.history import read_record, resolve_run
+    from tasks.store.storage import read_parquet
+
+    folder = make_image_folder(str(tmp_path / "folder"), domains=("art", "photo"), classes=("bird", "cat", "dog", "fish"),
+                               per_class=3, corrupt=[("photo", "dog")], extra_files=False)
+    roots = {"folder": folder, "webdataset": folder_to_webdataset(folder, str(tmp_path / "wds"), per_shard=5),
+             "parquet": folder_to_parquet(folder, str(tmp_path / "parquet"), files=2, row_group_size=4)}
+    reports = {}
+    for layout, root in roots.items():
+        assert main(["run", "--dataset", root, "--model", TINY_MODEL, "--pretrained", "none", "--store",
+                     str(tmp_path / "store"), "--lams", "1", "--ks", "4", "--split", "domainbed",
+                     "--run-name", layout]) == 0
+        run = resolve_run(str(tmp_path / "store" / "runs" / layout))
+        reports[layout] = {name: read_parquet(f"{run}/{name}.parquet").to_pandas()
+                           for name in ("predictions", "summary", "skipped")}
+        reports[layout]["record"] = read_record(run)
+    keys = ["protocol", "method", "target", "sample_id"]
+    folder_report = reports["folder"]
+    assert len(folder_report["predictions"]) > 0 and folder_report["record"]["dataset"]["format"] == "folder"
+    for layout in ("webdataset", "parquet"):
+        report = reports[layout]
+        assert report["record"]["dataset"]["format"] == layout
+        assert report["record"]["dataset"]["max_image_bytes"] == 64 * 2**20
+        assert report["record"]["dataset"]["fingerprint"] != folder_report["record"]["dataset"]["fingerprint"]
+        predictions = report["predictions"].sort_values(keys).reset_index(drop=True)
+        expected = folder_report["predictions"].sort_values(keys).reset_index(drop=True)
+        columns = [column for column in expected.columns if column != "path"]
+        pd.testing.assert_frame_equal(predictions[columns], expected[columns], check_exact=False, atol=1e-5)
+        pd.testing.assert_frame_equal(report["summary"], folder_report["summary"], check_exact=False, atol=1e-9)
+        # the broken image is skipped in every layout, under the id it has in the tree
+        assert report["skipped"]["sample_id"].tolist() == folder_report["skipped"]["sample_id"].tolist() == [
+            "photo/dog/broken.jpg"]
