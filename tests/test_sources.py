@@ -14,7 +14,7 @@ from conftest import (
 
 from tasks.data.datasets import discover, one_listing_per_dataset
 from tasks.data.sources import read_samples
-from tasks.data.sources.reading import ImageTooLarge
+from tasks.data.sources.reading import ImageTooLarge, NotRegularFile
 from tasks.embed.images import plan_shard
 from tasks.errors import InputError
 from tasks.vocabulary import DOMAINBED, ORIGINAL, STABLE
@@ -211,6 +211,31 @@ def test_a_pipe_or_a_device_among_the_images_is_refused_by_name_without_reading(
     os.remove(tmp_path / "data" / "art" / "a" / "pipe.jpg")
     os.remove(tmp_path / "data" / "photo" / "b" / "zero.jpg")
     assert "photo/b/linked.jpg" in set(discover(folder).samples["sample_id"])  # a link to a regular file is read
+
+
+def test_a_pipe_swapped_in_after_the_listing_is_skipped_not_waited_on(tmp_path):
+    folder = make_image_folder(str(tmp_path / "data"), domains=("art", "photo"), classes=("a", "b"), per_class=2)
+    rows = discover(folder).samples.reset_index(drop=True)
+    os.remove(rows["path"].iat[0])
+    os.mkfifo(rows["path"].iat[0])  # no writer: a blocking open would wait forever
+    read = dict(read_samples(rows[["path", "locator"]], 2**20))
+    assert isinstance(read[0], NotRegularFile) and "is not a regular file (a named pipe)" in str(read[0])
+    assert all(isinstance(read[position], bytes) for position in range(1, len(rows)))
+
+
+def test_the_cli_answers_a_hostile_folder_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    folder = make_image_folder(str(tmp_path / "data"), domains=("art", "photo"), classes=("a", "b"), per_class=2)
+    os.mkfifo(tmp_path / "data" / "art" / "a" / "pipe.jpg")
+    os.symlink("/dev/zero", tmp_path / "data" / "photo" / "b" / "zero.jpg")
+    result = subprocess.run([sys.executable, "-m", "clip_icm", "run", "--dataset", folder, "--model", "ICM-Tiny",
+                             "--pretrained", "none", "--store", str(tmp_path / "store")],
+                            capture_output=True, text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("clip-icm: ")
+    assert "'art/a/pipe.jpg' (a named pipe)" in result.stderr and "--dataset" in result.stderr
 
 
 def test_an_image_over_the_byte_limit_is_skipped_before_it_is_read(tmp_path, monkeypatch):
