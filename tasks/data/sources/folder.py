@@ -8,7 +8,7 @@ import pandas as pd
 
 from tasks.data.fingerprints import file_stamp, store_checksum
 from tasks.data.sources.base import SAMPLE_COLUMNS, WHOLE_FILE, Format, Options, SourceListing, Tree
-from tasks.data.sources.reading import open_regular, read_bounded
+from tasks.data.sources.reading import read_whole
 from tasks.errors import InputError
 from tasks.vocabulary import DOMAINBED
 
@@ -87,8 +87,7 @@ def list_samples(tree: Tree, options: Options) -> SourceListing:
 def read_file(fs, path: str, name: str, locators: list[str], limit: int) -> Iterator[bytes | Exception]:
     """One image file's bytes (a regular file, at most `limit` bytes)."""
     try:
-        with open_regular(fs, path) as handle:
-            data = read_bounded(handle, name, limit)
+        data = read_whole(fs, path, name, limit)
     except Exception as error:  # unreadable: recorded as skipped
         data = error
     for _ in locators:
