@@ -121,6 +121,17 @@ def test_a_bad_shard_set_is_one_line_naming_the_shard_and_the_sample(tmp_path, m
         discover(str(shard_set(tmp_path, members, nshards)))
 
 
+def test_two_labels_sharing_a_name_stay_two_classes_prompted_by_that_name(tmp_path):
+    # CLIP's curated ImageNet names, CLIP_benchmark's classnames.txt, hold 'missile' and 'sunglasses' twice
+    root = shard_set(tmp_path, [("s0.png", png()), ("s0.cls", b"0"), ("s1.png", png()), ("s1.cls", b"2"),
+                                ("s2.png", png()), ("s2.cls", b"1")], classes=("missile", "cat", "missile"))
+    data = discover(str(root))
+    assert data.classes == ("cat", "missile (0)", "missile (2)")
+    assert data.class_names == {"cat": "cat", "missile (0)": "missile", "missile (2)": "missile"}
+    assert dict(zip(data.samples["sample_id"], data.samples["class"])) == {
+        "cat/s2.png": "cat", "missile (0)/s0.png": "missile (0)", "missile (2)/s1.png": "missile (2)"}
+
+
 def test_a_truncated_or_foreign_shard_is_named(tmp_path):
     root = shard_set(tmp_path, [("s0.png", png() * 4), ("s0.cls", b"0"), ("s1.png", png()), ("s1.cls", b"1")])
     shard = root / "test" / "0.tar"

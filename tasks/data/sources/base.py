@@ -77,3 +77,10 @@ def image_id(domain: str | None, class_name: str, name: str) -> str:
     """The id of an image: the path it has, or would have, in a folder tree (<domain>/<class>/<name>, or
     <class>/<name> in a dataset without domains), so that one image keeps its id, and its split, in every layout."""
     return f"{class_name}/{name}" if domain is None else f"{domain}/{class_name}/{name}"
+
+
+def class_ids(names: list[str]) -> list[str]:
+    """The id of each label from its class name: the name, or where two labels share a name (CLIP's curated
+    ImageNet names hold 'missile' and 'sunglasses' twice) the name and its label, "missile (657)"; prompts still
+    say the name."""
+    return [f"{name} ({label})" if names.count(name) > 1 else name for label, name in enumerate(names)]

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.data.fingerprints import file_stamp, store_checksum
-from tasks.data.sources.base import SAMPLE_COLUMNS, Format, Options, SourceListing, Tree, image_id
+from tasks.data.sources.base import SAMPLE_COLUMNS, Format, Options, SourceListing, Tree, class_ids, image_id
 from tasks.data.sources.folder import IMAGEFOLDER_DOMAIN
 from tasks.data.sources.reading import open_regular, too_large
 from tasks.errors import InputError
@@ -94,7 +94,8 @@ def _file_samples(tree: Tree, relative: str) -> tuple[pd.DataFrame, list[str]]:
     if len(outside):
         raise InputError(f"{url!r} row {outside[0]} has label {frame['label'].iat[outside[0]]}, outside its "
                          f"{len(names)} class names (0 to {len(names) - 1}); fix the label or the ClassLabel names")
-    frame["class"] = [names[label] for label in frame["label"]]
+    ids = class_ids(names)
+    frame["class"] = [ids[label] for label in frame["label"]]
     frame["domain"] = _domain_column(table, features, url)
     paths = table.column(IMAGE).combine_chunks().field("path").to_pylist() if has_path else [None] * len(frame)
     frame["file"] = [path.replace("\\", "/").rsplit("/", 1)[-1] if path else None for path in paths]
@@ -122,7 +123,7 @@ def list_samples(tree: Tree, options: Options) -> SourceListing:
     frames, display = [], {}
     for relative in files:
         frame, names = _file_samples(tree, relative)
-        display.update({name: name for name in names})
+        display.update(zip(class_ids(names), names))
         info = tree.files[relative]
         frames.append(frame.assign(source_file=relative, path=tree.url(relative), fs_path=tree.fs_path(relative),
                                    checksum=store_checksum(info), stamp=file_stamp(info)))

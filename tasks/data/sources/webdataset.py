@@ -23,7 +23,7 @@ from typing import Iterator
 import pandas as pd
 
 from tasks.data.fingerprints import file_stamp, store_checksum
-from tasks.data.sources.base import SAMPLE_COLUMNS, Format, Options, SourceListing, Tree, image_id
+from tasks.data.sources.base import SAMPLE_COLUMNS, Format, Options, SourceListing, Tree, class_ids, image_id
 from tasks.data.sources.folder import IMAGEFOLDER_DOMAIN
 from tasks.data.sources.reading import open_regular, too_large
 from tasks.data.sources.text_files import read_lines
@@ -101,11 +101,9 @@ def _class_names(tree: Tree, prefix: str) -> tuple[str, list[str]]:
     while names and not names[-1]:
         names.pop()
     blank = [number for number, name in enumerate(names, 1) if not name]
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if not names or blank or repeated:
-        problem = ("holds no class name" if not names else f"line {blank[0]} is blank" if blank
-                   else f"names {repeated[:3]} more than once")
-        raise InputError(f"{tree.url(relative)!r} {problem}: it needs one distinct class name a line, in label order")
+    if not names or blank:
+        problem = "holds no class name" if not names else f"line {blank[0]} is blank"
+        raise InputError(f"{tree.url(relative)!r} {problem}: it needs one class name a line, in label order")
     return relative, names
 
 
@@ -208,8 +206,8 @@ def list_samples(tree: Tree, options: Options) -> SourceListing:
     jobs, display = [], {}
     for domain, prefix in domains.items():
         names_file, names = _class_names(tree, prefix)
-        display.update({name: name for name in names})
-        jobs += [(relative, domain, names, names_file) for relative in _shards(tree, f"{prefix}{options.dataset_split}")]
+        display.update(zip(class_ids(names), names))
+        jobs += [(relative, domain, class_ids(names), names_file) for relative in _shards(tree, f"{prefix}{options.dataset_split}")]
     with ThreadPoolExecutor(LISTERS) as pool:
         shards = list(pool.map(lambda job: _shard_samples(tree, *job), jobs))
     if not any(shards):
