@@ -55,6 +55,22 @@ def test_every_sample_reads_back_the_bytes_of_its_image(layouts):
                 assert read[position] == handle.read(), (layout, row["sample_id"])
 
 
+def sized(index, data):
+    return index, data if isinstance(data, Exception) else len(data)
+
+
+def test_loader_workers_read_contiguous_slices_of_a_part_each_sample_once(layouts):
+    import torch
+
+    from tasks.embed.cpu_images import SampleStream
+
+    rows = discover(layouts["webdataset"]).samples.sort_values(["path", "position"]).reset_index(drop=True)
+    loader = torch.utils.data.DataLoader(SampleStream(rows, sized), batch_size=4, num_workers=2, collate_fn=list)
+    seen = [item for batch in loader for item in batch]
+    assert sorted(index for index, _ in seen) == list(range(len(rows)))
+    assert [size for _, size in sorted(seen)] == rows["size"].tolist()
+
+
 def test_shard_templates_and_the_split_a_user_chooses(layouts, tmp_path):
     data = discover(layouts["webdataset"])
     assert data.templates == ("a photo of a {}.",)
