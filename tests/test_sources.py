@@ -86,6 +86,28 @@ def test_shard_templates_and_the_split_a_user_chooses(layouts, tmp_path):
     assert data.domains == ("all",) and data.samples["sample_id"].iat[0] == "a/000.jpg"
 
 
+def test_an_unchanged_shard_set_is_listed_again_without_reading_a_shard(layouts, tmp_path, monkeypatch):
+    import shutil
+
+    import tasks.data.sources.webdataset as webdataset
+
+    root, store = shutil.copytree(layouts["webdataset"], tmp_path / "wds"), str(tmp_path / "store")
+    first = discover(str(root), store=store)
+    indexed = []
+    index = webdataset._index
+    monkeypatch.setattr(webdataset, "_index", lambda tree, relative: indexed.append(relative) or index(tree, relative))
+    again = discover(str(root), store=store)
+    assert indexed == []
+    pd.testing.assert_frame_equal(again.samples, first.samples)
+    shard = root / "art" / "test" / "1.tar"
+    with tarfile.open(shard, "a") as archive:  # a sample more: the shard's stamp changes, it alone is indexed again
+        tar_member(archive, "cat/extra.jpg", (root / ".." / "wds" / "classnames.txt").read_bytes())
+        tar_member(archive, "cat/extra.cls", b"0")
+    changed = discover(str(root), store=store)
+    assert indexed == ["art/test/1.tar"] and len(changed.samples) == len(first.samples) + 1
+    assert "art/cat/extra.jpg" in set(changed.samples["sample_id"])
+
+
 def test_the_embedding_plan_follows_the_files(layouts):
     embedding = tiny_embedding("memory://unused", shard_size=4)
     shards = plan_shard(discover(layouts["webdataset"]), "art", ORIGINAL, embedding)

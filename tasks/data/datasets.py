@@ -122,7 +122,7 @@ def discover(root: str, *, holdout: float = 0.2, seed: int = 0, class_policy: st
     class_policy "strict" fails when domains disagree on their classes; "intersection"
     keeps the classes every domain has.
     """
-    listing = _listing(root, Options(split, dataset_split))
+    listing = _listing(root, Options(split, dataset_split, store))
     frame = listing.samples
     class_sets = {domain: set(group["class"]) for domain, group in frame.groupby("domain")}
     shared = set.intersection(*class_sets.values())

@@ -48,6 +48,7 @@ class Options:
 
     split_rule: str
     dataset_split: str = DEFAULT_DATASET_SPLIT
+    store: str | None = None  # where what a listing learnt is remembered (digests, shard indexes)
 
 
 @dataclass

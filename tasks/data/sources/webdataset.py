@@ -11,7 +11,9 @@ folder tree keeping its file names (keys <class>/<file name without its extensio
 the split, it had there.
 
 A shard is indexed from its tar headers (seeking past the members' data) and read back a member at a time in
-file order from one open file: one sequential pass, nothing extracted, memory one image.
+file order from one open file: one sequential pass, nothing extracted, memory one image. The index of every
+shard is remembered on the store (STORE/datasets/shard-index/<hash of the root>.parquet) under the shard's
+checksum or stamp, so listing unchanged shards again reads none of them.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import pandas as pd
+import pyarrow as pa
 
 from tasks.data.fingerprints import file_stamp, store_checksum
 from tasks.data.sources.base import SAMPLE_COLUMNS, Format, Options, SourceListing, Tree, class_ids, image_id
@@ -28,6 +31,8 @@ from tasks.data.sources.folder import IMAGEFOLDER_DOMAIN
 from tasks.data.sources.reading import open_regular, too_large
 from tasks.data.sources.text_files import read_lines
 from tasks.errors import InputError
+from tasks.store.names import stable_hash
+from tasks.store.storage import exists, join, read_parquet, write_parquet
 
 NAME = "webdataset"
 IMAGE_MEMBERS = ("webp", "png", "jpg", "jpeg")  # what CLIP_benchmark's loader decodes
@@ -36,6 +41,7 @@ CLASSNAMES, TEMPLATES, NSHARDS = "classnames.txt", "zeroshot_classification_temp
 MAX_LABEL_BYTES = 64
 SHARD = re.compile(r"(\d+)\.tar")
 LISTERS = 8  # shards indexed at once: reading headers is I/O-bound
+INDEX_COLUMNS = ["source_file", "identity", "key", "extension", "offset", "size", "label"]
 FIX = "re-export the split (clip_benchmark_export_wds) or repair the shard"
 
 
@@ -157,10 +163,40 @@ def _index(tree: Tree, relative: str) -> list[tuple[str, str, int, int, int | No
     return members
 
 
-def _shard_samples(tree: Tree, relative: str, domain: str | None, names: list[str], names_file: str) -> list[tuple]:
+def _identity(tree: Tree, relative: str) -> str:
+    """What changes whenever a shard is rewritten: the store's checksum, else its stamp (tasks.data.fingerprints)."""
+    info = tree.files[relative]
+    return store_checksum(info) or file_stamp(info)
+
+
+def index_url(store: str, root: str) -> str:
+    return join(store, "datasets", "shard-index", f"{stable_hash(root)}.parquet")
+
+
+def _remembered(store: str | None, root: str) -> dict[tuple[str, str], list[tuple]]:
+    """{(shard, identity): its members} as a listing of this root remembered them on the store."""
+    url = index_url(store, root) if store else None
+    if not url or not exists(url):
+        return {}
+    frame = read_parquet(url).to_pandas()
+    frame["label"] = frame["label"].astype(object).where(frame["label"].notna(), None)
+    return {(shard, identity): list(group[INDEX_COLUMNS[2:]].itertuples(index=False, name=None))
+            for (shard, identity), group in frame.groupby(["source_file", "identity"], sort=False)}
+
+
+def _remember(store: str, root: str, indexes: dict[tuple[str, str], list[tuple]]) -> None:
+    """The members of every shard of this listing, so that the next listing of unchanged shards reads none."""
+    rows = [(shard, identity, key, extension, offset, size, None if label is None else int(label))
+            for (shard, identity), members in indexes.items() for key, extension, offset, size, label in members]
+    frame = pd.DataFrame(rows, columns=INDEX_COLUMNS).astype({"offset": "int64", "size": "int64", "label": "Int64"})
+    write_parquet(pa.Table.from_pandas(frame, preserve_index=False), index_url(store, root))
+
+
+def _shard_samples(tree: Tree, relative: str, members, domain: str | None, names: list[str],
+                   names_file: str) -> list[tuple]:
     """The samples of one shard: (key, domain, class, image extension, offset, size, source_file)."""
     url, keys = tree.url(relative), {}
-    for key, extension, offset, size, label in _index(tree, relative):
+    for key, extension, offset, size, label in members:
         entry = keys.setdefault(key, {})
         if label is not None:
             entry["label"] = label
@@ -208,8 +244,16 @@ def list_samples(tree: Tree, options: Options) -> SourceListing:
         names_file, names = _class_names(tree, prefix)
         display.update(zip(class_ids(names), names))
         jobs += [(relative, domain, class_ids(names), names_file) for relative in _shards(tree, f"{prefix}{options.dataset_split}")]
+    remembered = _remembered(options.store, tree.root)
+    indexes = {(relative, _identity(tree, relative)): None for relative, *_ in jobs}
+    missing = [shard for shard in indexes if shard not in remembered]
     with ThreadPoolExecutor(LISTERS) as pool:
-        shards = list(pool.map(lambda job: _shard_samples(tree, *job), jobs))
+        indexes.update({shard: remembered[shard] for shard in indexes if shard in remembered})
+        indexes.update(zip(missing, pool.map(lambda shard: _index(tree, shard[0]), missing)))
+    if missing and options.store:
+        _remember(options.store, tree.root, indexes)
+    shards = [_shard_samples(tree, relative, indexes[(relative, _identity(tree, relative))], *rest)
+              for relative, *rest in jobs]
     if not any(shards):
         raise InputError(f"the {options.dataset_split!r} shards of {tree.root!r} hold no sample (an image member and "
                          "a .cls label per key); add samples or point at another folder")
