@@ -17,7 +17,7 @@ from tasks.data.class_names import (
     read_class_names_csv,
 )
 from tasks.data.datasets import discover
-from tasks.data.sources.folder import IMAGEFOLDER_DOMAIN
+from tasks.data.sources.base import IMAGEFOLDER_DOMAIN
 from tasks.embed.images import embedding_table
 from tasks.embed.text import TEXT_SCHEMA, embed_text
 from tasks.store.catalog import EmbeddingCatalog

@@ -19,6 +19,8 @@ from tasks.vocabulary import DEFAULT_DATASET_SPLIT
 SAMPLE_COLUMNS = ["sample_id", "domain", "class", "file", "path", "locator", "position", "size", "source_file",
                   "fs_path", "checksum", "stamp"]
 WHOLE_FILE = ""  # the locator of a sample that is a whole file
+# the one domain of a dataset without domains: fixed, because the root's own name ("train", "val", …) says little
+IMAGEFOLDER_DOMAIN = "all"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Iterator
 import pandas as pd
 
 from tasks.data.fingerprints import file_stamp, store_checksum
-from tasks.data.sources.base import SAMPLE_COLUMNS, WHOLE_FILE, Format, Options, SourceListing, Tree
+from tasks.data.sources.base import IMAGEFOLDER_DOMAIN, SAMPLE_COLUMNS, WHOLE_FILE, Format, Options, SourceListing, Tree
 from tasks.data.sources.reading import read_whole
 from tasks.errors import InputError
 from tasks.vocabulary import DOMAINBED
@@ -16,8 +16,6 @@ NAME = "folder"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # what torchvision's ImageFolder counts (torchvision.datasets.folder.IMG_EXTENSIONS), at any depth below a class folder
 IMAGEFOLDER_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-# the one domain of a dataset without domains: fixed, because the root's own name ("train", "val", …) says little
-IMAGEFOLDER_DOMAIN = "all"
 
 
 def _candidates(tree: Tree) -> pd.DataFrame:

@@ -19,8 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.data.fingerprints import file_stamp, store_checksum
-from tasks.data.sources.base import SAMPLE_COLUMNS, Format, Options, SourceListing, Tree, class_ids, image_id
-from tasks.data.sources.folder import IMAGEFOLDER_DOMAIN
+from tasks.data.sources.base import (
+    IMAGEFOLDER_DOMAIN, SAMPLE_COLUMNS, Format, Options, SourceListing, Tree, class_ids, image_id,
+)
 from tasks.data.sources.reading import open_regular, too_large
 from tasks.errors import InputError
 

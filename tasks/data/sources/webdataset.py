@@ -26,8 +26,9 @@ import pandas as pd
 import pyarrow as pa
 
 from tasks.data.fingerprints import file_stamp, store_checksum
-from tasks.data.sources.base import SAMPLE_COLUMNS, Format, Options, SourceListing, Tree, class_ids, image_id
-from tasks.data.sources.folder import IMAGEFOLDER_DOMAIN
+from tasks.data.sources.base import (
+    IMAGEFOLDER_DOMAIN, SAMPLE_COLUMNS, Format, Options, SourceListing, Tree, class_ids, image_id,
+)
 from tasks.data.sources.reading import open_regular, too_large
 from tasks.data.sources.text_files import read_lines
 from tasks.errors import InputError
@@ -237,23 +238,30 @@ def _name(samples: pd.DataFrame) -> pd.DataFrame:
     return samples.assign(file=names, sample_id=ids(names))
 
 
+def _members(tree: Tree, shards: list[str], store: str | None) -> dict[str, list[tuple]]:
+    """{shard: its members}: remembered on the store for the shard's checksum or stamp, else indexed now (and the
+    whole listing's indexes remembered)."""
+    remembered = _remembered(store, tree.root)
+    identities = {relative: _identity(tree, relative) for relative in shards}
+    members = {relative: remembered.get((relative, identity)) for relative, identity in identities.items()}
+    missing = [relative for relative, found in members.items() if found is None]
+    with ThreadPoolExecutor(LISTERS) as pool:
+        members.update(zip(missing, pool.map(lambda relative: _index(tree, relative), missing)))
+    if missing and store:
+        _remember(store, tree.root, {(relative, identities[relative]): found for relative, found in members.items()})
+    return members
+
+
 def list_samples(tree: Tree, options: Options) -> SourceListing:
     domains = _domains(tree, options.dataset_split)
     jobs, display = [], {}
     for domain, prefix in domains.items():
         names_file, names = _class_names(tree, prefix)
         display.update(zip(class_ids(names), names))
-        jobs += [(relative, domain, class_ids(names), names_file) for relative in _shards(tree, f"{prefix}{options.dataset_split}")]
-    remembered = _remembered(options.store, tree.root)
-    indexes = {(relative, _identity(tree, relative)): None for relative, *_ in jobs}
-    missing = [shard for shard in indexes if shard not in remembered]
-    with ThreadPoolExecutor(LISTERS) as pool:
-        indexes.update({shard: remembered[shard] for shard in indexes if shard in remembered})
-        indexes.update(zip(missing, pool.map(lambda shard: _index(tree, shard[0]), missing)))
-    if missing and options.store:
-        _remember(options.store, tree.root, indexes)
-    shards = [_shard_samples(tree, relative, indexes[(relative, _identity(tree, relative))], *rest)
-              for relative, *rest in jobs]
+        jobs += [(relative, domain, class_ids(names), names_file)
+                 for relative in _shards(tree, f"{prefix}{options.dataset_split}")]
+    members = _members(tree, [relative for relative, *_ in jobs], options.store)
+    shards = [_shard_samples(tree, relative, members[relative], *rest) for relative, *rest in jobs]
     if not any(shards):
         raise InputError(f"the {options.dataset_split!r} shards of {tree.root!r} hold no sample (an image member and "
                          "a .cls label per key); add samples or point at another folder")
