@@ -311,7 +311,7 @@ def test_an_image_over_the_byte_limit_is_skipped_before_it_is_read(tmp_path, mon
 # ---- same images, same report: the main job on one tree in each layout
 
 
-def test_the_main_job_on_one_tree_in_each_layout_gives_the_same_report(tmp_path, prefect_api):
+def test_the_main_job_on_one_tree_in_each_layout_gives_the_same_report(tmp_path, prefect_api, monkeypatch):
     from clip_icm.cli import main
     from conftest import TINY_MODEL
 
@@ -320,6 +320,9 @@ def test_the_main_job_on_one_tree_in_each_layout_gives_the_same_report(tmp_path,
 
     folder = make_image_folder(str(tmp_path / "folder"), domains=("art", "photo"), classes=("bird", "cat", "dog", "fish"),
                                per_class=3, corrupt=[("photo", "dog")], extra_files=False)
+    with open(f"{folder}/art/cat/000.jpg", "rb") as handle:  # a good image, padded over the byte limit
+        (tmp_path / "folder" / "art" / "cat" / "huge.jpg").write_bytes(handle.read() + b"\0" * 30000)
+    monkeypatch.setenv("CLIP_ICM_MAX_IMAGE_BYTES", "20000")
     roots = {"folder": folder, "webdataset": folder_to_webdataset(folder, str(tmp_path / "wds"), per_shard=5),
              "parquet": folder_to_parquet(folder, str(tmp_path / "parquet"), files=2, row_group_size=4)}
     reports = {}
@@ -337,13 +340,14 @@ def test_the_main_job_on_one_tree_in_each_layout_gives_the_same_report(tmp_path,
     for layout in ("webdataset", "parquet"):
         report = reports[layout]
         assert report["record"]["dataset"]["format"] == layout
-        assert report["record"]["dataset"]["max_image_bytes"] == 64 * 2**20
+        assert report["record"]["dataset"]["max_image_bytes"] == 20000
         assert report["record"]["dataset"]["fingerprint"] != folder_report["record"]["dataset"]["fingerprint"]
         predictions = report["predictions"].sort_values(keys).reset_index(drop=True)
         expected = folder_report["predictions"].sort_values(keys).reset_index(drop=True)
         columns = [column for column in expected.columns if column != "path"]
         pd.testing.assert_frame_equal(predictions[columns], expected[columns], check_exact=False, atol=1e-5)
         pd.testing.assert_frame_equal(report["summary"], folder_report["summary"], check_exact=False, atol=1e-9)
-        # the broken image is skipped in every layout, under the id it has in the tree
+        # the broken image and the one over the byte limit are skipped in every layout, under the ids of the tree
         assert report["skipped"]["sample_id"].tolist() == folder_report["skipped"]["sample_id"].tolist() == [
-            "photo/dog/broken.jpg"]
+            "art/cat/huge.jpg", "photo/dog/broken.jpg"]
+        assert "over the limit of 20000 bytes per image" in report["skipped"]["reason"].iat[0]

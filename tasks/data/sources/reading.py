@@ -40,8 +40,10 @@ def max_image_bytes() -> int:
     return int(value)
 
 
-def too_large(name: str, size: int, limit: int) -> ImageTooLarge:
-    return ImageTooLarge(f"{name} holds {size} bytes, over the limit of {limit} bytes per image "
+def too_large(name: str, size: int | None, limit: int) -> ImageTooLarge:
+    """The refusal of an image over the limit; `size` None where only the first limit + 1 bytes were read."""
+    held = f"{size} bytes" if size is not None else "more bytes"
+    return ImageTooLarge(f"{name} holds {held}, over the limit of {limit} bytes per image "
                          f"({MAX_IMAGE_BYTES_VARIABLE}); raise it to read larger images")
 
 
@@ -73,7 +75,7 @@ def read_whole(fs, path: str, name: str, limit: int) -> bytes:
             return read_bounded(handle, name, limit)
     data = fs.cat_file(path, start=0, end=limit + 1)
     if len(data) > limit:
-        raise too_large(name, len(data), limit)
+        raise too_large(name, None, limit)
     return data
 
 
@@ -89,7 +91,7 @@ def read_bounded(handle, name: str, limit: int) -> bytes:
     """All of a file object's bytes, refused past `limit` (one byte more is read to tell)."""
     data = handle.read(limit + 1)
     if len(data) > limit:
-        raise too_large(name, len(data), limit)
+        raise too_large(name, None, limit)
     return data
 
 
