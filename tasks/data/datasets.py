@@ -31,7 +31,9 @@ DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "e
 @dataclass(frozen=True)
 class Dataset:
     root: str
-    samples: pd.DataFrame  # sample_id, path, locator, domain, class, file, label, split, open_split, size, stamp, digest
+    # sample_id, path, locator, position, source_file (tasks.data.sources.base), domain, class, file, label, split,
+    # open_split, size, stamp, digest
+    samples: pd.DataFrame
     domains: tuple[str, ...]
     classes: tuple[str, ...]
     fingerprint: str  # of every image's content: any changed byte changes it

@@ -1,6 +1,7 @@
 """Embedding tasks: images of one (domain, view) shard to Parquet (text: tasks.embed.text).
 
-A (domain, view) is cut into parts of at most `shard_size` images, each its own task that
+A (domain, view) is cut into parts of at most `shard_size` images (a part never spans two of the data's
+shard or Parquet files, so each file is read once, front to back), each its own task that
 receives only its own rows, so any number of workers share a domain of any size; a merge task
 then writes the one table per (domain, view) that readers use. Outputs live on the store under
 a key of everything that decides them (model, weights, dataset fingerprint, domain, view,

@@ -20,6 +20,7 @@ from tasks.data.sources.base import Format, Options, SourceListing, Tree
 from tasks.data.sources.reading import refuse_irregular, regular_entries
 from tasks.errors import InputError
 from tasks.store.storage import filesystem
+from tasks.vocabulary import ROTATED_DIGITS
 
 # the layouts, as DomainBed's DATASETS: the first whose files a root holds is its layout (images: a folder tree)
 FORMATS: dict[str, Format] = {source.FORMAT.name: source.FORMAT for source in (webdataset, parquet, folder)}
@@ -33,7 +34,8 @@ def list_tree(root: str, list_files) -> Tree:
     if not fs.isdir(base):
         raise InputError(
             f"dataset root {root!r} does not exist or is not a folder; expected a folder tree "
-            "ROOT/<domain>/<class>/<image>, CLIP_benchmark's shards ROOT/<split>/N.tar, or Hugging Face Parquet files")
+            "ROOT/<domain>/<class>/<image>, CLIP_benchmark's shards ROOT/<split>/N.tar, or Hugging Face Parquet files "
+            f"(pass --dataset {ROTATED_DIGITS} for the built-in dataset)")
     base = base.rstrip("/")
     regular, irregular = regular_entries(fs, list_files(fs, base))
     refuse_irregular(root, base, irregular)
