@@ -108,6 +108,15 @@ def test_an_unchanged_shard_set_is_listed_again_without_reading_a_shard(layouts,
     assert "art/cat/extra.jpg" in set(changed.samples["sample_id"])
 
 
+def test_the_hubs_blob_id_is_a_files_checksum():
+    from tasks.data.fingerprints import store_checksum
+
+    # what HfFileSystem lists of an LFS file: no modification time to stamp it by, a blob id that names its content
+    info = {"name": "datasets/x/data/train-0.parquet", "size": 10, "type": "file", "blob_id": "5e1f",
+            "lfs": {"size": 10, "sha256": "ab12", "pointer_size": 130}}
+    assert store_checksum(info) == "blob_id:5e1f"
+
+
 def test_the_embedding_plan_follows_the_files(layouts):
     embedding = tiny_embedding("memory://unused", shard_size=4)
     shards = plan_shard(discover(layouts["webdataset"]), "art", ORIGINAL, embedding)
