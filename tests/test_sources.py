@@ -360,3 +360,15 @@ def test_the_main_job_on_one_tree_in_each_layout_gives_the_same_report(tmp_path,
         assert report["skipped"]["sample_id"].tolist() == folder_report["skipped"]["sample_id"].tolist() == [
             "art/cat/huge.jpg", "photo/dog/broken.jpg"]
         assert "over the limit of 20000 bytes per image" in report["skipped"]["reason"].iat[0]
+
+
+def test_the_split_of_a_shard_set_is_a_folder_name_never_a_path():
+    from pydantic import ValidationError
+
+    from flows.config.run_config import RunConfig
+
+    assert RunConfig(dataset_split="validation").data_spec().dataset_split == "validation"
+    assert RunConfig().data_spec().dataset_split == "test"
+    for bad in ("../x", "a/b", ".."):
+        with pytest.raises(ValidationError, match="is not a split folder's name"):
+            RunConfig(dataset_split=bad)

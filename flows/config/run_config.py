@@ -101,7 +101,7 @@ class RunConfig(BaseModel):
     split_seed: int = Field(0, ge=0, description="seed of the per-domain train/validation split")
     class_policy: Literal["strict", "intersection"] = Field("strict", description=(
         "when domains disagree on classes: fail (strict) or keep the shared ones (intersection)"))
-    dataset_split: str = Field(DEFAULT_DATASET_SPLIT, min_length=1, pattern=r"^[A-Za-z0-9._-]+$", description=(
+    dataset_split: str = Field(DEFAULT_DATASET_SPLIT, description=(
         "which split of a WebDataset shard set is read (ROOT/SPLIT/N.tar, as CLIP_benchmark's --split): test, "
         "train, ..."))
     device: str = Field("auto", description="auto (cuda, mps, cpu), or a torch device such as cuda:1")
@@ -162,6 +162,14 @@ class RunConfig(BaseModel):
             except InputError as error:  # pydantic names the field itself
                 raise ValueError(error.message) from None
         return params
+
+    @field_validator("dataset_split")
+    @classmethod
+    def _split_folder_name(cls, dataset_split):
+        if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", dataset_split):
+            raise ValueError(f"{dataset_split!r} is not a split folder's name: letters, digits, '.', '_' and '-', "
+                             "e.g. test or train")
+        return dataset_split
 
     @field_validator("target_datasets")
     @classmethod
