@@ -238,16 +238,18 @@ def memory_root(request):
 # ---- one folder tree in the other layouts, keeping its file names (what a user's conversion script would write)
 
 
-def folder_images(folder: str) -> dict[str, list[tuple[str, str, bytes]]]:
-    """{domain: [(class, file name, bytes)]} of a ROOT/<domain>/<class>/<image> tree, sorted."""
+def folder_images(folder: str, one_domain: bool = False) -> dict[str | None, list[tuple[str, str, bytes]]]:
+    """{domain: [(class, file name, bytes)]} of a ROOT/<domain>/<class>/<image> tree, sorted; of a
+    ROOT/<class>/<image> tree (one_domain), {None: [...]}."""
     images = {}
-    for domain in sorted(os.listdir(folder)):
-        if not os.path.isdir(os.path.join(folder, domain)):
-            continue
-        for name in sorted(os.listdir(os.path.join(folder, domain))):
-            for file in sorted(os.listdir(os.path.join(folder, domain, name))):
+    domains = [None] if one_domain else sorted(entry for entry in os.listdir(folder)
+                                               if os.path.isdir(os.path.join(folder, entry)))
+    for domain in domains:
+        top = folder if domain is None else os.path.join(folder, domain)
+        for name in sorted(os.listdir(top)):
+            for file in sorted(os.listdir(os.path.join(top, name))):
                 if file.endswith((".jpg", ".png")):
-                    with open(os.path.join(folder, domain, name, file), "rb") as handle:
+                    with open(os.path.join(top, name, file), "rb") as handle:
                         images.setdefault(domain, []).append((name, file, handle.read()))
     return images
 
@@ -261,13 +263,14 @@ def tar_member(archive, name: str, data: bytes) -> None:
 
 
 def folder_to_webdataset(folder: str, root: str, per_shard: int = 7, split: str = "test",
-                         templates=("a photo of a {c}.",)) -> str:
+                         templates=("a photo of a {c}.",), one_domain: bool = False) -> str:
     """CLIP_benchmark's layout, one folder per domain: ROOT/<domain>/<split>/N.tar with nshards.txt, each sample a
     <class>/<stem> key (the file name kept) with its image and .cls members, as webdataset's ShardWriter writes
-    them; ROOT/classnames.txt (the class folders, sorted) and the templates file."""
+    them; ROOT/classnames.txt (the class folders, sorted) and the templates file. From a ROOT/<class>/<image> tree
+    (one_domain), ROOT/<split>/N.tar."""
     import tarfile
 
-    images = folder_images(folder)
+    images = folder_images(folder, one_domain)
     classes = sorted({name for samples in images.values() for name, _, _ in samples})
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, "classnames.txt"), "w") as handle:
@@ -276,14 +279,15 @@ def folder_to_webdataset(folder: str, root: str, per_shard: int = 7, split: str 
         handle.write("\n".join(templates) + "\n")
     for domain, samples in images.items():
         shards = [samples[start : start + per_shard] for start in range(0, len(samples), per_shard)]
-        os.makedirs(os.path.join(root, domain, split))
+        folder = os.path.join(root, split) if domain is None else os.path.join(root, domain, split)
+        os.makedirs(folder)
         for number, shard in enumerate(shards):
-            with tarfile.open(os.path.join(root, domain, split, f"{number}.tar"), "w") as archive:
+            with tarfile.open(os.path.join(folder, f"{number}.tar"), "w") as archive:
                 for name, file, data in shard:
                     stem, extension = file.split(".", 1)
                     tar_member(archive, f"{name}/{stem}.{extension}", data)
                     tar_member(archive, f"{name}/{stem}.cls", str(classes.index(name)).encode())
-        with open(os.path.join(root, domain, split, "nshards.txt"), "w") as handle:
+        with open(os.path.join(folder, "nshards.txt"), "w") as handle:
             handle.write(f"{len(shards)}\n")
     return root
 

@@ -9,7 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import (
-    folder_to_parquet, folder_to_webdataset, huggingface_metadata, make_image_folder, tar_member, tiny_embedding,
+    folder_to_parquet, folder_to_webdataset, huggingface_metadata, make_image_folder, make_imagefolder, tar_member,
+    tiny_embedding,
 )
 
 from tasks.data.datasets import discover, one_listing_per_dataset
@@ -77,11 +78,9 @@ def test_shard_templates_and_the_split_a_user_chooses(layouts, tmp_path):
     with pytest.raises(InputError, match=r"no shards of split 'train'.*--dataset-split") as error:
         discover(layouts["webdataset"], dataset_split="train")
     assert error.value.field == "dataset_split"
-    single = folder_to_webdataset(make_image_folder(str(tmp_path / "one"), domains=("all",), classes=("a", "b"),
-                                                    per_class=3, extra_files=False),
-                                  str(tmp_path / "shards"), split="validation")
-    os.rename(os.path.join(single, "all", "validation"), os.path.join(single, "validation"))
-    os.rmdir(os.path.join(single, "all"))
+    single = folder_to_webdataset(make_imagefolder(str(tmp_path / "one"), ("a", "b"), per_class=3),
+                                  str(tmp_path / "shards"), split="validation", one_domain=True)
+    assert os.path.exists(os.path.join(single, "validation", "0.tar"))
     data = discover(single, dataset_split="validation")
     assert data.domains == ("all",) and data.samples["sample_id"].iat[0] == "a/000.jpg"
 
@@ -281,19 +280,17 @@ def test_a_pipe_swapped_in_after_the_listing_is_skipped_not_waited_on(tmp_path):
     assert all(isinstance(read[position], bytes) for position in range(1, len(rows)))
 
 
-def test_the_cli_answers_a_hostile_folder_in_one_line(tmp_path):
-    import subprocess
-    import sys
+def test_the_cli_answers_a_hostile_folder_in_one_line(tmp_path, capsys):
+    from clip_icm.cli import main
 
     folder = make_image_folder(str(tmp_path / "data"), domains=("art", "photo"), classes=("a", "b"), per_class=2)
     os.mkfifo(tmp_path / "data" / "art" / "a" / "pipe.jpg")
     os.symlink("/dev/zero", tmp_path / "data" / "photo" / "b" / "zero.jpg")
-    result = subprocess.run([sys.executable, "-m", "clip_icm", "run", "--dataset", folder, "--model", "ICM-Tiny",
-                             "--pretrained", "none", "--store", str(tmp_path / "store")],
-                            capture_output=True, text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("clip-icm: ")
-    assert "'art/a/pipe.jpg' (a named pipe)" in result.stderr and "--dataset" in result.stderr
+    assert main(["run", "--dataset", folder, "--model", "ICM-Tiny", "--pretrained", "none",
+                 "--store", str(tmp_path / "store")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("clip-icm: ")
+    assert "'art/a/pipe.jpg' (a named pipe)" in error and "--dataset" in error
 
 
 def test_an_image_over_the_byte_limit_is_skipped_before_it_is_read(tmp_path, monkeypatch):
@@ -372,3 +369,29 @@ def test_the_split_of_a_shard_set_is_a_folder_name_never_a_path():
     for bad in ("../x", "a/b", ".."):
         with pytest.raises(ValidationError, match="is not a split folder's name"):
             RunConfig(dataset_split=bad)
+
+
+def test_dataset_shift_from_one_shard_set_to_another_holding_half_the_classes(tmp_path, prefect_api):
+    from clip_icm.cli import main
+    from conftest import TINY_MODEL
+
+    from tasks.store.history import read_record, resolve_run
+    from tasks.store.storage import read_parquet
+
+    classes = ("bird", "cat", "dog", "fish")
+    source = folder_to_webdataset(make_imagefolder(str(tmp_path / "source"), classes, per_class=5),
+                                  str(tmp_path / "wds-source"), one_domain=True)
+    target = folder_to_webdataset(make_imagefolder(str(tmp_path / "target"), classes[1::2], per_class=3, style=1,
+                                                   patterns=[1, 3], seed=1),
+                                  str(tmp_path / "wds-target"), one_domain=True)
+    assert main(["run", "--protocol", "dataset-shift", "--dataset", source, "--target-datasets", f"half={target}",
+                 "--model", TINY_MODEL, "--pretrained", "none", "--store", str(tmp_path / "store"),
+                 "--lams", "1", "--ks", "4", "--run-name", "shift"]) == 0
+    run = resolve_run(str(tmp_path / "store" / "runs" / "shift"))
+    predictions = read_parquet(f"{run}/predictions.parquet").to_pandas()
+    assert set(predictions["target"]) == {"half"} and len(predictions) == 4 * 6  # four methods, six images
+    # the target's labels index its own two-line classnames.txt; its classes match the source's by name
+    assert set(predictions["class"]) == {"cat", "fish"}
+    assert (predictions["label"] == predictions["class"].map({name: i for i, name in enumerate(classes)})).all()
+    record = read_record(run)
+    assert record["dataset"]["format"] == "webdataset" and record["target_datasets"]["half"]["classes"] == ["cat", "fish"]
