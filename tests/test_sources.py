@@ -178,6 +178,13 @@ def test_two_labels_sharing_a_name_stay_two_classes_prompted_by_that_name(tmp_pa
         "cat/s2.png": "cat", "missile (0)/s0.png": "missile (0)", "missile (2)/s1.png": "missile (2)"}
 
 
+def test_a_template_without_its_class_is_named_by_line(tmp_path):
+    root = shard_set(tmp_path, [("s0.png", png()), ("s0.cls", b"0")])
+    (root / "zeroshot_classification_templates.txt").write_text("a photo of a {c}.\n\na photo.\n")
+    with pytest.raises(InputError, match=r"templates\.txt' line 3 \('a photo\.'\) must hold \{c\} exactly once"):
+        discover(str(root))
+
+
 def test_a_truncated_or_foreign_shard_is_named(tmp_path):
     root = shard_set(tmp_path, [("s0.png", png() * 4), ("s0.cls", b"0"), ("s1.png", png()), ("s1.cls", b"1")])
     shard = root / "test" / "0.tar"

@@ -17,7 +17,6 @@ checksum or stamp, so listing unchanged shards again reads none of them.
 """
 from __future__ import annotations
 
-import re
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
@@ -40,7 +39,6 @@ IMAGE_MEMBERS = ("webp", "png", "jpg", "jpeg")  # what CLIP_benchmark's loader d
 LABEL_MEMBER = "cls"
 CLASSNAMES, TEMPLATES, NSHARDS = "classnames.txt", "zeroshot_classification_templates.txt", "nshards.txt"
 MAX_LABEL_BYTES = 64
-SHARD = re.compile(r"(\d+)\.tar")
 LISTERS = 8  # shards indexed at once: reading headers is I/O-bound
 INDEX_COLUMNS = ["source_file", "identity", "key", "extension", "offset", "size", "label"]
 FIX = "re-export the split (clip_benchmark_export_wds) or repair the shard"
@@ -120,8 +118,9 @@ def _templates(tree: Tree, prefixes) -> tuple[str, ...] | None:
                      if path in tree.files), None)
     if relative is None:
         return None
-    templates = [line.strip() for line in read_lines(tree, relative) if line.strip()]
-    for number, template in enumerate(templates, 1):
+    lines = [(number, line.strip()) for number, line in enumerate(read_lines(tree, relative), 1) if line.strip()]
+    templates = [template for _, template in lines]
+    for number, template in lines:
         if template.count("{c}") != 1 or "{}" in template:
             raise InputError(f"{tree.url(relative)!r} line {number} ({template!r}) must hold {{c}} exactly once, "
                              "where the class name goes")
