@@ -16,7 +16,8 @@ from flows.embed import embed_dataset
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from tasks.data.datasets import one_listing_per_dataset
 from tasks.data.discover import discover_dataset
-from tasks.data.prompts import load_templates
+from tasks.data.prompts import run_templates
+from tasks.data.sources.reading import max_image_bytes
 from tasks.data.splits import split_column
 from tasks.embed.models import check_model
 from tasks.embed.runners import make_task_runner
@@ -72,8 +73,9 @@ def run(config: RunConfig = RunConfig()) -> State[str]:
         for name, table in tables.files().items():
             write_table(table, run_url, name)
         record = run_record(config.model_dump(), run_url, catalog, dataset.domain_fingerprints, targets, tables,
-                            load_templates(embedding.templates), provenance(check_model(config.model, config.pretrained)),
-                            clock.stop())
+                            run_templates(dataset, embedding.templates),
+                            provenance(check_model(config.model, config.pretrained)), clock.stop(),
+                            source={"format": dataset.format, "max_image_bytes": max_image_bytes()})
         publish_run_report(tables.summary, tables.selections, record)
         # quoted: the record holds fields of the catalog, the embed subflow's result
         write_plot(tables.summary, run_url, quote(record))

@@ -23,7 +23,7 @@ import numpy as np
 
 from tasks.errors import InputError
 from tasks.store.names import stable_hash
-from tasks.vocabulary import STABLE, TRAINING_DOMAIN, dataset_label
+from tasks.vocabulary import DEFAULT_DATASET_SPLIT, STABLE, TRAINING_DOMAIN, dataset_label
 
 DEFAULT_SHARD_SIZE = 8192
 
@@ -165,6 +165,7 @@ class DataSpec:
     split_seed: int = 0  # DomainBed's trial_seed under the domainbed split
     class_policy: str = "strict"  # when domains disagree on classes: fail, or keep the shared ones
     split: str = STABLE  # the split rule (tasks.data.splits)
+    dataset_split: str = DEFAULT_DATASET_SPLIT  # which split of a shard set is read (CLIP_benchmark's test, train, ...)
 
     @property
     def dataset_label(self) -> str:

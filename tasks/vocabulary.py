@@ -48,6 +48,7 @@ TRAINING_DOMAIN, LEAVE_ONE_DOMAIN_OUT, ORACLE = "training-domain", "leave-one-do
 SELECTION_RULES = (TRAINING_DOMAIN, LEAVE_ONE_DOMAIN_OUT, ORACLE)
 
 # ---- how each domain splits into training and validation images (tasks.data.splits)
+DEFAULT_DATASET_SPLIT = "test"  # the split of a shard set read unless another is chosen, as CLIP_benchmark's
 STABLE, DOMAINBED = "stable", "domainbed"
 SPLIT_RULES = (STABLE, DOMAINBED)
 

@@ -233,3 +233,90 @@ def memory_root(request):
     fs = fsspec.filesystem("memory")
     if fs.exists(root):
         fs.rm(root, recursive=True)
+
+
+# ---- one folder tree in the other layouts, keeping its file names (what a user's conversion script would write)
+
+
+def folder_images(folder: str, one_domain: bool = False) -> dict[str | None, list[tuple[str, str, bytes]]]:
+    """{domain: [(class, file name, bytes)]} of a ROOT/<domain>/<class>/<image> tree, sorted; of a
+    ROOT/<class>/<image> tree (one_domain), {None: [...]}."""
+    images = {}
+    domains = [None] if one_domain else sorted(entry for entry in os.listdir(folder)
+                                               if os.path.isdir(os.path.join(folder, entry)))
+    for domain in domains:
+        top = folder if domain is None else os.path.join(folder, domain)
+        for name in sorted(os.listdir(top)):
+            for file in sorted(os.listdir(os.path.join(top, name))):
+                if file.endswith((".jpg", ".png")):
+                    with open(os.path.join(top, name, file), "rb") as handle:
+                        images.setdefault(domain, []).append((name, file, handle.read()))
+    return images
+
+
+def tar_member(archive, name: str, data: bytes) -> None:
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime = len(data), 0
+    archive.addfile(info, io.BytesIO(data))
+
+
+def folder_to_webdataset(folder: str, root: str, per_shard: int = 7, split: str = "test",
+                         templates=("a photo of a {c}.",), one_domain: bool = False) -> str:
+    """CLIP_benchmark's layout, one folder per domain: ROOT/<domain>/<split>/N.tar with nshards.txt, each sample a
+    <class>/<stem> key (the file name kept) with its image and .cls members, as webdataset's ShardWriter writes
+    them; ROOT/classnames.txt (the class folders, sorted) and the templates file. From a ROOT/<class>/<image> tree
+    (one_domain), ROOT/<split>/N.tar."""
+    import tarfile
+
+    images = folder_images(folder, one_domain)
+    classes = sorted({name for samples in images.values() for name, _, _ in samples})
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, "classnames.txt"), "w") as handle:
+        handle.write("\n".join(classes) + "\n")
+    with open(os.path.join(root, "zeroshot_classification_templates.txt"), "w") as handle:
+        handle.write("\n".join(templates) + "\n")
+    for domain, samples in images.items():
+        shards = [samples[start : start + per_shard] for start in range(0, len(samples), per_shard)]
+        folder = os.path.join(root, split) if domain is None else os.path.join(root, domain, split)
+        os.makedirs(folder)
+        for number, shard in enumerate(shards):
+            with tarfile.open(os.path.join(folder, f"{number}.tar"), "w") as archive:
+                for name, file, data in shard:
+                    stem, extension = file.split(".", 1)
+                    tar_member(archive, f"{name}/{stem}.{extension}", data)
+                    tar_member(archive, f"{name}/{stem}.cls", str(classes.index(name)).encode())
+        with open(os.path.join(folder, "nshards.txt"), "w") as handle:
+            handle.write(f"{len(shards)}\n")
+    return root
+
+
+def huggingface_metadata(classes, domains=None) -> dict:
+    """The schema metadata the datasets library writes: an Image feature, a ClassLabel, a domain string."""
+    features = {"image": {"_type": "Image"}, "label": {"names": list(classes), "_type": "ClassLabel"}}
+    if domains:
+        features["domain"] = {"dtype": "string", "_type": "Value"}
+    return {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
+
+
+def folder_to_parquet(folder: str, root: str, files: int = 2, row_group_size: int = 5) -> str:
+    """The Hugging Face datasets layout: ROOT/data/train-0000N-of-0000M.parquet, an image struct (bytes, the file's
+    name as path), a ClassLabel label and a domain column, in several files and row groups."""
+    import pyarrow.parquet as pq
+
+    images = folder_images(folder)
+    classes = sorted({name for samples in images.values() for name, _, _ in samples})
+    rows = [(domain, name, file, data) for domain, samples in images.items() for name, file, data in samples]
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    os.makedirs(os.path.join(root, "data"), exist_ok=True)
+    for number, part in enumerate(np.array_split(np.arange(len(rows)), files)):
+        chosen = [rows[index] for index in part]
+        table = pa.table({
+            "image": pa.array([{"bytes": data, "path": file} for _, _, file, data in chosen], image_type),
+            "label": pa.array([classes.index(name) for _, name, _, _ in chosen], pa.int64()),
+            "domain": pa.array([domain for domain, _, _, _ in chosen], pa.string()),
+        }).replace_schema_metadata(huggingface_metadata(classes, domains=True))
+        pq.write_table(table, os.path.join(root, "data", f"train-{number:05d}-of-{files:05d}.parquet"),
+                       row_group_size=row_group_size)
+    return root

@@ -16,7 +16,8 @@ from tasks.data.class_names import (
     match_classes,
     read_class_names_csv,
 )
-from tasks.data.datasets import IMAGEFOLDER_DOMAIN, discover
+from tasks.data.datasets import discover
+from tasks.data.sources.base import IMAGEFOLDER_DOMAIN
 from tasks.embed.images import embedding_table
 from tasks.embed.text import TEXT_SCHEMA, embed_text
 from tasks.store.catalog import EmbeddingCatalog

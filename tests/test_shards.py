@@ -54,6 +54,7 @@ def test_imagenet_sized_domain_plans_ceil_n_over_shard_size_small_tasks():
     samples = pd.DataFrame({
         "sample_id": ids, "path": "s3://bucket/imagenet/" + ids, "domain": "imagenet",
         "class": ids.str.split("/").str[1], "label": np.arange(n, dtype="int32") % 1000, "split": "train", "size": 1,
+        "locator": "", "position": 0,
     })
     data = Dataset("s3://bucket/imagenet", samples, ("imagenet",), tuple(sorted(samples["class"].unique())), "f" * 16,
                    {"imagenet": "f" * 16})

@@ -88,7 +88,7 @@ def test_the_domainbed_split_refuses_files_imagefolder_would_count_otherwise(tmp
 def test_imagefolder_extensions_are_torchvisions():
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
-    from tasks.data.datasets import IMAGEFOLDER_EXTENSIONS
+    from tasks.data.sources.folder import IMAGEFOLDER_EXTENSIONS
 
     assert sorted(IMAGEFOLDER_EXTENSIONS) == sorted(IMG_EXTENSIONS)
 

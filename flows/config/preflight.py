@@ -194,7 +194,7 @@ def check_dataset(config: RunConfig) -> Dataset:
     try:
         data = list_dataset(config.data_spec())
     except (ValueError, OSError, ImportError) as error:
-        fail("dataset", error)
+        fail(getattr(error, "field", None) or "dataset", error)
     domains = list(data.domains)
     if config.protocol != DATASET_SHIFT and len(domains) < 2:
         fail("dataset", f"{config.dataset!r} has one domain ({domains[0]!r}), but protocol {config.protocol!r} holds "
@@ -270,7 +270,8 @@ def check_files(config: RunConfig, data: Dataset) -> None:
             found, url = False, f"{url} ({error})"
         if not found:
             fail("target_datasets", f"{name}={url!r} does not exist or is not a folder; give each target dataset "
-                                    "as NAME=URL of a ROOT/<class>/<image> folder")
+                                    "as NAME=URL of a folder: ROOT/<class>/<image>, CLIP_benchmark's shards "
+                                    "ROOT/<split>/N.tar, or Hugging Face Parquet files")
     if config.protocol == DATASET_SHIFT:
         check_target_datasets(config, data)
     for field, check in (("class_names", lambda: class_display_names(config.class_names, data.classes, f"dataset {data.root!r}",

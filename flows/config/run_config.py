@@ -16,8 +16,8 @@ from tasks.errors import InputError
 from tasks.specs import DEFAULT_SHARD_SIZE, FAMILIES, DataSpec, EmbedSpec, InterventionConfig, Recipe, SelectionSpec
 from tasks.store.names import stable_hash, store_url
 from tasks.vocabulary import (
-    BOTH, DATASET_SHIFT, DOMAINBED, PROTOCOL_CHOICES, ROTATED_DIGITS, SELECTION_RULES, SPLIT_RULES, STABLE,
-    dataset_label,
+    BOTH, DATASET_SHIFT, DEFAULT_DATASET_SPLIT, DOMAINBED, PROTOCOL_CHOICES, ROTATED_DIGITS, SELECTION_RULES,
+    SPLIT_RULES, STABLE, dataset_label,
 )
 
 DEFAULT_LAMS = [0.1, 1.0, 10.0, 100.0]
@@ -46,8 +46,9 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     dataset: str = Field(ROTATED_DIGITS, description=(
-        "Dataset folder URL (local, s3://, gs://, memory://): DomainBed layout ROOT/DOMAIN/CLASS/IMAGE, "
-        f"or ImageFolder layout ROOT/CLASS/IMAGE (one domain); or '{ROTATED_DIGITS}', built in"))
+        "Dataset folder URL (local, s3://, gs://, memory://, hf://): DomainBed layout ROOT/DOMAIN/CLASS/IMAGE, "
+        "ImageFolder layout ROOT/CLASS/IMAGE (one domain), CLIP_benchmark's WebDataset shards ROOT/SPLIT/N.tar "
+        f"(ROOT/DOMAIN/SPLIT/N.tar with domains), or Hugging Face Parquet files; or '{ROTATED_DIGITS}', built in"))
     model: str = Field("ViT-B-32", description="open_clip model name, e.g. ViT-B-32, ViT-B-16")
     pretrained: str = Field("openai", description=(
         "open_clip pretrained tag (e.g. openai, laion2b_s34b_b79k), a local checkpoint file, "
@@ -100,6 +101,9 @@ class RunConfig(BaseModel):
     split_seed: int = Field(0, ge=0, description="seed of the per-domain train/validation split")
     class_policy: Literal["strict", "intersection"] = Field("strict", description=(
         "when domains disagree on classes: fail (strict) or keep the shared ones (intersection)"))
+    dataset_split: str = Field(DEFAULT_DATASET_SPLIT, description=(
+        "which split of a WebDataset shard set is read (ROOT/SPLIT/N.tar, as CLIP_benchmark's --split): test, "
+        "train, ..."))
     device: str = Field("auto", description="auto (cuda, mps, cpu), or a torch device such as cuda:1")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field("auto", description=(
         "embedding precision: auto (bf16/fp16 autocast on GPU, fp32 on CPU) or a fixed one"))
@@ -159,6 +163,14 @@ class RunConfig(BaseModel):
                 raise ValueError(error.message) from None
         return params
 
+    @field_validator("dataset_split")
+    @classmethod
+    def _split_folder_name(cls, dataset_split):
+        if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", dataset_split):
+            raise ValueError(f"{dataset_split!r} is not a split folder's name: letters, digits, '.', '_' and '-', "
+                             "e.g. test or train")
+        return dataset_split
+
     @field_validator("target_datasets")
     @classmethod
     def _targets_of_dataset_shift(cls, target_datasets, info):
@@ -190,7 +202,8 @@ class RunConfig(BaseModel):
     # ---- what each stage is asked to do (tasks.specs)
 
     def data_spec(self) -> DataSpec:
-        return DataSpec(self.dataset, self.store_url, self.holdout, self.split_seed, self.class_policy, self.split)
+        return DataSpec(self.dataset, self.store_url, self.holdout, self.split_seed, self.class_policy, self.split,
+                        self.dataset_split)
 
     def embed_spec(self) -> EmbedSpec:
         families = tuple(self.interventions) if self.interventions else FAMILIES

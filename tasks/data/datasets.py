@@ -1,8 +1,5 @@
-"""Image-folder datasets on any fsspec URL, and RotatedDigits.
-
-Two layouts: DomainBed's ROOT/<domain>/<class>/<image> (several domains), and ImageFolder's
-ROOT/<class>/<image> (ImageNet and its variants): one domain, named IMAGEFOLDER_DOMAIN.
-"""
+"""Datasets on any fsspec URL, in any layout tasks.data.sources reads (folder trees, WebDataset shards, Hugging
+Face Parquet), and RotatedDigits: listed once, split, and fingerprinted by content."""
 from __future__ import annotations
 
 import contextlib
@@ -15,25 +12,25 @@ import pandas as pd
 
 from tasks.store.storage import exists, filesystem, join, write_bytes
 from tasks.store.names import stable_hash
-from tasks.data.fingerprints import content_digests, file_stamp, store_checksum
+from tasks.data.fingerprints import content_digests
+from tasks.data.sources import FOLDER, list_source, list_tree
+from tasks.data.sources.base import WHOLE_FILE, Options, SourceListing
+from tasks.data.sources.reading import max_image_bytes
 from tasks.data.splits import assign_splits, split_base_novel
 from tasks.errors import InputError
 from tasks.specs import DataSpec
-from tasks.vocabulary import DOMAINBED, ROTATED_DIGITS, STABLE, dataset_label
+from tasks.vocabulary import DEFAULT_DATASET_SPLIT, ROTATED_DIGITS, STABLE, dataset_label
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-# what torchvision's ImageFolder counts (torchvision.datasets.folder.IMG_EXTENSIONS), at any depth below a class folder
-IMAGEFOLDER_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 ROTATED_DIGITS_ANGLES = (0, 15, 30, 45, 60, 75)
-# the one domain of an ImageFolder dataset: fixed, because the root's own name ("train", "val", …) says little
-IMAGEFOLDER_DOMAIN = "all"
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
 @dataclass(frozen=True)
 class Dataset:
     root: str
-    samples: pd.DataFrame  # sample_id, path, domain, class, file, label, split, open_split, size, stamp, digest
+    # sample_id, path, locator, position, source_file (tasks.data.sources.base), domain, class, file, label, split,
+    # open_split, size, stamp, digest
+    samples: pd.DataFrame
     domains: tuple[str, ...]
     classes: tuple[str, ...]
     fingerprint: str  # of every image's content: any changed byte changes it
@@ -41,6 +38,9 @@ class Dataset:
     split_rule: str = STABLE
     holdout: float = 0.2
     seed: int = 0
+    format: str = FOLDER  # the layout it was listed from (tasks.data.sources)
+    class_names: dict[str, str] | None = None  # class -> display name, where the data names its classes
+    templates: tuple[str, ...] | None = None  # the data's own zero-shot templates
 
     def rows(self, domains=None, split=None, classes=None, column: str = "split") -> pd.DataFrame:
         frame = self.samples
@@ -53,65 +53,12 @@ class Dataset:
         return frame
 
 
-def _list_files(fs, base: str) -> pd.DataFrame:
-    """Every file under base that clip-icm or torchvision's ImageFolder could count as an image: its path
-    relative to base, depth, the store's checksum and stamp (tasks.data.fingerprints)."""
-    records = []
-    for path, info in fs.find(base, detail=True).items():
-        relative = path[len(base) :].lstrip("/")
-        parts = relative.split("/")
-        name = parts[-1].lower()
-        ours = name.endswith(IMAGE_EXTENSIONS) and not parts[-1].startswith(".")
-        counted_by_imagefolder = name.endswith(IMAGEFOLDER_EXTENSIONS)
-        if len(parts) >= 2 and (ours or counted_by_imagefolder):
-            records.append((relative, len(parts), parts[0], parts[-2], parts[-1], ours, counted_by_imagefolder,
-                            int(info.get("size") or 0), store_checksum(info), file_stamp(info), path))
-    return pd.DataFrame(records, columns=["sample_id", "depth", "top", "parent", "file", "ours", "imagefolder", "size",
-                                          "checksum", "stamp", "fs_path"])
+def _list_files(fs, base: str) -> dict:
+    """Every entry under base with what the store lists of it (type, size, checksum, stamp): one listing."""
+    return fs.find(base, detail=True)
 
 
-def _images(files: pd.DataFrame, root: str, split_rule: str) -> tuple[pd.DataFrame, bool]:
-    """(the images: sample_id, domain, class, file, size, checksum, stamp, fs_path; whether the layout is an
-    ImageFolder). Images at depth three are DomainBed's <domain>/<class>/<image>; at depth two, ImageFolder's
-    <class>/<image> (domain IMAGEFOLDER_DOMAIN). Under the domainbed split, the files must be those
-    torchvision's ImageFolder counts, or the split's positions would not be DomainBed's."""
-    ours = files[files["ours"]]
-    shallow, deep = ours[ours["depth"] == 2], ours[ours["depth"] == 3]
-    if len(shallow) and len(deep):
-        raise InputError(
-            f"dataset root {root!r} mixes two layouts: images at ROOT/<class>/<image> (e.g. {shallow['sample_id'].iat[0]!r}) "
-            f"and at ROOT/<domain>/<class>/<image> (e.g. {deep['sample_id'].iat[0]!r}); keep one layout "
-            "(move the stray images into class folders, or one level down into domain folders)"
-        )
-    imagefolder = bool(len(shallow))
-    depth = 2 if imagefolder else 3
-    images = ours[ours["depth"] == depth]
-    if split_rule == DOMAINBED:
-        counted = files[files["imagefolder"] & (files["depth"] >= depth)]
-        differ = sorted(set(counted["sample_id"]) ^ set(images["sample_id"]))
-        if differ:
-            raise InputError(
-                f"dataset root {root!r} holds files that clip-icm and torchvision's ImageFolder count differently, "
-                f"e.g. {differ[:3]}: the domainbed split numbers a domain's images as ImageFolder does, so both must "
-                f"see the same images. Keep only {', '.join(sorted(set(IMAGE_EXTENSIONS) & set(IMAGEFOLDER_EXTENSIONS)))} "
-                "files, directly in the class folders and not hidden, or use --split stable", "split")
-    if imagefolder:
-        images = images.assign(domain=IMAGEFOLDER_DOMAIN, **{"class": images["top"]})
-    else:
-        images = images.assign(domain=images["top"], **{"class": images["parent"]})
-    return images.drop(columns=["depth", "top", "parent", "ours", "imagefolder"]), imagefolder
-
-
-@dataclass
-class Listing:
-    """What a dataset root holds: its candidate image files and top-level folders, and the digests taken so far."""
-
-    files: pd.DataFrame  # _list_files
-    top_folders: list[str]
-    digests: dict[str, str] = field(default_factory=dict)  # sample_id -> digest
-
-
-_LISTINGS: ContextVar[dict[str, Listing] | None] = ContextVar("clip_icm_listings", default=None)
+_LISTINGS: ContextVar[dict[tuple, SourceListing] | None] = ContextVar("clip_icm_listings", default=None)
 
 
 @contextlib.contextmanager
@@ -129,58 +76,53 @@ def one_listing_per_dataset():
         _LISTINGS.reset(token)
 
 
-def _listing(root: str) -> Listing:
+def _listing(root: str, options: Options) -> SourceListing:
     listings = _LISTINGS.get()
-    if listings is not None and root in listings:
-        return listings[root]
-    fs, base = filesystem(root)
-    if not fs.isdir(base):
-        raise InputError(
-            f"dataset root {root!r} does not exist or is not a folder; expected ROOT/<domain>/<class>/<image> "
-            f"or ROOT/<class>/<image> (pass --dataset {ROTATED_DIGITS} for the built-in dataset)"
-        )
-    base = base.rstrip("/")
-    listing = Listing(_list_files(fs, base), sorted(
-        entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(base, detail=False) if fs.isdir(entry)))
+    if listings is not None and (root, options) in listings:
+        return listings[(root, options)]
+    listing = list_source(list_tree(root, _list_files), options)
     if listings is not None:
-        listings[root] = listing
+        listings[(root, options)] = listing
     return listing
 
 
-def _digests(listing: Listing, images: pd.DataFrame, root: str, store: str | None) -> pd.Series:
-    """The images' content digests: those this listing took already, the others taken now (and kept with it)."""
-    digests = images["sample_id"].map(listing.digests).astype(object)
+def _digests(listing: SourceListing, samples: pd.DataFrame, root: str, store: str | None) -> pd.Series:
+    """The samples' content digests: their file's digest (those this listing took already, the others taken now and
+    kept with it), and where in the file they sit. An image over the byte limit is never read: it is skipped when
+    embedded, and its digest is its stamp."""
+    files = samples.drop_duplicates("source_file")[["source_file", "fs_path", "checksum", "stamp", "size", "locator"]]
+    digests = files["source_file"].map(listing.digests).astype(object)
+    unread = (files["locator"] == WHOLE_FILE) & (files["size"] > max_image_bytes()) & digests.isna()
+    digests[unread] = "unread:" + files.loc[unread, "stamp"]
     unknown = digests.isna()
     if unknown.any():
-        digests[unknown] = content_digests(filesystem(root)[0], images[unknown], store, root)
-        listing.digests.update(zip(images.loc[unknown, "sample_id"], digests[unknown]))
-    return digests
+        digests[unknown] = content_digests(filesystem(root)[0], files[unknown].rename(columns={"source_file": "sample_id"}),
+                                           store, root)
+        listing.digests.update(zip(files.loc[unknown, "source_file"], digests[unknown]))
+    by_file = dict(zip(files["source_file"], digests))
+    return pd.Series([by_file[source] + (f"#{locator}" if locator else "")
+                      for source, locator in zip(samples["source_file"], samples["locator"])], index=samples.index,
+                     dtype=object)
+
+
+def file_digests(samples: pd.DataFrame) -> pd.DataFrame:
+    """One row per file of the samples (sample_id: the file's path in the root, stamp, digest), as
+    tasks.data.fingerprints remembers digests."""
+    files = samples.drop_duplicates("source_file")
+    return pd.DataFrame({"sample_id": files["source_file"], "stamp": files["stamp"],
+                         "digest": files["digest"].str.split("#").str[0]}).reset_index(drop=True)
 
 
 def discover(root: str, *, holdout: float = 0.2, seed: int = 0, class_policy: str = "strict", split: str = STABLE,
-             store: str | None = None) -> Dataset:
-    """List a DomainBed or ImageFolder dataset; domains and classes sorted; non-image files ignored; each
-    domain split under the split rule; every image's content digest taken (remembered under `store`).
+             store: str | None = None, dataset_split: str = DEFAULT_DATASET_SPLIT) -> Dataset:
+    """List a dataset in any layout (tasks.data.sources); domains and classes sorted; each domain split under the
+    split rule; every sample's content digest taken (remembered under `store`).
 
     class_policy "strict" fails when domains disagree on their classes; "intersection"
     keeps the classes every domain has.
     """
-    listing = _listing(root)
-    frame, imagefolder = _images(listing.files, root, split)
-    top_folders = listing.top_folders
-    if not top_folders:
-        raise InputError(
-            f"dataset root {root!r} has no domain or class folders; expected ROOT/<domain>/<class>/<image> "
-            "or ROOT/<class>/<image>"
-        )
-    present = set(frame["class"] if imagefolder else frame["domain"])
-    empty = [folder for folder in top_folders if folder not in present]
-    if empty:
-        kind, layout = ("class", "<class>/<image>") if imagefolder else ("domain", "<domain>/<class>/<image>")
-        raise InputError(
-            f"{kind} folder(s) {empty} under {root!r} contain no images ({', '.join(IMAGE_EXTENSIONS)}); "
-            f"add images as {layout} or remove the folder"
-        )
+    listing = _listing(root, Options(split, dataset_split, store))
+    frame = listing.samples
     class_sets = {domain: set(group["class"]) for domain, group in frame.groupby("domain")}
     shared = set.intersection(*class_sets.values())
     if any(classes != shared for classes in class_sets.values()) and class_policy == "strict":
@@ -190,8 +132,8 @@ def discover(root: str, *, holdout: float = 0.2, seed: int = 0, class_policy: st
             if classes != set.union(*class_sets.values())
         )
         raise InputError(
-            f"class folders differ between domains under {root!r}: {differences}. "
-            "Fix the folders, or pass class_policy='intersection' (--class-policy intersection) "
+            f"classes differ between domains under {root!r}: {differences}. "
+            "Fix the data, or pass class_policy='intersection' (--class-policy intersection) "
             f"to keep the {len(shared)} shared classes"
         )
     if not shared:
@@ -201,15 +143,14 @@ def discover(root: str, *, holdout: float = 0.2, seed: int = 0, class_policy: st
     frame = assign_splits(frame, split, holdout, seed, split_base_novel(classes)[0])
     frame = frame[frame["class"].isin(shared)].sort_values("sample_id").reset_index(drop=True)
     frame["label"] = frame["class"].map({name: index for index, name in enumerate(classes)}).astype("int32")
-    frame["path"] = [join(root, sample_id) for sample_id in frame["sample_id"]]
     frame["digest"] = _digests(listing, frame, root, store)
     fingerprint = stable_hash(list(zip(frame["sample_id"], frame["digest"])))
     domain_fingerprints = {domain: stable_hash(list(zip(group["sample_id"], group["digest"])))
                            for domain, group in frame.groupby("domain")}
     return Dataset(
         root=root,
-        samples=frame[["sample_id", "path", "domain", "class", "file", "label", "split", "open_split", "size", "stamp",
-                       "digest"]],
+        samples=frame[["sample_id", "path", "locator", "position", "source_file", "domain", "class", "file", "label",
+                       "split", "open_split", "size", "stamp", "digest"]],
         domains=tuple(sorted(frame["domain"].unique())),
         classes=classes,
         fingerprint=fingerprint,
@@ -217,6 +158,9 @@ def discover(root: str, *, holdout: float = 0.2, seed: int = 0, class_policy: st
         split_rule=split,
         holdout=holdout,
         seed=seed,
+        format=listing.format,
+        class_names={name: listing.class_names[name] for name in classes} if listing.class_names else None,
+        templates=listing.templates,
     )
 
 
@@ -257,7 +201,7 @@ def list_dataset(data: DataSpec) -> Dataset:
     """The dataset (a folder URL or the built-in name) listed, fingerprinted and split; nothing written but the
     built-in dataset (what the checks before a run use)."""
     return discover(resolve_dataset(data.dataset, data.store), holdout=data.holdout, seed=data.split_seed,
-                    class_policy=data.class_policy, split=data.split, store=data.store)
+                    class_policy=data.class_policy, split=data.split, store=data.store, dataset_split=data.dataset_split)
 
 
 def split_table_url(dataset: Dataset, store: str) -> str:

@@ -7,7 +7,7 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.data.datasets import Dataset, list_dataset, split_table_url
+from tasks.data.datasets import Dataset, file_digests, list_dataset, split_table_url
 from tasks.data.fingerprints import remember_digests
 from tasks.specs import DataSpec
 from tasks.store.storage import exists, write_parquet
@@ -17,7 +17,7 @@ from tasks.store.storage import exists, write_parquet
 def discover_dataset(data: DataSpec) -> Dataset:
     """`list_dataset`, and the digests its files' bytes gave remembered on the store for the next listing."""
     dataset = list_dataset(data)
-    remember_digests(dataset.samples, data.store, dataset.root)
+    remember_digests(file_digests(dataset.samples), data.store, dataset.root)
     return dataset
 
 

@@ -1,7 +1,7 @@
 """What each image file holds, as a digest: the dataset's fingerprints see any changed byte.
 
 A digest is the store's own checksum of the object where it keeps one (S3's ETag, GCS's MD5 or
-CRC32C): free with the listing. Elsewhere (local disks, NFS, memory://) it is a hash of the file's
+CRC32C, the Hugging Face hub's blob id): free with the listing. Elsewhere (local disks, NFS, memory://) it is a hash of the file's
 bytes, remembered on the store per file with the stamp it was computed at (size, modification
 time, change time, inode): a file whose stamp is unchanged was not rewritten (the change time
 cannot be set back, unlike the modification time), so an unchanged re-run reads no image. A file
@@ -21,10 +21,12 @@ from tqdm.auto import tqdm
 from tasks.store.names import stable_hash
 from tasks.store.storage import exists, join, read_parquet, write_parquet
 
-# object stores' checksums of an object's bytes, as their listings name them (S3, GCS, GCS composite objects)
-STORE_CHECKSUMS = ("ETag", "md5Hash", "crc32c")
+# object stores' checksums of an object's bytes, as their listings name them (S3, GCS, GCS composite objects, and
+# the Hugging Face hub's git blob id: of a large file's LFS pointer, which names the content's sha256)
+STORE_CHECKSUMS = ("ETag", "md5Hash", "crc32c", "blob_id")
 READERS = 16  # files hashed at once: reading is I/O-bound
 HASHED = "blake2b:"  # the prefix of a digest taken from a file's bytes
+HASH_BLOCK = 4 * 2**20
 
 
 def store_checksum(info: dict) -> str | None:
@@ -77,4 +79,11 @@ def remember_digests(samples: pd.DataFrame, store: str, root: str) -> None:
 
 
 def _hash_bytes(fs, path: str) -> str:
-    return HASHED + hashlib.blake2b(fs.cat_file(path), digest_size=16).hexdigest()
+    """A regular file's bytes hashed a block at a time: a shard of any size costs one block of memory."""
+    from tasks.data.sources.reading import open_regular  # the sources import this module's stamps
+
+    digest = hashlib.blake2b(digest_size=16)
+    with open_regular(fs, path) as handle:
+        while block := handle.read(HASH_BLOCK):
+            digest.update(block)
+    return HASHED + digest.hexdigest()

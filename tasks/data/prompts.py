@@ -2,7 +2,8 @@
 
 `--templates` chooses a set: `simple` ("a photo of a {}."), `openai-imagenet` (the 80 templates
 OpenAI engineered for ImageNet, as open_clip ships them) or a text file, one template per line,
-each holding `{}` where the class name goes. A class's zero-shot embedding is the prompt
+each holding `{}` where the class name goes; a shard set that ships its templates is prompted with them
+unless another set or file is chosen. A class's zero-shot embedding is the prompt
 ensemble: the L2-normalised mean of its L2-normalised template embeddings (CLIP_benchmark's rule).
 
 A text intervention is a pair of captions of one class that differ only in domain words ("a photo of
@@ -39,6 +40,7 @@ STYLE_TEMPLATES = (
 ANCHOR_TEMPLATE = "a photo of a {}."
 CLASS_TEMPLATES = ("a photo of a {}.",)
 PLACEHOLDER = "{}"
+DEFAULT_TEMPLATES = "simple"
 
 
 def _openai_imagenet_templates() -> tuple[str, ...]:
@@ -77,6 +79,21 @@ def load_templates(spec: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(templates))  # a repeated line would weigh its template twice
 
 
+def run_templates(dataset, spec: str) -> tuple[str, ...]:
+    """The templates a run prompts with: those `spec` names, except that in place of the default set a dataset that
+    ships its own (a shard set's zeroshot_classification_templates.txt) is prompted with those."""
+    return dataset.templates if spec == DEFAULT_TEMPLATES and dataset.templates else load_templates(spec)
+
+
+def display_names(dataset, embedding) -> dict[str, str]:
+    """The name each class goes by in prompts: --class-names when given, else the names the data gives its classes
+    (a shard set's classnames.txt, Parquet's ClassLabel), else the class folder's name."""
+    if embedding.class_names is None and dataset.class_names:
+        return dataset.class_names
+    return class_display_names(embedding.class_names, dataset.classes, f"dataset {dataset.root!r}",
+                               embedding.folder_name_spaces)
+
+
 def class_prompts(classes, names: dict[str, str], templates) -> pd.DataFrame:
     """One row per (class, template): the class id and its prompt text, classes in the given order."""
     rows = [{"class": folder, "text": template.replace(PLACEHOLDER, names[folder])}
@@ -87,9 +104,8 @@ def class_prompts(classes, names: dict[str, str], templates) -> pd.DataFrame:
 def text_inputs(dataset, embedding) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A dataset's text for an EmbedSpec: (class prompts, every template per class; caption pairs, the shipped
     prompt bank's or the user's file)."""
-    names = class_display_names(embedding.class_names, dataset.classes, f"dataset {dataset.root!r}",
-                                embedding.folder_name_spaces)
-    prompts = class_prompts(dataset.classes, names, load_templates(embedding.templates))
+    names = display_names(dataset, embedding)
+    prompts = class_prompts(dataset.classes, names, run_templates(dataset, embedding.templates))
     pairs = (load_text_pairs(embedding.text_pairs, dataset.classes) if embedding.text_pairs
              else prompt_bank_pairs(dataset.classes, names=names))
     return prompts, pairs

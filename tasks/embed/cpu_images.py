@@ -1,5 +1,6 @@
-"""Images decoded into batches on the CPU: read from any fsspec URL, decoded with PIL, intervened and
-preprocessed in DataLoader workers. An unreadable file becomes a skip record with a stable reason,
+"""Images decoded into batches on the CPU: read through their dataset's source (a file, a shard's member, a Parquet
+row: tasks.data.sources, bounded in bytes), decoded with PIL, intervened and preprocessed in DataLoader workers.
+An unreadable file becomes a skip record with a stable reason,
 never a crash; so does an image over PIL's pixel limit (Image.MAX_IMAGE_PIXELS), whatever its size: it is
 refused from its header, before a byte of it is decoded, so memory stays bounded. (tasks/embed/gpu_images.py
 does the same on a CUDA device and falls back to this path.)"""
@@ -9,11 +10,13 @@ import io
 import re
 import warnings
 
-import fsspec
+import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
 
+from tasks.data.sources import read_samples
+from tasks.data.sources.reading import max_image_bytes
 from tasks.specs import InterventionConfig
 from tasks.embed.intervene import intervene
 from tasks.vocabulary import ORIGINAL
@@ -40,23 +43,38 @@ def open_image(data: bytes) -> Image.Image:
     return image
 
 
-class ImageRows(torch.utils.data.Dataset):
-    """Decodes images from any fsspec URL; an unreadable file becomes an error record, not a crash."""
+class SampleStream(torch.utils.data.IterableDataset):
+    """The rows' bytes, read through their dataset source (tasks.data.sources): each loader worker reads one
+    contiguous slice of the rows, so a shard or Parquet file is read front to back once, whatever the worker count.
+    `transform(index, bytes or the exception that stopped the read)` makes each item."""
 
-    def __init__(self, rows: pd.DataFrame, preprocess, interventions: InterventionConfig | None):
-        self.paths = rows["path"].tolist()
-        self.sample_ids = rows["sample_id"].tolist()
+    def __init__(self, rows: pd.DataFrame, transform):
+        self.rows = rows[["path", "locator"]].reset_index(drop=True)
+        self.transform = transform
+        self.limit = max_image_bytes()  # read here: workers may not see this process's environment changes
+
+    def __iter__(self):
+        worker = torch.utils.data.get_worker_info()
+        bounds = np.linspace(0, len(self.rows), (worker.num_workers if worker else 1) + 1).astype(int)
+        start, stop = (bounds[worker.id], bounds[worker.id + 1]) if worker else (0, len(self.rows))
+        for position, data in read_samples(self.rows.iloc[start:stop], self.limit):
+            yield self.transform(start + position, data)
+
+
+class DecodedImages:
+    """A sample's bytes decoded with PIL, intervened and preprocessed; unreadable or undecodable, an error record."""
+
+    def __init__(self, sample_ids, preprocess, interventions: InterventionConfig | None):
+        self.sample_ids = sample_ids
         self.preprocess = preprocess
         self.interventions = interventions
 
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, index):
+    def __call__(self, index, data):
         try:
-            with fsspec.open(self.paths[index], "rb") as handle:
-                image = open_image(handle.read())
-                image.load()
+            if isinstance(data, Exception):
+                raise data
+            image = open_image(data)
+            image.load()
             image = image.convert("RGB")
         except Exception as error:  # any decoder failure: record it and keep going
             return {"index": index, "error": failure_reason(error)}
@@ -80,7 +98,7 @@ def pil_batches(loaded, rows: pd.DataFrame, interventions, batch_size, num_worke
     """Batches decoded, intervened and preprocessed with PIL in DataLoader workers."""
     cuda = loaded.device.startswith("cuda")
     return torch.utils.data.DataLoader(
-        ImageRows(rows, loaded.preprocess, interventions),
+        SampleStream(rows, DecodedImages(rows["sample_id"].tolist(), loaded.preprocess, interventions)),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=collate,

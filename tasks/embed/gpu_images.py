@@ -9,8 +9,6 @@ the PIL path to within resize and rounding tolerance (tests/test_gpu_images.py).
 """
 from __future__ import annotations
 
-
-import fsspec
 import numpy as np
 import pandas as pd
 import torch
@@ -18,7 +16,7 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from tasks.embed.cpu_images import failure_reason, open_image, pil_batches
+from tasks.embed.cpu_images import SampleStream, failure_reason, open_image, pil_batches
 from tasks.specs import InterventionConfig
 from tasks.embed.intervene import intervene
 from tasks.vocabulary import ORIGINAL
@@ -48,21 +46,9 @@ class TensorPreprocess:
         return (image - self.mean.to(image.device)) / self.std.to(image.device)
 
 
-class ImageBytes(torch.utils.data.Dataset):
-    """Only reads each file's bytes (I/O in DataLoader workers); decoding happens on the device."""
-
-    def __init__(self, rows: pd.DataFrame):
-        self.paths = rows["path"].tolist()
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, index):
-        try:
-            with fsspec.open(self.paths[index], "rb") as handle:
-                return index, handle.read(), None
-        except Exception as error:  # unreadable: recorded as skipped
-            return index, None, failure_reason(error)
+def raw_bytes(index, data):
+    """(index, bytes, None), or (index, None, why they could not be read)."""
+    return (index, None, failure_reason(data)) if isinstance(data, Exception) else (index, data, None)
 
 
 def decode_with_pil(data: bytes) -> torch.Tensor:
@@ -109,7 +95,8 @@ def tensor_batches(rows: pd.DataFrame, preprocess, device: str, interventions: I
     """Batches in embed_rows' format (index, view, pixels, errors), decoded and transformed on `device`."""
     to_tensor = TensorPreprocess(preprocess)
     sample_ids = rows["sample_id"].tolist()
-    loader = torch.utils.data.DataLoader(ImageBytes(rows), batch_size=batch_size, num_workers=num_workers,
+    # the workers only read bytes; decoding happens on the device
+    loader = torch.utils.data.DataLoader(SampleStream(rows, raw_bytes), batch_size=batch_size, num_workers=num_workers,
                                          collate_fn=list, prefetch_factor=4 if num_workers else None)
     for items in loader:
         errors = [(index, reason) for index, blob, reason in items if blob is None]

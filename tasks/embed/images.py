@@ -1,6 +1,7 @@
 """Embedding tasks: images of one (domain, view) shard to Parquet (text: tasks.embed.text).
 
-A (domain, view) is cut into parts of at most `shard_size` images, each its own task that
+A (domain, view) is cut into parts of at most `shard_size` images (a part never spans two of the data's
+shard or Parquet files, so each file is read once, front to back), each its own task that
 receives only its own rows, so any number of workers share a domain of any size; a merge task
 then writes the one table per (domain, view) that readers use. Outputs live on the store under
 a key of everything that decides them (model, weights, dataset fingerprint, domain, view,
@@ -26,6 +27,7 @@ from tqdm.auto import tqdm
 
 from tasks import __version__
 from tasks.data.datasets import Dataset
+from tasks.data.sources.base import WHOLE_FILE
 from tasks.embed.cpu_images import pil_batches
 from tasks.embed.cache import METADATA_KEY, Contents, check_finite, contents_of, usable
 from tasks.embed.models import (
@@ -39,7 +41,7 @@ from tasks.store.names import stable_hash
 # bumped whenever the meaning of a stored image embedding changes (raw-v2: not normalised; v3: no split, which is
 # the split table's, so one embedding serves every split rule, holdout and seed)
 IMAGE_FORMAT = "raw-v3"
-PART_COLUMNS = ["sample_id", "path", "domain", "class", "label"]
+PART_COLUMNS = ["sample_id", "path", "locator", "domain", "class", "label"]
 IMAGE_SCHEMA = pa.schema([
     ("sample_id", pa.string()), ("path", pa.string()), ("domain", pa.string()), ("class", pa.string()),
     ("label", pa.int32()), ("view", pa.string()),
@@ -118,11 +120,14 @@ def embed_rows(loaded, rows: pd.DataFrame, interventions, batch_size, num_worker
                 indices += batch["index"]
                 views += batch["view"]
             progress.update(len(batch["index"]) + len(batch["errors"]))
-    kept = rows.iloc[indices][PART_COLUMNS].assign(view=views)
-    errors.sort()  # in row order: a batch on the GPU path lists unreadable files before undecodable ones
+    # in row order, whatever order the loader's workers delivered them in
+    order = np.argsort(indices, kind="stable")
+    kept = rows.iloc[np.asarray(indices, dtype=np.int64)[order]][PART_COLUMNS].assign(view=np.asarray(views, dtype=object)[order])
+    errors.sort()
     failed = rows.iloc[[index for index, _ in errors]].assign(reason=[reason for _, reason in errors])
     width = loaded.model.visual.output_dim
-    return kept, (np.concatenate(chunks) if chunks else np.zeros((0, width), np.float32)), failed[SKIPPED_SCHEMA.names]
+    embeddings = np.concatenate(chunks)[order] if chunks else np.zeros((0, width), np.float32)
+    return kept, embeddings, failed[SKIPPED_SCHEMA.names]
 
 
 @dataclass(frozen=True)
@@ -140,9 +145,16 @@ class ShardPlan:
 
 
 def split_rows(rows: pd.DataFrame, shard_size: int) -> tuple[pd.DataFrame, ...]:
-    """Rows sorted by sample id, cut into parts of at most shard_size: each one task's whole input."""
-    rows = rows.sort_values("sample_id")[PART_COLUMNS].reset_index(drop=True)
-    return tuple(rows.iloc[start : start + shard_size].reset_index(drop=True) for start in range(0, len(rows), shard_size))
+    """Rows cut into parts of at most shard_size, each one task's whole input, following the data's files: images
+    that are files of their own sorted by sample id; the samples of a shard or Parquet file in file order, a part
+    never spanning two files, so that every file is read once, front to back, by one task."""
+    rows = rows.assign(container=rows["path"].where(rows["locator"] != WHOLE_FILE, ""))
+    rows = rows.sort_values(["container", "position", "sample_id"])
+    parts = []
+    for _, group in rows.groupby("container", sort=True):
+        group = group[PART_COLUMNS].reset_index(drop=True)
+        parts += [group.iloc[start : start + shard_size].reset_index(drop=True) for start in range(0, len(group), shard_size)]
+    return tuple(parts)
 
 
 def plan_shard(dataset: Dataset, domain: str, view: str, embedding: EmbedSpec) -> ShardPlan:

@@ -59,14 +59,14 @@ class RunTables:
 
 def run_record(config: dict, run_url: str, catalog: EmbeddingCatalog, domain_fingerprints: dict,
                targets: dict[str, EmbeddingCatalog], tables: RunTables, templates, provenance: dict,
-               timings: dict) -> dict:
+               timings: dict, source: dict | None = None) -> dict:
     """run.json: the config, the data, the model, the embeddings, what decided the numbers, how their uncertainty was
-    computed, and the timings."""
+    computed, and the timings. `source`: how the dataset was read (its layout, the byte limit per image)."""
     return {
         "config": config, "run_url": run_url, "package_version": provenance["package_version"],
         "dataset": {"root": catalog.dataset_root, "fingerprint": catalog.fingerprint,
                     "domains": list(catalog.domains), "classes": list(catalog.classes),
-                    "domain_fingerprints": domain_fingerprints},
+                    "domain_fingerprints": domain_fingerprints, **(source or {})},
         "provenance": provenance,
         "model": {"name": config["model"], "pretrained": config["pretrained"]},
         "embeddings": {"shards": catalog.shards, "text": catalog.text_url, "embedded_this_run": catalog.embedded},
