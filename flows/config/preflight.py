@@ -57,7 +57,11 @@ def preflight(config: RunConfig, *, cached: bool = False) -> RunConfig:
     check_task_runner(config.task_runner)
     # the built-in dataset is written to the store when first listed: only once everything else has passed
     data = None if config.dataset == ROTATED_DIGITS else check_data(config)
-    # the machine and the model
+    # the machine and the model. Prefect's logging is set up first: open_clip logs to the root logger, which would
+    # otherwise get Python's default handler and print every Prefect record a second time, traceback and all
+    from prefect.logging.configuration import ensure_logging_setup
+
+    ensure_logging_setup()
     check_device(config.device)
     width = check_weights(config.model, config.pretrained)
     if config.ks and max(config.ks) > width:
