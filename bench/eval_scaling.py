@@ -5,7 +5,7 @@ counts times --scale, 345 classes and 512-d embeddings from `icm_core.synthetic.
 (a known invariant subspace; interventions move style only), written through the project's
 own writers (`tasks.embed.images.embedding_table`, `tasks.store.storage.write_parquet`) in each
 layout of LAYOUTS: today's (raw embeddings, `"normalized": false`, each image's split in a split
-table), v0.2's (raw, each row's split in the embedding file) and the one from before raw embeddings
+table), a8a453d's (raw, each row's split in the embedding file) and the one from before raw embeddings
 (L2-normalised, split in the file); each checkout reads the copy its own writers would have written.
 Then, each in its own process so that peak RSS is its own, it
 runs the domain-shift protocol as `flows.evaluate.evaluate_domain_shift` does (each domain's
@@ -17,7 +17,7 @@ on every target image) with:
 
   - the code in this checkout, torch probe and scikit-learn probe;
   - optionally an older checkout (--baseline PATH, e.g. `git worktree add --detach /tmp/base-88bafbd 88bafbd`):
-    v0.2's flat `tasks/` with a catalog (a8a453d), or the API from before issue 10 (88bafbd, 667e57b:
+    the flat `tasks/` with a catalog (a8a453d), or the API from before issue 10 (88bafbd, 667e57b:
     `EmbeddingIndex`, `evaluate_target(index, sources, target, projection, probe_C)`, `zero_shot_predict`,
     the scikit-learn probe only).
 
@@ -76,7 +76,7 @@ def clocks() -> tuple[float, float]:
 # would have written (checkout_api says which).
 LAYOUTS = {
     "split-table": {"split_column": False, "normalized": False},  # today (raw-v3): raw, the split in a split table
-    "split-column": {"split_column": True, "normalized": False},  # v0.2 (a8a453d): raw, each row's split in the file
+    "split-column": {"split_column": True, "normalized": False},  # a8a453d: raw, each row's split in the file
     "normalized": {"split_column": True, "normalized": True},  # before issue 10 (88bafbd, 667e57b): L2-normalised
 }
 CACHE_VERSION = 2  # bumped with LAYOUTS: a cache written by an older version of this script is written again
@@ -90,12 +90,14 @@ def build_cache(root: Path, scale: float, n_classes: int, dim: int, holdout: flo
     import pyarrow as pa
 
     from icm_core.synthetic import SyntheticSCM
+    from tasks import __version__
     from tasks.embed.images import IMAGE_FORMAT, IMAGE_SCHEMA, embedding_table
     from tasks.embed.text import TEXT_SCHEMA
     from tasks.store.names import stable_hash
     from tasks.store.storage import write_parquet
 
-    wanted = {"cache_version": CACHE_VERSION, "format": IMAGE_FORMAT, "scale": scale, "classes": n_classes, "dim": dim}
+    wanted = {"cache_version": CACHE_VERSION, "format": IMAGE_FORMAT, "code_version": __version__, "scale": scale,
+              "classes": n_classes, "dim": dim}
     described = root / "catalog.json"
     if described.exists():
         description = json.loads(described.read_text())
@@ -210,7 +212,7 @@ class StageClock:
 
 def checkout_api(solver: str):
     """What this checkout's pipeline calls, by its layout: stage folders (tasks/<stage>/, today), the flat tasks/
-    with a catalog (v0.2, e.g. a8a453d), or the flat tasks/ from before issue 10 (e.g. 667e57b). Returns
+    with a catalog (e.g. a8a453d), or the flat tasks/ from before issue 10 (e.g. 667e57b). Returns
     (module holding LinearProbe and the zero-shot, zero-shot function name, Catalog, select, diagnose, store,
     evaluate, moment functions, and the layout of the cache its writers write: one of LAYOUTS)."""
     api = {}
@@ -241,7 +243,7 @@ def checkout_api(solver: str):
     from tasks.fit import accumulate_image_moments, accumulate_text_moments
 
     api.update(module=evaluate_module, moments=(accumulate_image_moments.fn, accumulate_text_moments.fn))
-    if "projection_url" in inspect.signature(evaluate_module.evaluate_target.fn).parameters:  # v0.2: flat, a catalog
+    if "projection_url" in inspect.signature(evaluate_module.evaluate_target.fn).parameters:  # a8a453d: flat, a catalog
         from tasks.catalog import EmbeddingCatalog
         from tasks.diagnostics import diagnose_projection
         from tasks.fit import store_projection
