@@ -10,7 +10,8 @@ with amp (its default; bfloat16 autocast on a CPU) and without (`--no_amp`, floa
 Ours is the embedding stage end to end on both views, as the embed flow's tasks run them
 (`tasks.embed.images.embed_image_shard`: parts, the intervention drawn and applied to every image of the
 intervened view, Parquet and the cache's bookkeeping, into a fresh store) with the pipeline's defaults for the
-device. Both views count: ours embeds every image twice, so its images/s counts 2 per image.
+device, and again with `--precision bf16` (CLIP_benchmark's amp on a CPU). Both views count: ours embeds every
+image twice, so its images/s counts 2 per image.
 
 The loops run in turn for --rounds rounds; the table gives medians and the median of the per-round (paired)
 ratios. Prints a table and writes bench/results/embed_vs_clip_benchmark-<model>-<cpu|cuda>.md.
@@ -85,20 +86,25 @@ def main() -> None:
                                              CLIP_BENCHMARK_BATCH_SIZE, CLIP_BENCHMARK_WORKERS)
         stores = iter(range(1000))
 
-        def ours():
-            spec = EmbedSpec(args.model, args.pretrained, f"{tmp}/store{next(stores)}", device=device)
+        def ours(precision="auto"):
+            spec = EmbedSpec(args.model, args.pretrained, f"{tmp}/store{next(stores)}", device=device,
+                             precision=precision)
             for view in VIEWS:
                 embed_image_shard(data, "domain", view, spec)
 
-        loops = {"cb_amp": lambda: clip_benchmark(True), "cb_fp32": lambda: clip_benchmark(False), "ours": ours}
+        loops = {"cb_amp": lambda: clip_benchmark(True), "cb_fp32": lambda: clip_benchmark(False), "ours": ours,
+                 "ours_bf16": lambda: ours("bf16")}
         for loop in loops.values():  # warm-up: kernels, allocator, thread pools, the model loaded once
             loop()
         rounds = [{name: timed(loop) for name, loop in loops.items()} for _ in range(args.rounds)]
 
     seconds = {name: statistics.median(r[name] for r in rounds) for name in loops}
-    images = {"cb_amp": args.images, "cb_fp32": args.images, "ours": 2 * args.images}
+    images = {"cb_amp": args.images, "cb_fp32": args.images, "ours": 2 * args.images, "ours_bf16": 2 * args.images}
     rate = {name: images[name] / seconds[name] for name in loops}
-    ratio = {name: statistics.median((2 * r[name]) / r["ours"] for r in rounds) for name in ("cb_amp", "cb_fp32")}
+
+    def ratio(ours, theirs):  # images/s, ours over theirs, per round: both sides of a round share the machine's load
+        return statistics.median((images[ours] / r[ours]) / (images[theirs] / r[theirs]) for r in rounds)
+
     hardware = f"GPU {torch.cuda.get_device_name(torch.device(device))}; " if device.startswith("cuda") else ""
     text = "\n".join([
         f"# embed_vs_clip_benchmark: {args.model} ({args.pretrained}), {args.images} JPEGs 256x256, device {device}",
@@ -115,9 +121,12 @@ def main() -> None:
         f"{seconds['cb_fp32']:.2f} | {args.images} | {rate['cb_fp32']:.1f} |",
         f"| ours: embed_image_shard, original + intervened views | {batch_size} | {workers} | "
         f"{effective_precision(device)} | {seconds['ours']:.2f} | {2 * args.images} | {rate['ours']:.1f} |",
+        f"| ours, --precision bf16 | {batch_size} | {workers} | {effective_precision(device, 'bf16')} | "
+        f"{seconds['ours_bf16']:.2f} | {2 * args.images} | {rate['ours_bf16']:.1f} |",
         "",
-        f"ours / CLIP_benchmark, images/s (median of {args.rounds} paired rounds): {ratio['cb_amp']:.2f}x against amp, "
-        f"{ratio['cb_fp32']:.2f}x against --no_amp",
+        f"ours / CLIP_benchmark, images/s (medians of {args.rounds} paired rounds): default precisions (ours "
+        f"{effective_precision(device)}, its amp) {ratio('ours', 'cb_amp'):.2f}x; both fp32 (--no_amp) "
+        f"{ratio('ours', 'cb_fp32'):.2f}x; both bf16 {ratio('ours_bf16', 'cb_amp'):.2f}x",
         "",
         "command: python bench/embed_vs_clip_benchmark.py " + " ".join(sys.argv[1:]),
     ])
