@@ -12,10 +12,11 @@ import torch
 from conftest import TINY_MODEL, catalog_of, make_image_folder
 
 import tasks.embed.models  # noqa: F401  (registers ICM-Tiny with open_clip)
+import tasks.store.catalog
 from clip_icm.cli import main
 from tasks.embed.cache import metadata_of, problem_with
 from tasks.embed.images import key_of
-from tasks.store.contents import DamagedEmbeddings
+from tasks.store.contents import Contents, DamagedEmbeddings
 from tasks.store.history import read_record, resolve_run
 from tasks.store.storage import join, read_parquet
 
@@ -53,6 +54,20 @@ def test_every_cached_file_says_what_it_holds(cached):
         assert said["checksum"].startswith("crc32:") and len(said["checksum"]) == 14
         assert problem_with(url, key_of(url)) is None
         assert "not 'other'" in problem_with(url, "other")
+
+
+def test_a_cached_run_decodes_each_embedding_file_once(cached, caplog, monkeypatch):
+    """The embedding stage reads footers only; the catalog's one read per file is the check of its contents."""
+    decoded, real_read_domain = [], tasks.store.catalog.read_domain
+    monkeypatch.setattr(tasks.store.catalog, "read_domain", lambda url, *a: decoded.append(url) or real_read_domain(url, *a))
+    monkeypatch.setattr(Contents, "add_embeddings", lambda self, embeddings, real=Contents.add_embeddings: (
+        decoded.append("embeddings") or real(self, embeddings)))
+    record, warnings, _ = rerun(cached, "cached", caplog)
+    assert record["embeddings"]["embedded_this_run"] == 0 and warnings == []
+    shards = record["embeddings"]["shards"]
+    # every (domain, view) file read once, each checked once as it decoded (one batch each here), and the text table
+    assert sorted(url for url in decoded if url != "embeddings") == sorted(shards.values())
+    assert decoded.count("embeddings") == len(shards) + 1
 
 
 @pytest.mark.parametrize("damage", ["cut short", "another file copied over it", "a flipped byte"])
