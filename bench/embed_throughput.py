@@ -8,13 +8,12 @@ included, into a fresh store; (c) is encode_image over tensors that were decoded
 the compute limit. The three run in turn for --rounds rounds; the table gives each one's median
 and the median of the per-round (paired) ratios b/a and b/c, so a drifting machine moves both
 sides of a ratio alike. Prints a table and writes it to
-bench/results/embed_throughput-<model>-<cpu|cuda>.md, with the GPU's name.
+bench/results/embed_throughput-<model>-<cpu|cuda>.md, with the GPU's name (--results FOLDER elsewhere).
 
-    python bench/embed_throughput.py [--model ViT-B-32] [--images 256] [--batch-size 64] [--device auto] [--rounds 3]
+    python bench/embed_throughput.py [--model ViT-B-32] [--images 256] [--batch-size 64] [--device auto] [--rounds 3] [--smoke]
 """
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import platform
@@ -36,8 +35,7 @@ from tasks.specs import EmbedSpec  # noqa: E402
 from tasks.vocabulary import ORIGINAL  # noqa: E402
 from icm_core.devices import resolve_device  # noqa: E402
 from tasks.embed.models import default_batch_size, default_loader_workers, load_model  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
+from harness import bench_parser, cpu_model, parse, write_table  # noqa: E402
 
 
 def make_jpegs(root: Path, count: int, size: int = 256) -> None:
@@ -62,13 +60,11 @@ def timed(function) -> float:
 def machine(device: str) -> str:
     if device.startswith("cuda"):
         return f"GPU {torch.cuda.get_device_name(torch.device(device))}"
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    return f"no GPU; CPU {cpu}, {torch.get_num_threads()} torch threads"
+    return f"no GPU; CPU {cpu_model()}, {torch.get_num_threads()} torch threads"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = bench_parser(__doc__.split("\n")[0])
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--pretrained", default="none")
     parser.add_argument("--images", type=int, default=256)
@@ -78,7 +74,7 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=8192)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    args = parse(parser, smoke={"model": "ICM-Tiny", "images": 8, "rounds": 1})
     load_before = os.getloadavg()[0]
     device = resolve_device(args.device)
     workers = args.num_workers if args.num_workers is not None else default_loader_workers(device)
@@ -137,9 +133,7 @@ def main() -> None:
         "command: python bench/embed_throughput.py " + " ".join(sys.argv[1:]),
     ])
     print(text)
-    RESULTS.mkdir(exist_ok=True)
-    kind = "cuda" if device.startswith("cuda") else "cpu"
-    (RESULTS / f"embed_throughput-{args.model}-{kind}.md").write_text(text + "\n")
+    write_table(args, f"embed_throughput-{args.model}-{'cuda' if device.startswith('cuda') else 'cpu'}.md", text)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@
 Builds (once per scale) a synthetic cache with DomainNet's six domains at their real image
 counts times --scale, 345 classes and 512-d embeddings from `icm_core.synthetic.SyntheticSCM`
 (a known invariant subspace; interventions move style only), written through the project's
-own writers (`tasks.embed.images.embedding_table`, `tasks.store.storage.write_parquet`) twice: RAW with
-`"normalized": false`, as today's writers store them, and L2-normalised with `"normalized": true`,
-as the writers of code from before raw embeddings stored them; each checkout reads the copy its
-own writers would have written. Then, each in its own process so that peak RSS is its own, it
+own writers (`tasks.embed.images.embedding_table`, `tasks.store.storage.write_parquet`) in each
+layout of LAYOUTS: today's (raw embeddings, `"normalized": false`, each image's split in a split
+table), a8a453d's (raw, each row's split in the embedding file) and the one from before raw embeddings
+(L2-normalised, split in the file); each checkout reads the copy its own writers would have written.
+Then, each in its own process so that peak RSS is its own, it
 runs the domain-shift protocol as `flows.evaluate.evaluate_domain_shift` does (each domain's
 moments once, as Prefect's cache gives them; selection on the sources' validation split with
 the run's `tasks.fit.selection.select_by_rule` (`tasks.fit.select_projection` in code from before it); the
@@ -15,16 +16,18 @@ projection stored to a file; `tasks.evaluate.predictions.evaluate_target`
 on every target image) with:
 
   - the code in this checkout, torch probe and scikit-learn probe;
-  - optionally an older checkout (--baseline PATH, e.g. `git -C . archive 667e57b | tar -x -C /tmp/old`),
-    which has the scikit-learn probe only and the API from before issue 10 (`EmbeddingIndex`,
-    `evaluate_target(index, sources, target, projection, probe_C)`, `zero_shot_predict`).
+  - optionally an older checkout (--baseline PATH, e.g. `git worktree add --detach /tmp/base-88bafbd 88bafbd`):
+    the flat `tasks/` with a catalog (a8a453d), or the API from before issue 10 (88bafbd, 667e57b:
+    `EmbeddingIndex`, `evaluate_target(index, sources, target, projection, probe_C)`, `zero_shot_predict`,
+    the scikit-learn probe only).
 
 Time is attributed to stages by wrapping the functions the pipeline calls (exclusive time:
 a read inside the moments counts as read). Prints a table and writes it to
-bench/results/eval_scaling.md. CLIP zero-shot predictions of every configuration are compared
+bench/results/eval_scaling.md (--results FOLDER elsewhere). CLIP zero-shot predictions of every configuration are compared
 sample by sample with the first one's.
 
     python bench/eval_scaling.py --scale 0.25 --baseline /tmp/old
+    python bench/eval_scaling.py --smoke     # seconds: what CI runs
 """
 from __future__ import annotations
 
@@ -43,8 +46,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from harness import bench_parser, cpu_model, load_average, parse, results_folder, write_table
+
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
 DOMAINNET = {"clipart": 48_129, "infograph": 51_605, "painting": 72_266, "quickdraw": 172_500, "real": 172_947,
              "sketch": 69_128}
 # how often style names the true class in each domain: sources disagree, so the spurious shortcut does not transfer
@@ -61,17 +65,6 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def load_average() -> str:
-    return " / ".join(f"{load:.2f}" for load in os.getloadavg())
-
-
 def clocks() -> tuple[float, float]:
     """(wall, CPU of every thread of this process): on a shared machine CPU seconds drift less than wall."""
     return time.perf_counter(), time.process_time()
@@ -79,34 +72,58 @@ def clocks() -> tuple[float, float]:
 
 # ---------------------------------------------------------------- cache
 
+# How each generation of the code keeps a (domain, view)'s embeddings; every checkout reads the copy its own writers
+# would have written (checkout_api says which).
+LAYOUTS = {
+    "split-table": {"split_column": False, "normalized": False},  # today (raw-v3): raw, the split in a split table
+    "split-column": {"split_column": True, "normalized": False},  # a8a453d: raw, each row's split in the file
+    "normalized": {"split_column": True, "normalized": True},  # before issue 10 (88bafbd, 667e57b): L2-normalised
+}
+CACHE_VERSION = 2  # bumped with LAYOUTS: a cache written by an older version of this script is written again
+
 
 def build_cache(root: Path, scale: float, n_classes: int, dim: int, holdout: float = 0.2) -> dict:
-    """Write the synthetic cache under root (skipped when root/catalog.json describes one of today's
-    format); returns its description: raw `shards`/`text_url`, and `normalized_shards`/`normalized_text_url`."""
+    """Write the synthetic cache under root, one copy per layout (skipped when root/catalog.json describes this
+    cache); returns its description: per layout its `shards`, `text_url` and (today's) `split_url`."""
     import numpy as np
     import pandas as pd
+    import pyarrow as pa
 
     from icm_core.synthetic import SyntheticSCM
+    from tasks import __version__
     from tasks.embed.images import IMAGE_FORMAT, IMAGE_SCHEMA, embedding_table
     from tasks.embed.text import TEXT_SCHEMA
+    from tasks.store.names import stable_hash
     from tasks.store.storage import write_parquet
 
+    wanted = {"cache_version": CACHE_VERSION, "format": IMAGE_FORMAT, "code_version": __version__, "scale": scale,
+              "classes": n_classes, "dim": dim}
     described = root / "catalog.json"
-    if described.exists() and json.loads(described.read_text()).get("format") == IMAGE_FORMAT:
-        return json.loads(described.read_text())
+    if described.exists():
+        description = json.loads(described.read_text())
+        if {name: description.get(name) for name in wanted} == wanted:
+            return description
+    # the writers before the split table stored each row's split beside its view
+    schema_with_split = IMAGE_SCHEMA.insert(IMAGE_SCHEMA.get_field_index("view"), pa.field("split", pa.string()))
+    layouts = {name: {"shards": {}} for name in LAYOUTS}
 
-    def write_both(name, frame, schema, raw, metadata):
-        """One table raw (today's writers), one L2-normalised (before raw embeddings); returns both URLs."""
-        urls = str(root / f"{name}.parquet"), str(root / "normalized" / f"{name}.parquet")
-        write_parquet(embedding_table(frame, schema, raw, {**metadata, "normalized": False}), urls[0])
+    def write_all(name, frame, schema, raw, metadata):
+        """The table in every layout: raw or L2-normalised, with or without its split column."""
         normalized = raw / np.linalg.norm(raw, axis=1, keepdims=True)
-        write_parquet(embedding_table(frame, schema, normalized, {"normalized": True}), urls[1])
+        key = stable_hash(name)  # named <name>-<key>.parquet, as the store names its files, the key inside
+        metadata = {**metadata, "key": key}
+        urls = {}
+        for layout, how in LAYOUTS.items():
+            urls[layout] = str(root / layout / f"{name}-{key}.parquet")
+            table_schema = schema_with_split if how["split_column"] and schema is IMAGE_SCHEMA else schema
+            write_parquet(embedding_table(frame, table_schema, normalized if how["normalized"] else raw,
+                                          {**metadata, "normalized": how["normalized"]}), urls[layout])
         return urls
 
     scm = SyntheticSCM(dim=dim, n_invariant=dim // 4, n_classes=n_classes, class_separation=1.0, style_scale=1.0,
                        spurious_strength=1.0, seed=0)
     classes = [f"class{index:03d}" for index in range(n_classes)]
-    shards, normalized_shards, train_rows = {}, {}, {}
+    train_rows, splits = {}, []
     for number, (domain, full_count) in enumerate(DOMAINNET.items()):
         n = max(2 * n_classes, round(full_count * scale))
         environment = scm.sample(n, AGREEMENT[domain], seed=number)
@@ -119,11 +136,16 @@ def build_cache(root: Path, scale: float, n_classes: int, dim: int, holdout: flo
         })
         frame["path"] = "synthetic://" + frame["sample_id"]
         train_rows[domain] = int((frame["split"] == "train").sum())
+        splits.append(frame[["sample_id", "domain", "split"]].assign(open_split=frame["split"]))  # the stable rule's
         for view, Z in (("original", environment.Z), ("intervened", environment.Z_intervened)):
             key = f"{domain}/{view}"
-            shards[key], normalized_shards[key] = write_both(
-                key, frame.assign(view=view), IMAGE_SCHEMA, Z, {"format": IMAGE_FORMAT, "domain": domain, "view": view})
+            for layout, url in write_all(key, frame.assign(view=view), IMAGE_SCHEMA, Z,
+                                         {"format": IMAGE_FORMAT, "domain": domain, "view": view}).items():
+                layouts[layout]["shards"][key] = url
         del environment
+    split_url = str(root / "split-table" / "splits.parquet")
+    write_parquet(pa.Table.from_pandas(pd.concat(splits, ignore_index=True), preserve_index=False), split_url)
+    layouts["split-table"]["split_url"] = split_url
     # text: 4 templates per class around its text embedding; caption pairs differ by style only
     rng = np.random.default_rng(7)
     class_text = scm.class_embeddings
@@ -139,11 +161,11 @@ def build_cache(root: Path, scale: float, n_classes: int, dim: int, holdout: flo
         for role, offset in (("pair_a", 0), ("pair_b", n_classes)):
             rows.append({"class": classes[label], "label": label, "role": role, "pair_id": pair_id, "text": role})
             vectors.append(class_text[label] + style[pair_id + offset])
-    text_url, normalized_text_url = write_both("text", pd.DataFrame(rows), TEXT_SCHEMA, np.asarray(vectors),
-                                               {"classes": classes})
-    description = {"dataset_root": "synthetic://domainnet", "fingerprint": f"synthetic-{scale}", "domains": list(DOMAINNET),
-                   "classes": classes, "shards": shards, "text_url": text_url, "normalized_shards": normalized_shards,
-                   "normalized_text_url": normalized_text_url, "format": IMAGE_FORMAT, "train_rows": train_rows,
+    for layout, url in write_all("text", pd.DataFrame(rows), TEXT_SCHEMA, np.asarray(vectors),
+                                 {"classes": classes}).items():
+        layouts[layout]["text_url"] = url
+    description = {**wanted, "dataset_root": "synthetic://domainnet", "fingerprint": f"synthetic-{scale}",
+                   "domains": list(DOMAINNET), "classes": classes, "layouts": layouts, "train_rows": train_rows,
                    "images": sum(max(2 * n_classes, round(c * scale)) for c in DOMAINNET.values())}
     described.write_text(json.dumps(description))
     return description
@@ -188,11 +210,11 @@ class StageClock:
         setattr(owner, attribute, timed)
 
 
-def checkout_api(description: dict, solver: str):
+def checkout_api(solver: str):
     """What this checkout's pipeline calls, by its layout: stage folders (tasks/<stage>/, today), the flat tasks/
-    with a catalog (v0.2, e.g. a8a453d), or the flat tasks/ from before issue 10 (e.g. 667e57b). Returns
+    with a catalog (e.g. a8a453d), or the flat tasks/ from before issue 10 (e.g. 667e57b). Returns
     (module holding LinearProbe and the zero-shot, zero-shot function name, Catalog, select, diagnose, store,
-    evaluate, moment functions, shards, text URL)."""
+    evaluate, moment functions, and the layout of the cache its writers write: one of LAYOUTS)."""
     api = {}
     try:  # today: stage folders, specs
         import tasks.evaluate.predictions as evaluate_module
@@ -215,13 +237,13 @@ def checkout_api(description: dict, solver: str):
             evaluate=lambda index, sources, target, projection: evaluate_module.evaluate_target.fn(
                 index, sources, target, projection, recipe),
             moments=(accumulate_image_moments.fn, accumulate_text_moments.fn),
-            shards=description["shards"], text_url=description["text_url"])
+            layout="split-table")
         return api
     import tasks.evaluate as evaluate_module
     from tasks.fit import accumulate_image_moments, accumulate_text_moments
 
     api.update(module=evaluate_module, moments=(accumulate_image_moments.fn, accumulate_text_moments.fn))
-    if "projection_url" in inspect.signature(evaluate_module.evaluate_target.fn).parameters:  # v0.2: flat, a catalog
+    if "projection_url" in inspect.signature(evaluate_module.evaluate_target.fn).parameters:  # a8a453d: flat, a catalog
         from tasks.catalog import EmbeddingCatalog
         from tasks.diagnostics import diagnose_projection
         from tasks.fit import store_projection
@@ -234,7 +256,7 @@ def checkout_api(description: dict, solver: str):
             diagnose=diagnose_projection.fn, store=store_projection.fn,
             evaluate=lambda index, sources, target, projection: evaluate_module.evaluate_target.fn(
                 index, sources, target, projection, PROBE_C, "all", "default", solver),
-            shards=description["shards"], text_url=description["text_url"])
+            layout="split-column")
         return api
     # before issue 10: normalised embeddings at rest, an EmbeddingIndex, scikit-learn probe only
     from tasks.fit import EmbeddingIndex, select_projection
@@ -249,14 +271,14 @@ def checkout_api(description: dict, solver: str):
         diagnose=None, store=None,
         evaluate=lambda index, sources, target, projection: evaluate_module.evaluate_target.fn(
             index, sources, target, projection, PROBE_C),
-        shards=description["normalized_shards"], text_url=description["normalized_text_url"])
+        layout="normalized")
     return api
 
 
 def run_one(description: dict, solver: str, out: str) -> dict:
     import pandas as pd
 
-    api = checkout_api(description, solver)
+    api = checkout_api(solver)
     evaluate_module, Catalog = api["module"], api["Catalog"]
     accumulate_image_moments, accumulate_text_moments = api["moments"]
     baseline_rss = peak_rss_mb()
@@ -284,7 +306,7 @@ def run_one(description: dict, solver: str, out: str) -> dict:
     evaluate_module.LinearProbe = TimedProbe
     index = Catalog(dataset_root=description["dataset_root"], fingerprint=description["fingerprint"],
                     domains=tuple(description["domains"]), classes=tuple(description["classes"]),
-                    shards=api["shards"], text_url=api["text_url"])
+                    **description["layouts"][api["layout"]])
     projections = tempfile.TemporaryDirectory()
 
     started = clocks()
@@ -324,16 +346,18 @@ def run_one(description: dict, solver: str, out: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = bench_parser(__doc__.split("\n")[0])
     parser.add_argument("--scale", type=float, default=0.25, help="share of DomainNet's per-domain image counts")
     parser.add_argument("--classes", type=int, default=345)
     parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--cache", default=None, help="where the synthetic cache goes (default: /tmp/eval-scaling-SCALE)")
+    parser.add_argument("--cache", default=None, help="where the synthetic cache goes (default: /tmp/eval-scaling-SCALE; "
+                                                      "with --smoke, beside the table)")
     parser.add_argument("--baseline", default=None, help="checkout of older code to compare with (scikit-learn probe)")
     parser.add_argument("--solvers", nargs="+", default=["torch", "sklearn"], help="probes of this checkout to time")
     parser.add_argument("--one", nargs=3, metavar=("CODE", "SOLVER", "OUT"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    cache = Path(args.cache or f"/tmp/eval-scaling-{args.scale:g}")
+    args = parse(parser, smoke={"scale": 0.0005, "classes": 12, "dim": 32, "solvers": ["torch"]})
+    cache = Path(args.cache or (results_folder(args) / "eval-scaling-cache" if args.smoke
+                                else f"/tmp/eval-scaling-{args.scale:g}"))
 
     if args.one:
         code, solver, out = args.one
@@ -355,7 +379,7 @@ def main() -> None:
     results = []
     for number, (label, code, solver) in enumerate(configurations):
         out = str(cache / f"predictions-{number}.parquet")
-        command = [sys.executable, __file__, "--scale", str(args.scale), "--cache", str(cache), "--one", code, solver, out]
+        command = [sys.executable, __file__, "--cache", str(cache), "--one", code, solver, out]
         completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": code})
         if completed.returncode:
             raise SystemExit(f"{label} failed:\n{completed.stderr[-4000:]}")
@@ -365,7 +389,9 @@ def main() -> None:
               flush=True)
     (cache / "results.json").write_text(json.dumps(results))
     args.load_at_end = load_average()
-    print(report(results, description, args, cache))
+    text = report(results, description, args, cache)
+    print(text)
+    write_table(args, "eval_scaling.md", text)
 
 
 def report(results, description, args, cache) -> str:
@@ -408,10 +434,7 @@ def report(results, description, args, cache) -> str:
                   "peak RSS above the RSS after imports"
                   for r in results[1:]]
     lines += ["", f"Command: python bench/eval_scaling.py {shlex.join(sys.argv[1:])} (cache in {cache})"]
-    text = "\n".join(lines)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "eval_scaling.md").write_text(text + "\n")
-    return text
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

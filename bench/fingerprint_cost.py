@@ -1,19 +1,18 @@
 """What content-true fingerprints cost: listing a dataset the first time (every image's bytes hashed), again
 unchanged (digests remembered on the store by each file's stamp: no image read), and again after one image was
 rewritten with the same name and size (that file alone read; its domain's fingerprint changes, no other). Each
-listing runs in a fresh process, as a new run would. Prints a table and writes bench/results/fingerprint_cost.md.
+listing runs in a fresh process, as a new run would. Prints a table and writes bench/results/fingerprint_cost.md
+(--results FOLDER elsewhere).
 
 The images are random bytes written just before (the operating system's page cache holds them), so the first
 listing's hashing is faster here than on a cold disk or over NFS.
 
-    python bench/fingerprint_cost.py [--images 20000] [--kib 24]
+    python bench/fingerprint_cost.py [--images 20000] [--kib 24] [--smoke]
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -22,8 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness import bench_parser, machine, parse, write_table
+
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
 DOMAINS, CLASSES = ("art", "cartoon", "photo", "sketch"), 10
 
 # one listing in a fresh process: its wall time, the dataset's and each domain's fingerprint, how many files it read
@@ -64,10 +64,10 @@ def list_once(root: Path, store: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=20000)
     parser.add_argument("--kib", type=int, default=24, help="size of each image file")
-    args = parser.parse_args()
+    args = parse(parser, smoke={"images": 60, "kib": 1})
     with tempfile.TemporaryDirectory() as folder:
         root, store = Path(folder) / "data", Path(folder) / "store"
         files = make_dataset(root, args.images, args.kib)
@@ -89,14 +89,13 @@ def main() -> None:
     text = "\n\n".join([
         "# Fingerprint cost",
         f"{args.images} images of {args.kib} KiB in {len(DOMAINS)} domains x {CLASSES} classes, local disk (page cache "
-        f"warm); {platform.machine()}, {os.cpu_count()} cores, load average {' / '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+        f"warm); {machine()}; "
         f"`python bench/fingerprint_cost.py --images {args.images} --kib {args.kib}`. The rewritten image is in domain "
         f"`{rewritten.parent.parent.name}`.",
         table.to_markdown(index=False, floatfmt=".2f"),
     ])
     print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "fingerprint_cost.md").write_text(text + "\n")
+    write_table(args, "fingerprint_cost.md", text)
 
 
 def pick(result: dict) -> dict:

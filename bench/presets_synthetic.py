@@ -4,13 +4,12 @@ default: L2-normalised embeddings, eigenvectors of the largest eigenvalues, norm
 zero-shot, LinearProbe. released: the authors' released code (raw embeddings, smallest
 eigenvalues, its zero-shot and probe). Also the largest order on raw embeddings, to separate the
 two differences. Fit on two training environments where style predicts the class; test on one
-where it misleads. Prints a table and writes it to bench/results/presets_synthetic.md.
+where it misleads. Prints a table and writes it to bench/results/presets_synthetic.md (--results FOLDER elsewhere).
 
-    python bench/presets_synthetic.py [--dim 64] [--k 20] [--n 5000] [--lam 1000]
+    python bench/presets_synthetic.py [--dim 64] [--k 20] [--n 5000] [--lam 1000] [--smoke]
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from functools import partial
 from pathlib import Path
@@ -29,8 +28,7 @@ from icm_core import (
     zero_shot_predict,
 )
 from icm_core.synthetic import SyntheticSCM, largest_principal_angle_deg
-
-RESULTS = Path(__file__).parent / "results"
+from harness import bench_parser, parse, write_table
 RECIPES = {  # name: (normalise embeddings, eigenvector order, zero-shot, probe)
     "default": (True, "largest", zero_shot_predict, LinearProbe),
     "released": (False, "released", partial(zero_shot_predict, normalize_images=False),
@@ -63,19 +61,18 @@ def measure(dim: int, k: int, n: int, lam: float, seed: int = 0) -> pd.DataFrame
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--lam", type=float, default=1000.0)
-    args = parser.parse_args()
+    args = parse(parser, smoke={"dim": 16, "k": 4, "n": 300})
     table = measure(args.dim, args.k, args.n, args.lam)
     header = (f"SyntheticSCM(dim={args.dim}, n_invariant={args.k}, seed=0), n={args.n} per environment, "
               f"k={args.k}, lambda={args.lam:g}; test environment: style misleads (agreement 0.1)")
     text = f"{header}\n\n{table.to_markdown(index=False, floatfmt='.3f')}\n"
     print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "presets_synthetic.md").write_text(text)
+    write_table(args, "presets_synthetic.md", text)
 
 
 if __name__ == "__main__":

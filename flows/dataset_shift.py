@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from prefect import flow
 
-from flows.embed import embed_dataset
+from flows.embed import embed_and_read
 from flows.fit import fit_projection
 from tasks.data.class_names import match_classes
 from tasks.evaluate.dataset_shift import evaluate_target_dataset, fit_probes
@@ -23,11 +23,12 @@ from tasks.store.catalog import EmbeddingCatalog
 from tasks.vocabulary import DATASET_SHIFT, ORIGINAL
 
 
-def embed_targets(target_datasets: dict[str, str], data: DataSpec, embedding: EmbedSpec,
-                  task_runner) -> dict[str, EmbeddingCatalog]:
-    """Each target's original images; no interventions or prompts (the source's prompts serve)."""
-    embed = embed_dataset.with_options(task_runner=task_runner)
-    return {name: embed(replace(data, dataset=url), embedding, views=(ORIGINAL,), with_text=False)
+def embed_targets(target_datasets: dict[str, str], data: DataSpec, embedding: EmbedSpec, task_runner,
+                  normalize: bool) -> dict[str, EmbeddingCatalog]:
+    """Each target's original images, read once (flows.embed.embed_and_read); no interventions or prompts (the
+    source's prompts serve)."""
+    return {name: embed_and_read(replace(data, dataset=url), embedding, task_runner, normalize, views=(ORIGINAL,),
+                                 with_text=False)
             for name, url in target_datasets.items()}
 
 

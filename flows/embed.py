@@ -12,7 +12,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tasks.data.discover import discover_dataset, store_split_table
 from tasks.data.prompts import text_inputs
 from tasks.embed.gpu_images import assign_devices
-from tasks.embed.cache import usable
+from tasks.embed.cache import read_once, usable
 from tasks.embed.images import embed_image_part, key_of, merge_image_shard
 from tasks.embed.plan import plan_catalog, plan_shards
 from tasks.embed.text import embed_text
@@ -48,3 +48,12 @@ def embed_dataset(data: DataSpec, embedding: EmbedSpec, views: tuple[str, ...] =
         future.result()
     catalog.embedded = sum(shard.result()["embedded"] for shard in shards) + (prompts.result()["embedded"] if prompts else 0)
     return catalog
+
+
+def embed_and_read(data: DataSpec, embedding: EmbedSpec, task_runner, normalize: bool, views: tuple[str, ...] = VIEWS,
+                   with_text: bool = True) -> EmbeddingCatalog:
+    """The embed flow, then its catalog read whole, once, as the run reads it (raw or L2-normalised): a file whose
+    contents are not what it says is named and embedded again before anything uses the catalog."""
+    embed = embed_dataset.with_options(task_runner=task_runner)
+    catalog = replace(embed(data, embedding, views, with_text), normalize=normalize)
+    return read_once(catalog, lambda: embed(data, embedding, views, with_text).embedded)

@@ -1,8 +1,6 @@
 """The main job: embed, fit, evaluate every protocol, and write the reports of one dataset and model."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 from prefect import flow
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
@@ -12,7 +10,7 @@ from flows.config.deployment import effective_config
 from flows.config.preflight import preflight
 from flows.config.run_config import RunConfig
 from flows.dataset_shift import embed_targets, evaluate_dataset_shift
-from flows.embed import embed_dataset
+from flows.embed import embed_and_read
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
 from tasks.data.datasets import one_listing_per_dataset
 from tasks.data.discover import discover_dataset
@@ -44,14 +42,12 @@ def run(config: RunConfig = RunConfig()) -> State[str]:
         dataset = discover_dataset(data)
         run_url = new_entry(data.store, config.name, dataset.fingerprint, flow_run.id)  # history: never overwrite a run
 
-        # 1. interventional data: embed originals, image interventions, class prompts and caption pairs
+        # 1. interventional data: embed originals, image interventions, class prompts and caption pairs; each file
+        # then read once, raw or L2-normalised as the recipe says, and checked as it is read
         task_runner = make_task_runner(config.task_runner, config.max_workers)
-        catalog = embed_dataset.with_options(task_runner=task_runner)(data, embedding)
-        targets = (embed_targets(config.target_datasets, data, embedding, task_runner)
+        catalog = embed_and_read(data, embedding, task_runner, recipe.normalize)
+        targets = (embed_targets(config.target_datasets, data, embedding, task_runner, recipe.normalize)
                    if config.protocol == DATASET_SHIFT else {})
-        # how the catalogs read: raw, or L2-normalised
-        catalog = replace(catalog, normalize=recipe.normalize)
-        targets = {name: replace(target, normalize=recipe.normalize) for name, target in targets.items()}
         clock.lap("embed")
 
         # 2-3. per protocol: fit the invariant projection on the sources, predict on each held-out target

@@ -1,7 +1,7 @@
-"""Prefect tasks of clip-icm: each one step of the pipeline with its I/O."""
-from importlib.metadata import PackageNotFoundError, version
+"""Prefect tasks of clip-icm: each one step of the pipeline with its I/O.
 
-try:
-    __version__ = version("clip-icm")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+source"
+`__version__` is the package's one version (pyproject.toml reads it from here). It moves with every change of
+what is stored (an embedding file's layout or checksum, run.json, a table's columns): every cached embedding's key
+holds it, and every run.json records it (`provenance.package_version`), so a new format is never read as an old one.
+"""
+__version__ = "0.4.0"

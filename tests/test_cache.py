@@ -1,18 +1,22 @@
-"""A damaged cache is never trusted: each cached file says what it holds, is checked before it is used, and a damaged one
-is named in one line and embedded again (refused where nothing can embed it); NaN embeddings are never cached."""
+"""A damaged cache is never trusted: each cached file says what it holds, its footer is checked before it is used and its
+contents by the one read that decodes it, and a damaged one is named in one line and embedded again before anything is
+evaluated (refused where nothing can embed it); NaN embeddings are never cached."""
 import logging
 import os
 import shutil
 
 import open_clip
+import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import TINY_MODEL, make_image_folder
+from conftest import TINY_MODEL, catalog_of, make_image_folder
 
 import tasks.embed.models  # noqa: F401  (registers ICM-Tiny with open_clip)
+import tasks.store.catalog
 from clip_icm.cli import main
 from tasks.embed.cache import metadata_of, problem_with
 from tasks.embed.images import key_of
+from tasks.store.contents import Contents, DamagedEmbeddings
 from tasks.store.history import read_record, resolve_run
 from tasks.store.storage import join, read_parquet
 
@@ -29,13 +33,13 @@ def cached(tmp_path_factory, prefect_api):
     return {"base": base, "args": args, "run": run, "record": read_record(run)}
 
 
-def rerun(cached, name, caplog) -> tuple[dict, list[str]]:
-    """Run the same config again; (its run.json, the warnings that name damaged cached files)."""
+def rerun(cached, name, caplog) -> tuple[dict, list[str], str]:
+    """Run the same config again; (its run.json, the warnings that name damaged cached files, its run folder)."""
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="tasks.embed.cache"):
         assert main(["run", *cached["args"], "--run-name", name]) == 0
-    record = read_record(resolve_run(str(cached["base"] / "store" / "runs" / name)))
-    return record, [r.getMessage() for r in caplog.records if r.name == "tasks.embed.cache"]
+    run = resolve_run(str(cached["base"] / "store" / "runs" / name))
+    return read_record(run), [r.getMessage() for r in caplog.records if r.name == "tasks.embed.cache"], run
 
 
 def predictions(record) -> list:
@@ -46,9 +50,24 @@ def predictions(record) -> list:
 def test_every_cached_file_says_what_it_holds(cached):
     for url in [*cached["record"]["embeddings"]["shards"].values(), cached["record"]["embeddings"]["text"]]:
         said = metadata_of(url)
-        assert said["key"] == key_of(url) and said["rows"] > 0 and len(said["ids"]) == len(said["checksum"]) == 32
+        assert said["key"] == key_of(url) and said["rows"] > 0 and len(said["ids"]) == 32
+        assert said["checksum"].startswith("crc32:") and len(said["checksum"]) == 14
         assert problem_with(url, key_of(url)) is None
         assert "not 'other'" in problem_with(url, "other")
+
+
+def test_a_cached_run_decodes_each_embedding_file_once(cached, caplog, monkeypatch):
+    """The embedding stage reads footers only; the catalog's one read per file is the check of its contents."""
+    decoded, real_read_domain = [], tasks.store.catalog.read_domain
+    monkeypatch.setattr(tasks.store.catalog, "read_domain", lambda url, *a: decoded.append(url) or real_read_domain(url, *a))
+    monkeypatch.setattr(Contents, "add_embeddings", lambda self, embeddings, real=Contents.add_embeddings: (
+        decoded.append("embeddings") or real(self, embeddings)))
+    record, warnings, _ = rerun(cached, "cached", caplog)
+    assert record["embeddings"]["embedded_this_run"] == 0 and warnings == []
+    shards = record["embeddings"]["shards"]
+    # every (domain, view) file read once, each checked once as it decoded (one batch each here), and the text table
+    assert sorted(url for url in decoded if url != "embeddings") == sorted(shards.values())
+    assert decoded.count("embeddings") == len(shards) + 1
 
 
 @pytest.mark.parametrize("damage", ["cut short", "another file copied over it", "a flipped byte"])
@@ -61,15 +80,24 @@ def test_a_damaged_cached_file_is_named_and_embedded_again(cached, caplog, damag
     elif damage == "another file copied over it":
         shutil.copyfile(shards["art/original"], victim)
     else:  # bit rot in the middle of the embeddings' pages
+        source = pq.ParquetFile(victim)
+        chunk = source.metadata.row_group(0).column(source.schema_arrow.names.index("embedding"))
+        start = min(offset for offset in (chunk.dictionary_page_offset, chunk.data_page_offset) if offset is not None)
         with open(victim, "r+b") as handle:
-            handle.seek(os.path.getsize(victim) // 2)
+            handle.seek(start + chunk.total_compressed_size // 2)
             byte = handle.read(1)
             handle.seek(-1, os.SEEK_CUR)
             handle.write(bytes([byte[0] ^ 0xFF]))
-    assert problem_with(victim, key_of(victim)) is not None
-    record, warnings = rerun(cached, "again-" + damage.replace(" ", "-"), caplog)
+    if damage == "a flipped byte":  # the footer is whole: only the read that decodes the file can tell
+        assert problem_with(victim, key_of(victim)) is None
+        with pytest.raises(DamagedEmbeddings, match=victim):
+            catalog_of(cached["run"]).read_all()
+    else:  # the footer tells, before the file is used
+        assert problem_with(victim, key_of(victim)) is not None
+    record, warnings, run = rerun(cached, "again-" + damage.replace(" ", "-"), caplog)
     assert len(warnings) == 1 and victim in warnings[0] and "embedding them again" in warnings[0]
     assert record["embeddings"]["embedded_this_run"] > 0 and problem_with(victim, key_of(victim)) is None
+    catalog_of(run).read_all()  # whole again
     assert predictions(record) == predictions(cached["record"])  # the report is the clean one
 
 

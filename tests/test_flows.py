@@ -1,3 +1,4 @@
+import json
 import os
 import pickle
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 import yaml
 from conftest import TINY_MODEL, catalog_of, make_image_folder, read_embedding_file
 
+import tasks
 import tasks.store.catalog
 import tasks.embed.models
 from clip_icm.cli import main
@@ -23,6 +25,7 @@ from tasks.embed.images import IMAGE_SCHEMA, embedding_table
 from tasks.data.splits import split_base_novel
 from tasks.vocabulary import BASELINES, METHODS
 from tasks.store.catalog import EmbeddingCatalog
+from tasks.store.contents import METADATA_KEY, Contents, DamagedEmbeddings
 from tasks.fit.projections import load_projection
 from tasks.specs import Recipe, SelectionSpec
 from tasks.store.history import read_record, resolve_run
@@ -80,7 +83,8 @@ def test_run_writes_every_report_and_summary_matches_predictions(workspace):
     record = read_record(run)
     assert record["skipped_images"] == 1 and record["model"]["name"] == TINY_MODEL
     assert record["config"]["lams"] == [0.1, 1.0, 10.0] and len(record["dataset"]["fingerprint"]) == 16
-    assert record["package_version"] and record["timings"]["total_s"] > 0
+    assert record["package_version"] == record["provenance"]["package_version"] == tasks.__version__ == "0.4.0"
+    assert record["timings"]["total_s"] > 0
     assert open(join(run, "accuracy_by_target.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     projection = load_projection(join(run, "projections/domain-shift-art.npz"))
     chosen = table(run, "selection.parquet").query("selected and protocol == 'domain-shift' and target == 'art'")
@@ -223,7 +227,10 @@ def test_catalog_decodes_embeddings_a_batch_at_a_time_into_split_order(tmp_path)
     pq.write_table(embedding_table(frame, IMAGE_SCHEMA, embeddings, {}), url, row_group_size=4)  # 3 row groups
     order = np.argsort(frame["split"].to_numpy(), kind="stable")
     with tasks.store.catalog.parquet_file(url) as source:  # batches of 3 rows cross the row groups' edges
-        np.testing.assert_array_equal(tasks.store.catalog.streamed_embeddings(source, order, batch_rows=3), embeddings[order])
+        found = Contents().add_ids(pa.array(frame["sample_id"]))
+        np.testing.assert_array_equal(tasks.store.catalog.streamed_embeddings(source, order, found, batch_rows=3),
+                                      embeddings[order])
+        assert found.fields() == json.loads(source.metadata.metadata[METADATA_KEY]) | found.fields()  # all it says
     held = tasks.store.catalog.read_domain(url, "d", normalize=False, splits=splits)
     np.testing.assert_array_equal(held.embeddings, embeddings[order])
     for name in ("sample_id", "class", "label", "split", "view"):
@@ -234,6 +241,32 @@ def test_catalog_decodes_embeddings_a_batch_at_a_time_into_split_order(tmp_path)
         tasks.store.catalog.read_domain(str(tmp_path / "missing.parquet"), "d", normalize=False, splits=splits)
     with pytest.raises(ValueError, match="that its split table lacks"):
         tasks.store.catalog.read_domain(url, "d", normalize=False, splits=(splits[0][1:], splits[1][1:]))
+
+
+def test_the_catalogs_one_read_is_the_check_of_what_a_file_holds(tmp_path):
+    """Files whose footer is right but whose embeddings or ids are not what it says are refused by the read that
+    decodes them, naming the file and what is wrong."""
+    frame = pd.DataFrame({"sample_id": [f"d/c/{i}.jpg" for i in range(6)], "path": "x", "domain": "d", "class": "cat",
+                          "label": np.int32(0), "split": ["train", "val"] * 3, "view": "original"})
+    splits = (pa.array(frame["sample_id"]), pa.array(frame["split"]))
+    embeddings = np.arange(48, dtype=np.float32).reshape(6, 8)
+    honest = embedding_table(frame, IMAGE_SCHEMA, embeddings, {})
+    said = honest.schema.metadata
+    lying = {  # the footer of `honest` over other contents
+        "embeddings": embedding_table(frame, IMAGE_SCHEMA, embeddings + np.float32(0.5), {}),
+        "ids": embedding_table(frame.assign(sample_id=frame["sample_id"][::-1].to_numpy()), IMAGE_SCHEMA, embeddings, {}),
+    }
+    url = str(tmp_path / "honest.parquet")
+    write_parquet(honest, url)
+    assert tasks.store.catalog.read_domain(url, "d", normalize=False, splits=splits).embeddings.shape == (6, 8)
+    for wrong, table in lying.items():
+        url = str(tmp_path / f"{wrong}.parquet")
+        write_parquet(table.replace_schema_metadata(said), url)
+        with pytest.raises(DamagedEmbeddings, match=f"{url} are damaged: its (ids|checksum) are not what") as raised:
+            tasks.store.catalog.read_domain(url, "d", normalize=False, splits=splits)
+        assert raised.value.field == "store" and raised.value.problem == {
+            "embeddings": "its checksum are not what the file says (damaged)",
+            "ids": "its ids are not what the file says (damaged)"}[wrong]
 
 
 def test_sweep_reads_cache_only_and_marks_the_selection(workspace, monkeypatch):

@@ -1,17 +1,14 @@
-"""The embedding cache's files say what they hold, and are checked against it before they are used.
+"""The embedding cache's files are checked before they are used: what their footer says here, the rest as they are read.
 
-Every embedding file (a part, a shard, the text table) carries, in its schema metadata beside the model
-and the rest: `key` (the content key its name ends with), `rows`, `ids` (a digest of its sample ids, or
-texts, in file order) and `checksum` (a digest of its embeddings' float32 bytes). Its pages carry
-Parquet's own CRC checksums. A file that cannot be read, or whose key, rows, ids or checksum are not
-what they should be (cut short by a crash or a full disk, bit rot, another file copied over it) is
-damaged: the embedding stage names it in one line, removes it and embeds it again; where nothing can
-embed it (a sweep) it is refused. Embeddings that are not finite are never written.
+Every embedding file says what it holds (tasks.store.contents). Before a cached file is used the embedding
+stage reads its footer alone: a file that cannot be read, or whose key or row count are not what they should
+be (cut short by a crash or a full disk, another file copied over it), is damaged: it is named in one line,
+removed and embedded again; where nothing can embed it (a sweep) it is refused. Its ids and checksum are
+checked by the catalog's one read (`read_once`): bit rot inside a file is found there, named, removed and
+embedded again before anything reads the catalog. Embeddings that are not finite are never written.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 
 import numpy as np
@@ -19,81 +16,46 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.errors import InputError
+from tasks.store.contents import DamagedEmbeddings, footer_problem, said
 from tasks.store.storage import filesystem
 
-METADATA_KEY = b"clip_icm"
-BATCH_ROWS = 8192  # rows hashed at a time when a file is checked: memory stays a batch, whatever the file's size
 log = logging.getLogger(__name__)
-
-
-class Contents:
-    """Running digests of what an embedding file holds, fed table by table in file order."""
-
-    def __init__(self):
-        self.rows, self._ids, self._checksum = 0, hashlib.blake2b(digest_size=16), hashlib.blake2b(digest_size=16)
-
-    def add(self, identities: pa.Array, embeddings: pa.Array) -> "Contents":
-        """identities: the sample ids (or texts) of some rows; embeddings: their fixed_size_list<float32> column."""
-        self.rows += len(identities)
-        for identity in identities.to_pylist():
-            self._ids.update(identity.encode() + b"\0")
-        values = embeddings.flatten() if isinstance(embeddings, pa.FixedSizeListArray) else embeddings.values
-        self._checksum.update(np.ascontiguousarray(values.to_numpy(zero_copy_only=False), dtype=np.float32).tobytes())
-        return self
-
-    def fields(self) -> dict:
-        return {"rows": self.rows, "ids": self._ids.hexdigest(), "checksum": self._checksum.hexdigest()}
-
-
-def identity_column(schema: pa.Schema) -> str:
-    """Image files are identified by their sample ids, the text table by its texts."""
-    return "sample_id" if "sample_id" in schema.names else "text"
-
-
-def contents_of(table: pa.Table) -> dict:
-    return Contents().add(table.column(identity_column(table.schema)).combine_chunks(),
-                          table.column("embedding").combine_chunks()).fields()
 
 
 def metadata_of(url: str) -> dict:
     """An embedding file's clip-icm metadata, from its footer's key-value metadata (a merged shard writes it last)."""
     fs, path = filesystem(url)
     with fs.open(path, "rb") as handle:
-        return json.loads(pq.ParquetFile(handle).metadata.metadata[METADATA_KEY])
+        return said(pq.ParquetFile(handle))
 
 
 def problem_with(url: str, key: str) -> str | None:
-    """What is wrong with an embedding file, or None: it is readable to its last page (CRCs checked), says it is the
-    file of `key`, and its rows, ids and embeddings are those it says."""
+    """What the footer shows is wrong with an embedding file, or None: it ends in a readable footer that says it is
+    the file of `key`, with the rows it has. Reads the footer only: the ids and checksum are the catalog's to check."""
     fs, path = filesystem(url)
     try:
         with fs.open(path, "rb") as handle:
-            source = pq.ParquetFile(handle, page_checksum_verification=True)
-            said = json.loads((source.metadata.metadata or {}).get(METADATA_KEY, b"{}"))
-            if said.get("key") != key:
-                return f"it holds the embeddings of key {said.get('key')!r}, not {key!r} (another file copied over it?)"
-            found = Contents()
-            columns = [identity_column(source.schema_arrow), "embedding"]
-            for batch in source.iter_batches(batch_size=BATCH_ROWS, columns=columns, use_threads=False):
-                found.add(batch.column(0), batch.column(1))
-    except (OSError, ValueError, pa.ArrowException) as error:  # cut short, not Parquet, a page's CRC wrong, ...
+            return footer_problem(pq.ParquetFile(handle), key)
+    except (OSError, ValueError, pa.ArrowException) as error:  # cut short, not Parquet, ...
         return f"it cannot be read ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
-    expected = {name: said.get(name) for name in ("rows", "ids", "checksum")}
-    wrong = [name for name, value in found.fields().items() if expected[name] != value]
-    return f"its {', '.join(wrong)} are not what the file says (damaged)" if wrong else None
+
+
+def discard(url: str, problem: str) -> None:
+    """Name a damaged cached file in one line and remove it, so that whoever asked embeds it again."""
+    log.warning("cached embeddings %s are damaged: %s; embedding them again", url, problem)
+    fs, path = filesystem(url)
+    fs.rm(path)
 
 
 def usable(url: str, key: str) -> bool:
-    """Whether a cached file exists and holds what it says; a damaged one is named in one line and removed, so that
-    whoever asked embeds it again."""
+    """Whether a cached file exists and its footer holds what it says; a damaged one is discarded."""
     fs, path = filesystem(url)
     if not fs.exists(path):
         return False
     problem = problem_with(url, key)
     if problem is None:
         return True
-    log.warning("cached embeddings %s are damaged: %s; embedding them again", url, problem)
-    fs.rm(path)
+    discard(url, problem)
     return False
 
 
@@ -101,8 +63,24 @@ def check_usable(url: str, key: str) -> None:
     """Refuse a damaged cached file where nothing can embed it again (a sweep reads the store only)."""
     problem = problem_with(url, key)
     if problem:
-        raise InputError(f"cached embeddings {url} are damaged: {problem}; run `clip-icm run` with the same "
-                         "dataset, model and store to embed them again", "store")
+        raise DamagedEmbeddings(url, problem)
+
+
+def read_once(catalog, embed_again):
+    """The catalog with every file read (tasks.store.catalog.EmbeddingCatalog.read_all): a file whose ids or checksum
+    are not what it says is discarded, `embed_again()` embeds what is missing (returning how many rows it embedded),
+    and the catalog reads on; returns the catalog. The same file damaged twice is refused: the store itself is at
+    fault."""
+    damaged = set()
+    while True:
+        try:
+            return catalog.read_all()
+        except DamagedEmbeddings as error:
+            if error.url in damaged:
+                raise
+            damaged.add(error.url)
+            discard(error.url, error.problem)
+            catalog.embedded += embed_again()
 
 
 def check_finite(embeddings: np.ndarray, what: str, weights: str) -> None:

@@ -29,11 +29,12 @@ from tasks import __version__
 from tasks.data.datasets import Dataset
 from tasks.data.sources.base import WHOLE_FILE
 from tasks.embed.cpu_images import pil_batches
-from tasks.embed.cache import METADATA_KEY, Contents, check_finite, contents_of, usable
+from tasks.embed.cache import check_finite, discard, usable
 from tasks.embed.models import (
     check_model, default_batch_size, default_loader_workers, effective_precision, load_model,
 )
 from tasks.specs import EmbedSpec
+from tasks.store.contents import METADATA_KEY, Contents, DamagedEmbeddings, contents_of, contents_problem
 from tasks.vocabulary import INTERVENED
 from tasks.store.storage import atomic_writer, exists, join, read_parquet, remove_files, write_parquet
 from tasks.store.names import stable_hash
@@ -89,7 +90,7 @@ def key_of(url: str) -> str:
 
 def embedding_table(frame: pd.DataFrame, schema: pa.Schema, embeddings: np.ndarray, metadata: dict) -> pa.Table:
     """The shared Parquet layout: typed id/label columns plus embedding as fixed_size_list<float32>[d], and metadata
-    that says what the file holds (tasks.embed.cache): `metadata` must name the file's `key`."""
+    that says what the file holds (tasks.store.contents): `metadata` must name the file's `key`."""
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
     column = pa.FixedSizeListArray.from_arrays(pa.array(embeddings.ravel()), embeddings.shape[1])
     table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
@@ -218,15 +219,27 @@ def merge_image_shard(shard_url: str, parts: list[dict], label: str = "") -> dic
     return {**result, "skipped": read_parquet(skipped_url(shard_url)).num_rows}
 
 
+def checked_part(url: str) -> pa.Table:
+    """A part, read whole and checked against what it says (its footer alone was checked before it was trusted); a
+    damaged one is discarded, so that the next run embeds it again."""
+    table = read_parquet(url)
+    problem = contents_problem(json.loads(table.schema.metadata[METADATA_KEY]), Contents().add(
+        table.column("sample_id").combine_chunks(), table.column("embedding").combine_chunks()))
+    if problem:
+        discard(url, problem)
+        raise DamagedEmbeddings(url, problem)
+    return table
+
+
 def write_merged(shard_url: str, part_urls: list[str]) -> None:
     """The parts as one file, streamed part by part (one row group each: memory stays one part, whatever the shard's
-    size); what it holds is said last, in the footer, once every part has gone through."""
-    first = read_parquet(part_urls[0])
+    size), each checked as it goes through; what it holds is said last, in the footer, once every part has."""
+    first = checked_part(part_urls[0])
     metadata = json.loads(first.schema.metadata[METADATA_KEY])
     contents = Contents()
     with atomic_writer(shard_url) as handle:
         with pq.ParquetWriter(handle, first.schema.remove_metadata(), write_page_checksum=True) as writer:
-            for table in (first, *(read_parquet(url) for url in part_urls[1:])):
+            for table in (first, *(checked_part(url) for url in part_urls[1:])):
                 writer.write_table(table.replace_schema_metadata(None))
                 contents.add(table.column("sample_id").combine_chunks(), table.column("embedding").combine_chunks())
             writer.add_key_value_metadata({METADATA_KEY: json.dumps(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from tasks.report.numbers import fixed
+
 KEYS = ["protocol", "target", "method"]
 
 
@@ -69,5 +71,9 @@ def verdict(changes: pd.DataFrame, inputs: list[str]) -> str:
 
 
 def reproduce_markdown(changes: pd.DataFrame, line: str, old_url: str, new_url: str) -> str:
+    """The verdict and the table: accuracies at 4 places, the difference signed (never -0.0000)."""
+    shown = changes.assign(**{column: changes[column].map(lambda value, signed=column == "difference": fixed(
+        value, 4, signed)) for column in changes.select_dtypes("float").columns})
+    aligned = ["right" if pd.api.types.is_numeric_dtype(changes[column]) else "left" for column in changes]
     return (f"# Reproduction of `{old_url}`\n\nNew run: `{new_url}`\n\n**Verdict: {line}**\n\n"
-            + changes.to_markdown(index=False, floatfmt=".4f") + "\n")
+            + shown.to_markdown(index=False, disable_numparse=True, colalign=aligned) + "\n")

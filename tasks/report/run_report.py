@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 
 from tasks.errors import InputError
+from tasks.report.numbers import fixed
 from tasks.store.history import read_record
 from tasks.store.storage import filesystem, join, read_parquet
 from tasks.vocabulary import LEGACY_PROTOCOLS, METHOD_PAIRS, OPEN_CLASS, RANDOM_WEIGHTS, STABLE, protocol_title, run_label
@@ -148,7 +149,7 @@ def _cell(value, signed: bool = False) -> str:
     if pd.api.types.is_scalar(value) and pd.isna(value):
         return MISSING
     if isinstance(value, (float, np.floating)):
-        return f"{value:+.{DECIMALS}f}" if signed else f"{value:.{DECIMALS}f}"
+        return fixed(value, DECIMALS, signed)
     return str(value)
 
 

@@ -3,9 +3,14 @@ contents, each read once and held as float32 arrays with the metadata columns be
 
 Every consumer (the moments of each fold, the selection, the evaluation, the sweep) takes arrays
 from the same catalog, so a leave-one-domain-out run reads each domain's originals once instead
-of once per fold. Rows of a domain are held ordered by split (stable, train before val), so one
-domain's split is a slice of its array: a view, not a copy. Intervened views are read on demand
-and not held: the moments, cached per domain by Prefect, are their only reader.
+of once per fold. That one read is also the check of what the file holds (tasks.store.contents): the
+ids and the embeddings' checksum are computed as the file is decoded, its pages' CRCs verified, and a
+file that is not what it says raises DamagedEmbeddings before its arrays reach anyone. Rows of a
+domain are held ordered by split (stable, train before val), so one domain's split is a slice of its
+array: a view, not a copy. Intervened views are not held whole: the moments, cached per domain by
+Prefect, are their main reader; their validation split is held for the projections' diagnostics.
+`read_all` reads every file up front, so a run meets a damaged one before it evaluates anything (where
+Prefect's cache holds no moments yet, the moments read an intervened view a second time).
 
 Embeddings at rest are the model's raw output; with `normalize` (the default) image embeddings
 and text-pair embeddings are L2-normalised as they are read. Class embeddings are always the
@@ -23,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tasks.errors import InputError
+from tasks.store.contents import Contents, DamagedEmbeddings, contents_problem, said
 from tasks.store.memory import release_freed_memory
 from tasks.store.storage import filesystem
 from tasks.store.names import stable_hash
@@ -33,11 +38,13 @@ IMAGE_COLUMNS = ("sample_id", "class", "label", "view")  # view: the interventio
 FEW_VALUES = ("class", "view")  # string columns with a handful of distinct values
 SPLIT_COLUMNS = ("split", "open_split")  # a split table's two assignments (tasks.data.splits.split_column)
 TEXT_COLUMNS = ("class", "role", "pair_id")
+TEXT_READ = (*TEXT_COLUMNS, "text", "embedding")  # the texts are the text table's ids: its check needs them
 
 
 @contextlib.contextmanager
 def parquet_file(url: str):
-    """A Parquet file of the store, its pages' CRCs checked as they are read: a damaged page is named, never used."""
+    """A Parquet file of the store, its pages' CRCs checked as they are read: a damaged page is named, never used
+    (the embedding stage embeds a damaged file anew; a run writes a missing split table again)."""
     fs, path = filesystem(url)
     try:
         handle = fs.open(path, "rb")
@@ -47,8 +54,15 @@ def parquet_file(url: str):
         try:
             yield pq.ParquetFile(handle, page_checksum_verification=True)
         except (OSError, pa.ArrowException) as error:
-            raise InputError(f"{url} is damaged and was not used ({type(error).__name__}: {str(error).splitlines()[0]}); "
-                             "run again: the embedding stage checks the cache and embeds damaged files anew") from error
+            raise DamagedEmbeddings(url, f"it cannot be read ({type(error).__name__}: {str(error).splitlines()[0]})") \
+                from error
+
+
+def checked(url: str, source: pq.ParquetFile, found: Contents) -> None:
+    """Raise DamagedEmbeddings unless what was decoded from `source` is what its footer says."""
+    problem = contents_problem(said(source), found)
+    if problem:
+        raise DamagedEmbeddings(url, problem)
 
 
 def read_table(url: str, columns) -> pa.Table:
@@ -71,13 +85,19 @@ def embedding_array(column: pa.ChunkedArray) -> np.ndarray:
     return _place(np.empty((len(column), column.type.list_size), np.float32), column.chunks, np.arange(len(column)))
 
 
-def streamed_embeddings(source: pq.ParquetFile, order: np.ndarray, batch_rows: int = 1024) -> np.ndarray:
+def streamed_embeddings(source: pq.ParquetFile, order: np.ndarray, found: Contents, batch_rows: int = 1024) -> np.ndarray:
     """The embedding column as one n x d float32 array, rows in `order`, decoded a batch at a time
-    straight to its place: the peak is the array plus a batch's decoding buffers (a whole-table read
-    holds several times the array in them)."""
+    straight to its place (each batch fed to `found` on its way): the peak is the array plus a batch's
+    decoding buffers (a whole-table read holds several times the array in them)."""
     out = np.empty((len(order), source.schema_arrow.field("embedding").type.list_size), np.float32)
     batches = source.iter_batches(batch_size=batch_rows, columns=["embedding"], use_threads=False)
-    return _place(out, (batch.column(0) for batch in batches), np.argsort(order, kind="stable"))
+
+    def checked_columns():
+        for batch in batches:
+            found.add_embeddings(batch.column(0))
+            yield batch.column(0)
+
+    return _place(out, checked_columns(), np.argsort(order, kind="stable"))
 
 
 def interned(column: pa.ChunkedArray, order: np.ndarray) -> np.ndarray:
@@ -119,9 +139,11 @@ class DomainEmbeddings:
 
 
 def read_domain(url: str, domain: str, normalize: bool, splits: tuple[pa.Array, pa.Array]) -> DomainEmbeddings:
-    """One (domain, view) file, rows ordered by their split; `splits` is (sample ids, split) of the domain."""
+    """One (domain, view) file, rows ordered by their split, checked as it is decoded; `splits` is (sample ids,
+    split) of the domain."""
     with parquet_file(url) as source:
         table = source.read(columns=list(IMAGE_COLUMNS), use_threads=False)
+        found = Contents().add_ids(table.column("sample_id"))
         ids, labels = splits
         position = pc.index_in(table.column("sample_id"), value_set=ids)
         if position.null_count:
@@ -133,7 +155,8 @@ def read_domain(url: str, domain: str, normalize: bool, splits: tuple[pa.Array, 
                    for name in IMAGE_COLUMNS}
         columns["split"] = interned(split, order)
         del table
-        embeddings = streamed_embeddings(source, order)
+        embeddings = streamed_embeddings(source, order, found)
+        checked(url, source, found)
     release_freed_memory()  # the decoding buffers
     if normalize:
         normalize_rows(embeddings)
@@ -255,10 +278,25 @@ class EmbeddingCatalog:
         rows, arrays = self.blocks(domains, split, classes, view)
         return rows, (arrays[0] if len(arrays) == 1 else np.concatenate(arrays))
 
+    def read_all(self) -> "EmbeddingCatalog":
+        """Read every file now, each once, checking it as it decodes: originals and the text held for the run, every
+        other view's validation split held (its training rows are the moments' alone, cached per domain by Prefect).
+        A damaged file raises DamagedEmbeddings here, before anything uses the catalog. Returns the catalog."""
+        for key in self.shards:
+            domain, view = key.split("/", 1)
+            self.images(domain, view, None if view == ORIGINAL else "val")
+        if self.text_url:
+            self._text_table()
+        return self
+
     def _text_table(self) -> tuple[dict, np.ndarray]:
         with self._lock:
             if self._text is None:
-                table = read_table(self.text_url, (*TEXT_COLUMNS, "embedding"))
+                with parquet_file(self.text_url) as source:
+                    table = source.read(columns=list(TEXT_READ), use_threads=False)
+                    found = Contents().add(table.column("text").combine_chunks(),
+                                           table.column("embedding").combine_chunks())
+                    checked(self.text_url, source, found)
                 self._text = ({name: table.column(name).to_numpy(zero_copy_only=False) for name in TEXT_COLUMNS},
                               embedding_array(table.column("embedding")))
             return self._text
