@@ -155,7 +155,7 @@ def _cell(value, signed: bool = False) -> str:
 
 def signed_text(value: float) -> str:
     """A difference at DECIMALS places with its sign; one that rounds to zero reads +0.000, never -0.000."""
-    return f"{round(float(value), DECIMALS) + 0.0:+.{DECIMALS}f}"
+    return fixed(value, DECIMALS, signed=True)
 
 
 def interval_text(low: float, high: float) -> str:
