@@ -1,0 +1,106 @@
+"""The fitted CLIP-ICM as an open_clip model: folded, written, and reloaded by open_clip alone."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+from tasks.embed.models import load_model
+from tasks.errors import InputError
+from tasks.export.fold import CannotFold
+from tasks.export.model import export_projection, probe_inputs
+from tests.conftest import TINY_MODEL
+
+# tiny architectures with random weights: a ModifiedResNet (vision layers as a list) and a ViT whose attentional
+# pooler is sized by the embedding width (which refuses the projection)
+TINY_CONFIGS = {
+    "ICM-Tiny-RN": {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8,
+                                                    "head_width": 16},
+                    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}},
+    "ICM-Tiny-AttnPool": {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "head_width": 32,
+                                                          "patch_size": 8, "attentional_pool": True,
+                                                          "attn_pooler_heads": 2},
+                          "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2,
+                                       "layers": 1}},
+}
+
+# run by a fresh interpreter that never imports clip-icm: open_clip alone loads the folder
+RELOAD = textwrap.dedent("""
+    import sys, numpy as np, open_clip, torch
+    folder, inputs, outputs = sys.argv[1:]
+    model, _, preprocess = open_clip.create_model_and_transforms("local-dir:" + folder)
+    tokenizer = open_clip.get_tokenizer("local-dir:" + folder)
+    given = np.load(inputs)
+    with torch.inference_mode():
+        image = model.eval().encode_image(torch.from_numpy(given["pixels"]))
+        text = model.encode_text(tokenizer(["a photo of a dog.", "a sketch of a house in the snow."]))
+    assert not any(name.split(".")[0] in ("tasks", "flows", "icm_core", "clip_icm") for name in sys.modules)
+    np.savez(outputs, image=image.double().numpy(), text=text.double().numpy(), size=preprocess.transforms[0].size)
+""")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_configs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model_configs")
+    for name, config in TINY_CONFIGS.items():
+        (folder / f"{name}.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder)
+
+
+def random_basis(d: int, k: int, seed: int = 0) -> np.ndarray:
+    return np.linalg.qr(np.random.default_rng(seed).normal(size=(d, d)))[0][:, :k]
+
+
+def reload_elsewhere(folder, pixels: torch.Tensor, tmp_path) -> dict:
+    """The folder's outputs on `pixels` and the probe captions, computed by open_clip in a clean interpreter."""
+    inputs, outputs = tmp_path / "inputs.npz", tmp_path / "outputs.npz"
+    np.savez(inputs, pixels=pixels.numpy())
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    subprocess.run([sys.executable, "-I", "-c", RELOAD, str(folder), str(inputs), str(outputs)], check=True,
+                   cwd=tmp_path, env=environment, timeout=300)
+    return dict(np.load(outputs))
+
+
+@pytest.mark.parametrize("name, k", [(TINY_MODEL, 5), ("ICM-Tiny-RN", 7)])
+def test_exported_model_is_the_base_model_times_the_projection(tmp_path, name, k):
+    components = random_basis(32, k)
+    folder = export_projection(name, "none", components, str(tmp_path / "exported"), provenance={"run": "test"},
+                               card="# a card\n")
+    config = json.loads((folder / "open_clip_config.json").read_text())
+    assert config["model_cfg"]["embed_dim"] == k and config["clip_icm"] == {"run": "test"}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["exported"]  # no staging folder left
+
+    base = load_model(name, "none", "cpu")
+    pixels, tokens = probe_inputs(base.model, base.tokenizer)
+    pixels = pixels + 0.5  # other inputs than the export's own check
+    with torch.inference_mode():
+        want_image = base.model.encode_image(pixels).double().numpy() @ components
+        want_text = base.model.encode_text(tokens).double().numpy() @ components
+    got = reload_elsewhere(folder, pixels, tmp_path)
+    assert got["image"].shape == (2, k) and got["text"].shape == (2, k)
+    np.testing.assert_allclose(got["image"], want_image, rtol=1e-4, atol=1e-5 * np.abs(want_image).max())
+    np.testing.assert_allclose(got["text"], want_text, rtol=1e-4, atol=1e-5 * np.abs(want_text).max())
+    assert np.abs(want_image).max() > 1e-3  # a real signal, not zeros on both sides
+    assert np.array_equal(got["size"], base.preprocess.transforms[0].size)  # the preprocess travels
+
+
+def test_an_architecture_that_cannot_take_the_projection_is_refused_and_nothing_is_written(tmp_path):
+    with pytest.raises(CannotFold, match="attentional pooler"):
+        export_projection("ICM-Tiny-AttnPool", "none", random_basis(32, 4), str(tmp_path / "out"), provenance={},
+                          card="")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_projection_of_another_width_and_a_used_folder_are_refused(tmp_path):
+    with pytest.raises(InputError, match="48-dim embeddings, but 'ICM-Tiny' embeds into 32"):
+        export_projection(TINY_MODEL, "none", random_basis(48, 4), str(tmp_path / "out"), provenance={}, card="")
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "file").write_text("x")
+    with pytest.raises(InputError, match="not an empty folder") as refused:
+        export_projection(TINY_MODEL, "none", random_basis(32, 4), str(tmp_path / "used"), provenance={}, card="")
+    assert refused.value.field == "out"
