@@ -14,10 +14,11 @@ from tasks.embed.models import load_model
 from tasks.errors import InputError
 from tasks.export.fold import CannotFold
 from tasks.export.model import export_projection, probe_inputs
-from tests.conftest import TINY_MODEL
+from conftest import TINY_MODEL, make_image_folder
 
 # tiny architectures with random weights: a ModifiedResNet (vision layers as a list) and a ViT whose attentional
 # pooler is sized by the embedding width (which refuses the projection)
+CLASSES = ("bird", "cat", "dog", "fish", "frog", "owl")
 TINY_CONFIGS = {
     "ICM-Tiny-RN": {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8,
                                                     "head_width": 16},
@@ -104,3 +105,87 @@ def test_a_projection_of_another_width_and_a_used_folder_are_refused(tmp_path):
     with pytest.raises(InputError, match="not an empty folder") as refused:
         export_projection(TINY_MODEL, "none", random_basis(32, 4), str(tmp_path / "used"), provenance={}, card="")
     assert refused.value.field == "out"
+
+
+# ---- from a run: `clip-icm export`, and the exported model through the pipeline again
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, prefect_api):
+    from clip_icm.cli import main
+    from tasks.store.history import read_record, resolve_run
+
+    base = tmp_path_factory.mktemp("run")
+    dataset = make_image_folder(str(base / "data"), domains=("art", "photo"), classes=CLASSES, per_class=3,
+                                extra_files=False)
+    args = ["--dataset", dataset, "--model", TINY_MODEL, "--pretrained", "none", "--store", str(base / "store"),
+            "--protocol", "domain-shift", "--lams", "1", "--ks", "4"]
+    assert main(["run", *args, "--run-name", "tiny"]) == 0
+    entry = resolve_run(str(base / "store" / "runs" / "tiny"))
+    return {"base": base, "dataset": dataset, "entry": entry, "record": read_record(entry)}
+
+
+def test_cli_exports_a_run_target_as_an_open_clip_model(tiny_run, tmp_path, capsys):
+    from clip_icm.cli import main
+    from tasks.export.model import load_exported
+    from tasks.fit.projections import load_projection, projection_url
+
+    out = tmp_path / "exported"
+    assert main(["export", str(tiny_run["base"] / "store" / "runs" / "tiny"), "--target", "photo",
+                 "--out", str(out)]) == 0
+    assert f"local-dir:{out}" in capsys.readouterr().out
+    components = load_projection(projection_url(tiny_run["entry"], "domain-shift", "photo")).components_
+    assert components.shape == (32, 4)
+    model, preprocess, tokenizer = load_exported(str(out))
+    base = load_model(TINY_MODEL, "none", "cpu")
+    pixels, tokens = probe_inputs(base.model, base.tokenizer)
+    with torch.inference_mode():
+        np.testing.assert_allclose(model.encode_image(pixels).double().numpy(),
+                                   base.model.encode_image(pixels).double().numpy() @ components, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(model.encode_text(tokenizer(["a cat"])).double().numpy(),
+                                   base.model.encode_text(base.tokenizer(["a cat"])).double().numpy() @ components,
+                                   rtol=1e-4, atol=1e-5)
+    card = (out / "README.md").read_text()
+    config = json.loads((out / "open_clip_config.json").read_text())["clip_icm"]
+    assert config["target"] == "photo" and config["n_components"] == 4 and config["lam"] == 1.0
+    assert config["dataset_fingerprint"] == tiny_run["record"]["dataset"]["fingerprint"]
+    assert "| lambda, k | 1.0, 4" in card and "training-domain" in card and "clip_icm_zero_shot_open_clip" in card
+    assert f"local-dir:{out}" in card and "`visual.proj`, `text_projection`" in card
+    assert "| clip_icm_zero_shot |" in card  # the run's numbers on the target
+
+
+def test_export_names_the_missing_choice_in_one_line(tiny_run, tmp_path, capsys):
+    from clip_icm.cli import main
+
+    run = str(tiny_run["base"] / "store" / "runs" / "tiny")
+    assert main(["export", run, "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"clip-icm: --target: {tiny_run['entry']} fitted one projection per held-out target: pass --target, "
+        "one of ['art', 'photo']")
+    assert main(["export", run, "--target", "sketch", "--out", str(tmp_path / "out")]) == 2
+    assert "no projection for target 'sketch'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_exported_model_runs_through_the_pipeline_again(tiny_run, tmp_path):
+    from conftest import read_embedding_file
+
+    from flows.config.preflight import check_weights
+    from tasks.data.datasets import discover
+    from tasks.embed.images import embed_image_shard
+    from tasks.export.runs import export_run
+    from tasks.fit.projections import load_projection
+    from tasks.specs import EmbedSpec
+    from tasks.vocabulary import ORIGINAL
+
+    folder = export_run(tiny_run["entry"], str(tmp_path / "exported"), "art")
+    name = f"local-dir:{folder}"
+    assert check_weights(name, "openai") == 4  # the folder's own weights and width; no network, no tag
+    data = discover(tiny_run["dataset"])
+    result = embed_image_shard(data, "art", ORIGINAL, EmbedSpec(name, "openai", str(tmp_path / "store")))
+    assert "/embeddings/local-dir_" in result["url"]  # one folder of the store, whatever the path
+    rows, exported = read_embedding_file(result["url"])
+    base_rows, base = read_embedding_file(tiny_run["record"]["embeddings"]["shards"]["art/original"])
+    order = base_rows.reset_index().set_index("sample_id").loc[rows["sample_id"], "index"].to_numpy()
+    projection = load_projection(json.loads((folder / "open_clip_config.json").read_text())["clip_icm"]["projection"])
+    np.testing.assert_allclose(exported, base[order] @ projection.components_, rtol=1e-3, atol=1e-4)
