@@ -13,7 +13,7 @@ import torch
 from tasks.embed.models import load_model
 from tasks.errors import InputError
 from tasks.export.fold import CannotFold
-from tasks.export.model import export_projection, probe_inputs
+from tasks.export.model import PROBE_TEXTS, export_projection, probe_inputs
 from conftest import TINY_MODEL, make_image_folder
 
 # tiny architectures with random weights: a ModifiedResNet (vision layers as a list) and a ViT whose attentional
@@ -30,19 +30,21 @@ TINY_CONFIGS = {
                                        "layers": 1}},
 }
 
-# run by a fresh interpreter that never imports clip-icm: open_clip alone loads the folder
+# run by a fresh interpreter that never imports clip-icm: open_clip alone loads each folder
 RELOAD = textwrap.dedent("""
     import sys, numpy as np, open_clip, torch
-    folder, inputs, outputs = sys.argv[1:]
-    model, _, preprocess = open_clip.create_model_and_transforms("local-dir:" + folder)
-    tokenizer = open_clip.get_tokenizer("local-dir:" + folder)
-    given = np.load(inputs)
-    with torch.inference_mode():
-        image = model.eval().encode_image(torch.from_numpy(given["pixels"]))
-        text = model.encode_text(tokenizer(["a photo of a dog.", "a sketch of a house in the snow."]))
+    for folder, inputs, outputs in zip(*[iter(sys.argv[1:])] * 3):
+        model, _, preprocess = open_clip.create_model_and_transforms("local-dir:" + folder)
+        tokenizer = open_clip.get_tokenizer("local-dir:" + folder)
+        given = np.load(inputs)
+        with torch.inference_mode():
+            image = model.eval().encode_image(torch.from_numpy(given["pixels"]))
+            text = model.encode_text(tokenizer(["a photo of a dog.", "a sketch of a house in the snow."]))
+        np.savez(outputs, image=image.double().numpy(), text=text.double().numpy(),
+                 size=preprocess.transforms[0].size)
     assert not any(name.split(".")[0] in ("tasks", "flows", "icm_core", "clip_icm") for name in sys.modules)
-    np.savez(outputs, image=image.double().numpy(), text=text.double().numpy(), size=preprocess.transforms[0].size)
 """)
+FOLDED = {TINY_MODEL: 5, "ICM-Tiny-RN": 7}  # a ViT and a ModifiedResNet, folded to k dimensions
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -57,32 +59,39 @@ def random_basis(d: int, k: int, seed: int = 0) -> np.ndarray:
     return np.linalg.qr(np.random.default_rng(seed).normal(size=(d, d)))[0][:, :k]
 
 
-def reload_elsewhere(folder, pixels: torch.Tensor, tmp_path) -> dict:
-    """The folder's outputs on `pixels` and the probe captions, computed by open_clip in a clean interpreter."""
-    inputs, outputs = tmp_path / "inputs.npz", tmp_path / "outputs.npz"
-    np.savez(inputs, pixels=pixels.numpy())
+@pytest.fixture(scope="module")
+def reloaded(tmp_path_factory, tiny_configs):
+    """Each of FOLDED exported with a random basis, and reloaded by open_clip in one clean interpreter on other
+    inputs than the export's own check: {name: (folder, components, pixels, the reloaded outputs)}."""
+    base = tmp_path_factory.mktemp("exported")
+    exported, arguments = {}, []
+    for name, k in FOLDED.items():
+        components = random_basis(32, k)
+        folder = export_projection(name, "none", components, str(base / name), provenance={"run": "test"},
+                                   card="# a card\n")
+        loaded = load_model(name, "none", "cpu")
+        pixels = probe_inputs(loaded.model, loaded.tokenizer)[0] + 0.5
+        np.savez(base / f"{name}-inputs.npz", pixels=pixels.numpy())
+        arguments += [str(folder), str(base / f"{name}-inputs.npz"), str(base / f"{name}-outputs.npz")]
+        exported[name] = (folder, components, pixels)
     environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    subprocess.run([sys.executable, "-I", "-c", RELOAD, str(folder), str(inputs), str(outputs)], check=True,
-                   cwd=tmp_path, env=environment, timeout=300)
-    return dict(np.load(outputs))
+    subprocess.run([sys.executable, "-I", "-c", RELOAD, *arguments], check=True, cwd=base, env=environment,
+                   timeout=300)
+    return {name: (*exported[name], dict(np.load(base / f"{name}-outputs.npz"))) for name in FOLDED}
 
 
-@pytest.mark.parametrize("name, k", [(TINY_MODEL, 5), ("ICM-Tiny-RN", 7)])
-def test_exported_model_is_the_base_model_times_the_projection(tmp_path, name, k):
-    components = random_basis(32, k)
-    folder = export_projection(name, "none", components, str(tmp_path / "exported"), provenance={"run": "test"},
-                               card="# a card\n")
+@pytest.mark.parametrize("name", FOLDED)
+def test_exported_model_is_the_base_model_times_the_projection(reloaded, name):
+    folder, components, pixels, got = reloaded[name]
+    k = FOLDED[name]
     config = json.loads((folder / "open_clip_config.json").read_text())
     assert config["model_cfg"]["embed_dim"] == k and config["clip_icm"] == {"run": "test"}
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["exported"]  # no staging folder left
+    assert not list(folder.parent.glob(f".{name}.tmp-*"))  # no staging folder left
 
     base = load_model(name, "none", "cpu")
-    pixels, tokens = probe_inputs(base.model, base.tokenizer)
-    pixels = pixels + 0.5  # other inputs than the export's own check
     with torch.inference_mode():
         want_image = base.model.encode_image(pixels).double().numpy() @ components
-        want_text = base.model.encode_text(tokens).double().numpy() @ components
-    got = reload_elsewhere(folder, pixels, tmp_path)
+        want_text = base.model.encode_text(base.tokenizer(list(PROBE_TEXTS))).double().numpy() @ components
     assert got["image"].shape == (2, k) and got["text"].shape == (2, k)
     np.testing.assert_allclose(got["image"], want_image, rtol=1e-4, atol=1e-5 * np.abs(want_image).max())
     np.testing.assert_allclose(got["text"], want_text, rtol=1e-4, atol=1e-5 * np.abs(want_text).max())
