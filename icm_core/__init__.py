@@ -17,6 +17,7 @@ from icm_core.predict import (
     harmonic_mean,
     l2_normalize,
     per_class_accuracy,
+    prompt_ensemble,
     zero_shot_logits,
     zero_shot_predict,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "movement_kept_by_family",
     "pair_movement",
     "per_class_accuracy",
+    "prompt_ensemble",
     "positive_eigenvalues",
     "select_hyperparameters",
     "select_over_folds",

@@ -43,7 +43,7 @@ CLIP_ICM_ZERO_SHOT, CLIP_ICM_LINEAR_PROBE = "clip_icm_zero_shot", "clip_icm_line
 # CLIP-ICM's zero-shot as open_clip's users (and CLIP_benchmark) score the exported model: project, then normalise;
 # reported beside the recipe's (normalise, then project) where they can differ (k < d)
 CLIP_ICM_ZERO_SHOT_OPEN_CLIP = "clip_icm_zero_shot_open_clip"
-METHODS = (CLIP_ZERO_SHOT, CLIP_LINEAR_PROBE, CLIP_ICM_ZERO_SHOT, CLIP_ICM_LINEAR_PROBE)
+METHODS = (CLIP_ZERO_SHOT, CLIP_LINEAR_PROBE, CLIP_ICM_ZERO_SHOT, CLIP_ICM_ZERO_SHOT_OPEN_CLIP, CLIP_ICM_LINEAR_PROBE)
 BASELINES = {CLIP_ICM_ZERO_SHOT: CLIP_ZERO_SHOT, CLIP_ICM_LINEAR_PROBE: CLIP_LINEAR_PROBE}
 # (CLIP, CLIP-ICM) per way of predicting, as reports name them
 METHOD_PAIRS = {"zero-shot": (CLIP_ZERO_SHOT, CLIP_ICM_ZERO_SHOT), "linear probe": (CLIP_LINEAR_PROBE, CLIP_ICM_LINEAR_PROBE)}

@@ -279,4 +279,4 @@ def test_probes_read_the_held_arrays_in_place_and_the_icm_probe_starts_from_clip
     np.testing.assert_allclose(icm_options["init"][0], components.T @ clip_fit.weight)
     np.testing.assert_array_equal(icm_options["init"][1], clip_fit.bias)
     assert set(predictions["method"]) == {"clip_zero_shot", "clip_linear_probe", "clip_icm_zero_shot",
-                                          "clip_icm_linear_probe"}
+                                          "clip_icm_zero_shot_open_clip", "clip_icm_linear_probe"}

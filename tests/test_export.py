@@ -7,6 +7,7 @@ import textwrap
 
 import numpy as np
 import open_clip
+import pandas as pd
 import pytest
 import torch
 
@@ -14,7 +15,7 @@ from tasks.embed.models import load_model
 from tasks.errors import InputError
 from tasks.export.fold import CannotFold
 from tasks.export.model import PROBE_TEXTS, export_projection, probe_inputs
-from conftest import TINY_MODEL, make_image_folder
+from conftest import TINY_MODEL, catalog_of, make_image_folder
 
 # tiny architectures with random weights: a ModifiedResNet (vision layers as a list) and a ViT whose attentional
 # pooler is sized by the embedding width (which refuses the projection)
@@ -43,6 +44,37 @@ RELOAD = textwrap.dedent("""
         np.savez(outputs, image=image.double().numpy(), text=text.double().numpy(),
                  size=preprocess.transforms[0].size)
     assert not any(name.split(".")[0] in ("tasks", "flows", "icm_core", "clip_icm") for name in sys.modules)
+""")
+# what `clip_benchmark eval --model local-dir:DIR --model_type open_clip --dataset imagenet_sketch --dataset_root ROOT
+# --custom_classname_file … --custom_template_file … --no_amp` runs, step by step, in a clean interpreter. One
+# function is replaced: clip_benchmark 1.6.2's accuracy() calls float() on a one-element array, which NumPy >= 2.4
+# refuses (TypeError); the replacement takes the same sums with .item()
+CLIP_BENCHMARK = textwrap.dedent("""
+    import json, sys, torch
+    from clip_benchmark.datasets.builder import build_dataset
+    from clip_benchmark.metrics import zeroshot_classification
+    from clip_benchmark.models import load_clip
+
+    def accuracy(output, target, topk=(1,)):
+        pred = output.topk(max(topk), 1, True, True)[1].t()
+        correct = pred.eq(target.view(1, -1).expand_as(pred))
+        return [correct[:k].reshape(-1).float().sum().item() / len(target) for k in topk]
+
+    zeroshot_classification.accuracy = accuracy
+    model_name, root, work = sys.argv[1:]
+    model, transform, tokenizer = load_clip(model_type="open_clip", model_name=model_name, pretrained="laion400m_e32",
+                                            cache_dir=None, device="cpu")
+    dataset = build_dataset("imagenet_sketch", root=root, transform=transform, split="test",
+                            custom_classname_file=work + "/classnames.json", custom_template_file=work + "/templates.json")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=8, shuffle=False, num_workers=0)
+    metrics = zeroshot_classification.evaluate(model.eval(), loader, tokenizer, dataset.classes, dataset.templates,
+                                               "cpu", amp=False)
+    json.dump(metrics, open(work + "/result.json", "w"))
+    # the logits behind them, from the two functions evaluate() calls
+    classifier = zeroshot_classification.zero_shot_classifier(model, tokenizer, dataset.classes, dataset.templates,
+                                                              "cpu", amp=False)
+    logits, _ = zeroshot_classification.run_classification(model, classifier, loader, "cpu", amp=False)
+    torch.save(logits, work + "/logits.pt")
 """)
 FOLDED = {TINY_MODEL: 5, "ICM-Tiny-RN": 7}  # a ViT and a ModifiedResNet, folded to k dimensions
 
@@ -198,3 +230,97 @@ def test_an_exported_model_runs_through_the_pipeline_again(tiny_run, tmp_path):
     order = base_rows.reset_index().set_index("sample_id").loc[rows["sample_id"], "index"].to_numpy()
     projection = load_projection(json.loads((folder / "open_clip_config.json").read_text())["clip_icm"]["projection"])
     np.testing.assert_allclose(exported, base[order] @ projection.components_, rtol=1e-3, atol=1e-4)
+
+
+def test_clip_benchmark_scores_the_exported_model_as_the_run_reported(tiny_run, tmp_path):
+    """LAION's CLIP_benchmark (its loader, dataset builder and zero-shot evaluation, in a clean interpreter) on the
+    exported folder and the target's images with the run's class names and templates: its top-1, top-5 and mean
+    per-class recall are the run's clip_icm_zero_shot_open_clip numbers on that target."""
+    from tasks.data.class_names import class_display_names
+    from tasks.data.prompts import PLACEHOLDER
+    from tasks.embed.models import folder_config
+    from tasks.evaluate.predictions import zero_shot_scorers
+    from tasks.export.runs import export_run
+    from tasks.fit.projections import load_projection
+    from tasks.specs import Recipe
+
+    record, config = tiny_run["record"], tiny_run["record"]["config"]
+    folder = export_run(tiny_run["entry"], str(tmp_path / "exported"), "photo")
+    names = class_display_names(config["class_names"], record["dataset"]["classes"], "the run's dataset",
+                                config["folder_name_spaces"])
+    # CLIP_benchmark reads an ImageFolder's classes in sorted folder order, as the run labels them
+    (tmp_path / "classnames.json").write_text(json.dumps({"imagenet_sketch": [names[c] for c in sorted(names)]}))
+    templates = [template.replace(PLACEHOLDER, "{c}") for template in record["prompts"]["templates"]]
+    (tmp_path / "templates.json").write_text(json.dumps({"imagenet_sketch": templates}))
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-I", "-c", CLIP_BENCHMARK, f"local-dir:{folder}",
+                           os.path.join(tiny_run["dataset"], "photo"), str(tmp_path)],
+                          cwd=tmp_path, env=environment, timeout=300, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "result.json").read_text())
+
+    # image by image, CLIP_benchmark's logits are the run's open_clip-order scores (ImageFolder reads the images in
+    # sorted order); the recipe's order scores others
+    catalog = catalog_of(tiny_run["entry"])
+    rows, embeddings = catalog.load(["photo"])
+    order = np.argsort(rows["sample_id"].to_numpy())
+    scorers = zero_shot_scorers(Recipe(), catalog, load_projection(folder_config(folder)["clip_icm"]["projection"]))
+    logits = torch.load(tmp_path / "logits.pt").double().numpy()
+    ours = scorers["clip_icm_zero_shot_open_clip"][0](embeddings[order])
+    np.testing.assert_allclose(logits, ours, atol=1e-3)  # logits are 100 x cosines
+    assert np.abs(scorers["clip_icm_zero_shot"][0](embeddings[order]) - ours).max() > 0.1
+    predictions = pd.read_parquet(os.path.join(tiny_run["entry"], "predictions.parquet"))
+    predictions = predictions[(predictions["target"] == "photo")
+                              & (predictions["method"] == "clip_icm_zero_shot_open_clip")].sort_values("sample_id")
+    np.testing.assert_array_equal(logits.argmax(axis=1), predictions["prediction"].to_numpy())
+
+    summary = pd.read_parquet(os.path.join(tiny_run["entry"], "summary.parquet"))
+    reported = summary[(summary["protocol"] == "domain-shift") & (summary["target"] == "photo")].set_index("method")
+    exported = reported.loc["clip_icm_zero_shot_open_clip"]
+    assert exported["n"] == 3 * len(CLASSES)
+    assert metrics["acc1"] == pytest.approx(exported["accuracy"], abs=1e-9)
+    assert metrics["acc5"] == pytest.approx(exported["top5_accuracy"], abs=1e-9)
+    assert metrics["mean_per_class_recall"] == pytest.approx(exported["balanced_accuracy"], abs=1e-9)
+
+
+# ---- what the exported model scores: open_clip's order (project, then normalise) beside the recipe's
+
+
+def test_prompt_ensemble_in_open_clip_order_differs_from_the_recipe_unless_k_is_d():
+    from icm_core import InvariantProjection, prompt_ensemble, zero_shot_logits
+
+    rng = np.random.default_rng(1)
+    prompts, groups = rng.normal(size=(12, 6)), np.repeat(np.arange(4), 3)
+    images = rng.normal(size=(50, 6))
+
+    def fitted(k):
+        projection = InvariantProjection(k)
+        projection.components_, projection.n_features_in_ = np.linalg.qr(rng.normal(size=(6, 6)))[0][:, :k], 6
+        return projection
+
+    narrow = fitted(2)
+    by_hand = prompts @ narrow.components_
+    by_hand /= np.linalg.norm(by_hand, axis=1, keepdims=True)
+    by_hand = np.stack([by_hand[groups == g].mean(axis=0) for g in range(4)])
+    np.testing.assert_allclose(prompt_ensemble(prompts, groups, 4, narrow),
+                               by_hand / np.linalg.norm(by_hand, axis=1, keepdims=True))
+    recipe = zero_shot_logits(images, prompt_ensemble(prompts, groups, 4), narrow)
+    exported = zero_shot_logits(narrow.transform(images), prompt_ensemble(prompts, groups, 4, narrow))
+    assert (recipe.argmax(axis=1) != exported.argmax(axis=1)).any()  # k < d: the two orders disagree somewhere
+
+    rotation = fitted(6)  # k = d: a rotation keeps every norm, so both orders give the same logits
+    np.testing.assert_allclose(zero_shot_logits(rotation.transform(images), prompt_ensemble(prompts, groups, 4, rotation)),
+                               zero_shot_logits(images, prompt_ensemble(prompts, groups, 4), rotation), atol=1e-9)
+
+
+def test_a_protocol_reports_the_open_clip_order_for_every_target_or_none():
+    from tasks.evaluate.predictions import open_clip_rows_everywhere
+
+    frame = pd.DataFrame({"target": ["a", "a", "a", "b", "b"], "sample_id": ["1", "1", "1", "2", "2"],
+                          "method": ["clip_zero_shot", "clip_icm_zero_shot", "clip_icm_zero_shot_open_clip",
+                                     "clip_zero_shot", "clip_icm_zero_shot"], "prediction": [0, 1, 2, 3, 4]})
+    filled = open_clip_rows_everywhere(frame)
+    exported = filled[filled["method"] == "clip_icm_zero_shot_open_clip"].set_index("target")["prediction"]
+    assert exported.to_dict() == {"a": 2, "b": 4}  # b's k = d: the recipe's predictions, copied
+    no_row = frame[frame["method"] != "clip_icm_zero_shot_open_clip"]
+    pd.testing.assert_frame_equal(open_clip_rows_everywhere(no_row), no_row)
