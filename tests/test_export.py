@@ -324,3 +324,17 @@ def test_a_protocol_reports_the_open_clip_order_for_every_target_or_none():
     assert exported.to_dict() == {"a": 2, "b": 4}  # b's k = d: the recipe's predictions, copied
     no_row = frame[frame["method"] != "clip_icm_zero_shot_open_clip"]
     pd.testing.assert_frame_equal(open_clip_rows_everywhere(no_row), no_row)
+
+
+def test_the_run_report_shows_the_exported_models_zero_shot_where_the_run_reports_it():
+    from conftest import hand_made_summary
+
+    from tasks.report.run_report import EXPORTED_ZERO_SHOT, method_table
+
+    summary = hand_made_summary()
+    assert EXPORTED_ZERO_SHOT not in method_table(summary, "domain-shift")
+    exported = summary[summary["method"] == "clip_icm_zero_shot"].assign(method="clip_icm_zero_shot_open_clip",
+                                                                         accuracy=lambda f: f["accuracy"] - 0.25)
+    table = method_table(pd.concat([summary, exported]), "domain-shift")
+    assert table[EXPORTED_ZERO_SHOT].to_dict() == {"art": 0.5, "photo": 0.25, "mean": 0.375}
+    assert list(table.columns)[-1] == EXPORTED_ZERO_SHOT  # after the CLIP / CLIP-ICM pairs
