@@ -16,6 +16,8 @@ DOMAIN_SHIFT = "domain-shift"  # leave one domain out
 OPEN_CLASS = "open-class"  # fit on base classes, zero-shot the target over base + novel names
 DATASET_SHIFT = "dataset-shift"  # fit on one dataset, test on others
 BOTH = "both"  # domain-shift, then open-class
+# not a protocol: the projection a run fits on every domain (and class), what a user deploys (`clip-icm export`)
+FINAL = "final"
 PROTOCOL_CHOICES = (DOMAIN_SHIFT, OPEN_CLASS, BOTH, DATASET_SHIFT)
 
 

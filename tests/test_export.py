@@ -195,17 +195,39 @@ def test_cli_exports_a_run_target_as_an_open_clip_model(tiny_run, tmp_path, caps
     assert "| clip_icm_zero_shot |" in card  # the run's numbers on the target
 
 
+def test_without_a_target_the_projection_fitted_on_every_domain_is_exported(tiny_run, tmp_path, capsys):
+    from clip_icm.cli import main
+    from tasks.fit.projections import load_projection
+
+    final = tiny_run["record"]["final"]
+    assert final == {"projection": "projections/final.npz", "domains": ["art", "photo"], "selection": "training-domain",
+                     "lam": 1.0, "n_components": 4, "val_accuracy": final["val_accuracy"]}
+    projection = load_projection(os.path.join(tiny_run["entry"], final["projection"]))
+    assert projection.metadata_["sources"] == ["art", "photo"] and projection.metadata_["classes"] == list(CLASSES)
+    assert "final_s" in tiny_run["record"]["timings"]
+
+    out = tmp_path / "deployed"
+    assert main(["export", str(tiny_run["base"] / "store" / "runs" / "tiny"), "--out", str(out)]) == 0
+    provenance = json.loads((out / "open_clip_config.json").read_text())["clip_icm"]
+    assert provenance["protocol"] == "final" and provenance["projection"].endswith("projections/final.npz")
+    card = (out / "README.md").read_text()
+    assert "fitted on every domain" in card and "the mean over the run's held-out targets" in card
+
+
 def test_export_names_the_missing_choice_in_one_line(tiny_run, tmp_path, capsys):
     from clip_icm.cli import main
+    from tasks.export.runs import run_projection
 
     run = str(tiny_run["base"] / "store" / "runs" / "tiny")
-    assert main(["export", run, "--out", str(tmp_path / "out")]) == 2
-    assert capsys.readouterr().err.strip() == (
-        f"clip-icm: --target: {tiny_run['entry']} fitted one projection per held-out target: pass --target, "
-        "one of ['art', 'photo']")
     assert main(["export", run, "--target", "sketch", "--out", str(tmp_path / "out")]) == 2
-    assert "no projection for target 'sketch'" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip() == (
+        f"clip-icm: --target: {tiny_run['entry']} has no projection for target 'sketch' "
+        f"({tiny_run['entry']}/projections/domain-shift-sketch.npz); pass one of ['art', 'photo']")
     assert not (tmp_path / "out").exists()
+    before_final = {key: value for key, value in tiny_run["record"].items() if key != "final"}  # runs before 0.x
+    with pytest.raises(InputError, match=r"fitted one projection per held-out target: pass --target, one of "
+                                         r"\['art', 'photo'\]"):
+        run_projection(tiny_run["entry"], before_final, None)
 
 
 def test_an_exported_model_runs_through_the_pipeline_again(tiny_run, tmp_path):

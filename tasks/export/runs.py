@@ -1,7 +1,8 @@
 """`clip-icm export`: a run's fitted projection and its base model as an open_clip model folder with a model card.
 
-A run fits one projection per held-out target (RUN/projections/<protocol>-<target>.npz) or one for every
-target (dataset-shift: RUN/projections/dataset-shift.npz); `--target` picks one where there are several.
+A run fits one projection per held-out target (RUN/projections/<protocol>-<target>.npz), and one on every
+domain, what a user deploys (RUN/projections/final.npz; dataset-shift's one projection is fitted on every
+domain of its source already). Without `--target` the export is that one; `--target` picks a held-out fold.
 """
 from __future__ import annotations
 
@@ -18,18 +19,22 @@ from tasks.fit.projections import load_projection, projection_url
 from tasks.store.history import read_record, resolve_run
 from tasks.store.storage import exists, join
 from tasks.vocabulary import (
-    CLIP_ICM_ZERO_SHOT, CLIP_ICM_ZERO_SHOT_OPEN_CLIP, DATASET_SHIFT, DOMAIN_SHIFT, OPEN_CLASS, protocols,
+    CLIP_ICM_ZERO_SHOT, CLIP_ICM_ZERO_SHOT_OPEN_CLIP, DATASET_SHIFT, DOMAIN_SHIFT, FINAL, OPEN_CLASS, RANDOM_WEIGHTS,
+    protocols,
 )
 
 CARD_TEMPLATE = Path(__file__).with_name("model_card.md")
+EVERY_DOMAIN = "none (fitted on every domain)"
 SCORE_COLUMNS = {"accuracy": "top-1", "top5_accuracy": "top-5", "balanced_accuracy": "balanced", "n": "images"}
 
 
 def run_projection(entry: str, record: dict, target: str | None) -> tuple[str, str, str]:
-    """(projection URL, protocol, target) of a run: its domain-shift projection for `target` (open-class where the
-    run fitted only that), or its one dataset-shift projection."""
+    """(projection URL, protocol, target) of a run: without a target, the one fitted on every domain; else its
+    domain-shift projection for `target` (open-class where the run fitted only that)."""
     config = record["config"]
     fitted = protocols(config["protocol"])
+    if target is None and FINAL in record:
+        return join(entry, record[FINAL]["projection"]), FINAL, EVERY_DOMAIN
     if DATASET_SHIFT in fitted:
         if target:
             raise InputError(f"{entry} is a dataset-shift run: one projection serves every target dataset; "
@@ -49,11 +54,14 @@ def run_projection(entry: str, record: dict, target: str | None) -> tuple[str, s
 
 
 def _scores(entry: str, protocol: str, target: str) -> str:
-    """The run's numbers on the target, as a markdown table (method rows)."""
+    """The run's numbers on the target, as a markdown table (method rows); for the projection fitted on every
+    domain, the run's means over its held-out targets: what a new domain can expect."""
     try:
         summary = pd.read_parquet(join(entry, "summary.parquet"))
     except (OSError, ValueError):
         return "(the run's summary.parquet cannot be read)"
+    if protocol == FINAL:
+        protocol, target = summary["protocol"].iloc[0], "mean"
     rows = summary[(summary["protocol"] == protocol) & (summary["target"] == target)]
     columns = [column for column in SCORE_COLUMNS if column in rows]
     lines = ["| method | " + " | ".join(SCORE_COLUMNS[c] for c in columns) + " |",
@@ -61,7 +69,9 @@ def _scores(entry: str, protocol: str, target: str) -> str:
     for row in rows.itertuples(index=False):
         values = [f"{getattr(row, c):.4f}" if c != "n" else str(int(getattr(row, c))) for c in columns]
         lines.append(f"| {row.method} | " + " | ".join(values) + " |")
-    return f"{protocol}, target {target}, from the run's summary.parquet:\n\n" + "\n".join(lines)
+    where = ("the mean over the run's held-out targets, each fitted without it" if target == "mean"
+             else f"held-out target {target}")
+    return f"{protocol}, {where}, from the run's summary.parquet:\n\n" + "\n".join(lines)
 
 
 def _convention(components) -> str:
@@ -80,6 +90,8 @@ def model_card(folder: Path, record: dict, entry: str, projection, protocol: str
     config, provenance = record["config"], record.get("provenance", {})
     val_accuracy = metadata.get("val_accuracy")
     fields = {
+        "smoke": ("\n**Random base weights (`--pretrained none`): a smoke run that tests the pipeline, not a model to "
+                  "use.**\n" if config["pretrained"] == RANDOM_WEIGHTS else ""),
         "title": f"CLIP-ICM {config['model']} ({Path(config['pretrained']).name}), {Path(config['dataset']).name}",
         "folder": folder, "d": projection.n_features_in_, "k": projection.n_components,
         "model": config["model"], "pretrained": config["pretrained"],
