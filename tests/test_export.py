@@ -360,3 +360,43 @@ def test_the_run_report_shows_the_exported_models_zero_shot_where_the_run_report
     table = method_table(pd.concat([summary, exported]), "domain-shift")
     assert table[EXPORTED_ZERO_SHOT].to_dict() == {"art": 0.5, "photo": 0.25, "mean": 0.375}
     assert list(table.columns)[-1] == EXPORTED_ZERO_SHOT  # after the CLIP / CLIP-ICM pairs
+
+
+# ---- --model local-dir:DIR and hf-hub:ORG/NAME: checked before any work, in one line
+
+
+def test_model_folders_and_hub_names_are_checked_in_one_line(tmp_path, monkeypatch):
+    from flows.config.preflight import check_weights
+    from tasks.embed.models import check_model
+
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # what a machine without the hub sees, at once
+    cases = {
+        f"local-dir:{tmp_path / 'missing'}": "no such folder",
+        f"local-dir:{tmp_path}": "holds no open_clip_config.json, so it is not an open_clip model folder",
+        "hf-hub:just-a-name": "is not hf-hub:ORG/NAME",
+        "hf-hub:some-org/no-such-model-here": "cannot read its open_clip_config.json from the Hugging Face hub",
+    }
+    for name, problem in cases.items():
+        with pytest.raises(InputError, match=problem) as refused:
+            check_weights(name, "openai")
+        assert refused.value.field == "model" and "\n" not in refused.value.message
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"preprocess_cfg": {}}))
+    with pytest.raises(InputError, match="has no model_cfg object"):
+        check_model(f"local-dir:{tmp_path}", "openai")
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CONFIGS["ICM-Tiny-RN"]}))
+    with pytest.raises(InputError, match="holds no weights"):
+        check_model(f"local-dir:{tmp_path}", "openai")
+    (tmp_path / "open_clip_model.safetensors").write_bytes(b"weights")
+    assert check_model(f"local-dir:{tmp_path}", "none").startswith("file-sha256:")  # its weights, whatever --pretrained
+
+
+def test_a_dataset_shift_run_exports_its_one_projection_and_refuses_a_target():
+    from tasks.export.runs import run_projection
+
+    record = {"config": {"protocol": "dataset-shift"}, "target_datasets": {"imagenet-v2": {}, "imagenet-a": {}}}
+    assert run_projection("/store/runs/shift/entry", record, None) == (
+        "/store/runs/shift/entry/projections/dataset-shift.npz", "dataset-shift", "imagenet-v2, imagenet-a")
+    with pytest.raises(InputError, match="one projection serves every target dataset; leave --target out"):
+        run_projection("/store/runs/shift/entry", record, "imagenet-a")

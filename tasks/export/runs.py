@@ -60,8 +60,10 @@ def _scores(entry: str, protocol: str, target: str) -> str:
         summary = pd.read_parquet(join(entry, "summary.parquet"))
     except (OSError, ValueError):
         return "(the run's summary.parquet cannot be read)"
-    if protocol == FINAL:
+    if protocol == FINAL:  # no target of its own: what a held-out domain scored
         protocol, target = summary["protocol"].iloc[0], "mean"
+    elif protocol == DATASET_SHIFT:  # one projection for every target dataset
+        target = "mean"
     rows = summary[(summary["protocol"] == protocol) & (summary["target"] == target)]
     columns = [column for column in SCORE_COLUMNS if column in rows]
     lines = ["| method | " + " | ".join(SCORE_COLUMNS[c] for c in columns) + " |",
@@ -69,8 +71,8 @@ def _scores(entry: str, protocol: str, target: str) -> str:
     for row in rows.itertuples(index=False):
         values = [f"{getattr(row, c):.4f}" if c != "n" else str(int(getattr(row, c))) for c in columns]
         lines.append(f"| {row.method} | " + " | ".join(values) + " |")
-    where = ("the mean over the run's held-out targets, each fitted without it" if target == "mean"
-             else f"held-out target {target}")
+    where = (f"held-out target {target}" if target != "mean" else "the mean over the run's target datasets"
+             if protocol == DATASET_SHIFT else "the mean over the run's held-out targets, each fitted without it")
     return f"{protocol}, {where}, from the run's summary.parquet:\n\n" + "\n".join(lines)
 
 
