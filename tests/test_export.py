@@ -231,24 +231,26 @@ def test_export_names_the_missing_choice_in_one_line(tiny_run, tmp_path, capsys)
 
 
 def test_an_exported_model_runs_through_the_pipeline_again(tiny_run, tmp_path):
+    """A run's config with --model local-dir:EXPORTED passes every check, and its embedding step gives the base
+    model's embeddings times P (the whole main job with it takes 10 s more; this is the part that differs)."""
     from conftest import read_embedding_file
 
-    from clip_icm.cli import main
-    from flows.config.preflight import check_weights
+    from flows.config.preflight import preflight
+    from flows.config.run_config import RunConfig
+    from tasks.data.datasets import discover
+    from tasks.embed.images import embed_image_shard
     from tasks.export.runs import export_run
     from tasks.fit.projections import load_projection
-    from tasks.store.history import read_record, resolve_run
 
     folder = export_run(tiny_run["entry"], str(tmp_path / "exported"), "art")
-    name = f"local-dir:{folder}"
-    assert check_weights(name, "openai") == 4  # the folder's own weights and width; no network, no tag
-    assert main(["run", "--dataset", tiny_run["dataset"], "--model", name, "--store", str(tmp_path / "store"),
-                 "--protocol", "domain-shift", "--lams", "1", "--ks", "2", "--run-name", "again"]) == 0
-    record = read_record(resolve_run(str(tmp_path / "store" / "runs" / "again")))
-    assert record["provenance"]["weights_id"].startswith("file-sha256:") and record["final"]["n_components"] == 2
-    shard = record["embeddings"]["shards"]["art/original"]
-    assert "/embeddings/local-dir_" in shard  # one folder of the store, whatever the path
-    rows, exported = read_embedding_file(shard)
+    config = RunConfig(dataset=tiny_run["dataset"], model=f"local-dir:{folder}", store=str(tmp_path / "store"),
+                       protocol="domain-shift", lams=[1.0], ks=[4])
+    preflight(config)  # the folder's own weights and width (k = 4 fits it); no network, no tag
+    with pytest.raises(InputError, match="exceeds the embedding width 4"):
+        preflight(config.model_copy(update={"ks": [5]}))
+    result = embed_image_shard(discover(tiny_run["dataset"]), "art", "original", config.embed_spec())
+    assert "/embeddings/local-dir_" in result["url"]  # one folder of the store, whatever the path
+    rows, exported = read_embedding_file(result["url"])
     base_rows, base = read_embedding_file(tiny_run["record"]["embeddings"]["shards"]["art/original"])
     order = base_rows.reset_index().set_index("sample_id").loc[rows["sample_id"], "index"].to_numpy()
     projection = load_projection(json.loads((folder / "open_clip_config.json").read_text())["clip_icm"]["projection"])
