@@ -24,6 +24,14 @@ TINY_CONFIGS = {
     "ICM-Tiny-RN": {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8,
                                                     "head_width": 16},
                     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}},
+    # timm image towers: open_clip's linear projection after the trunk, or (no projection) the trunk's classifier
+    "ICM-Tiny-timm": {"embed_dim": 32, "vision_cfg": {"timm_model_name": "test_convnext", "timm_model_pretrained": False,
+                                                      "timm_pool": "avg", "timm_proj": "linear", "image_size": 64},
+                      "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}},
+    "ICM-Tiny-timm-head": {"embed_dim": 32, "vision_cfg": {"timm_model_name": "test_vit", "timm_model_pretrained": False,
+                                                           "timm_pool": "token", "timm_proj": None, "image_size": 64},
+                           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2,
+                                        "layers": 1}},
     "ICM-Tiny-AttnPool": {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "head_width": 32,
                                                           "patch_size": 8, "attentional_pool": True,
                                                           "attn_pooler_heads": 2},
@@ -129,6 +137,24 @@ def test_exported_model_is_the_base_model_times_the_projection(reloaded, name):
     np.testing.assert_allclose(got["text"], want_text, rtol=1e-4, atol=1e-5 * np.abs(want_text).max())
     assert np.abs(want_image).max() > 1e-3  # a real signal, not zeros on both sides
     assert np.array_equal(got["size"], base.preprocess.transforms[0].size)  # the preprocess travels
+
+
+@pytest.mark.parametrize("name, head", [("ICM-Tiny-timm", "visual.head.proj"),
+                                        ("ICM-Tiny-timm-head", "visual.trunk.head")])
+def test_timm_image_towers_fold_into_their_last_linear_layer(tmp_path, name, head):
+    from tasks.export.fold import heads
+    from tasks.export.model import load_exported
+
+    base = load_model(name, "none", "cpu")
+    assert heads(base.model)["image"].path == head
+    components = random_basis(32, 6)
+    folder = export_projection(name, "none", components, str(tmp_path / "out"), provenance={}, card="")
+    exported, _, _ = load_exported(str(folder))
+    pixels = probe_inputs(base.model, base.tokenizer)[0] * 2  # other inputs than the export's own check
+    with torch.inference_mode():
+        want = base.model.encode_image(pixels).double().numpy() @ components
+        np.testing.assert_allclose(exported.encode_image(pixels).double().numpy(), want, rtol=1e-4,
+                                   atol=1e-5 * np.abs(want).max())
 
 
 def test_an_architecture_that_cannot_take_the_projection_is_refused_and_nothing_is_written(tmp_path):

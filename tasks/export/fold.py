@@ -65,8 +65,15 @@ def image_head(model: nn.Module) -> Head:
         return Head(head, "proj", "visual.head.proj")
     if isinstance(getattr(getattr(head, "mlp", None), "fc2", None), nn.Linear):
         return Head(head.mlp, "fc2", "visual.head.mlp.fc2")
+    trunk = getattr(visual, "trunk", None)  # a timm model without a projection of open_clip's: its classifier is
+    classifier = trunk.get_classifier() if hasattr(trunk, "get_classifier") else None  # sized to the embedding
+    if isinstance(classifier, nn.Linear):
+        path = next(path for path, module in trunk.named_modules() if module is classifier)
+        owner, _, attribute = path.rpartition(".")
+        return Head(trunk.get_submodule(owner), attribute, f"visual.trunk.{path}")
     raise CannotFold(f"the image tower ({name}) ends in no linear layer clip-icm knows how to fold the projection "
-                     "into (a ViT's proj, a ResNet's attnpool.c_proj, a timm head's proj or mlp.fc2)", "model")
+                     "into (a ViT's proj, a ResNet's attnpool.c_proj, a timm head's proj or mlp.fc2, a timm "
+                     "classifier)", "model")
 
 
 def text_head(model: nn.Module) -> Head:
