@@ -10,6 +10,7 @@ import open_clip
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from tasks.embed.models import load_model
 from tasks.errors import InputError
@@ -238,6 +239,13 @@ def test_without_a_target_the_projection_fitted_on_every_domain_is_exported(tiny
     assert provenance["protocol"] == "final" and provenance["projection"].endswith("projections/final.npz")
     card = (out / "README.md").read_text()
     assert "fitted on every domain" in card and "the mean over the run's held-out targets" in card
+
+    from tasks.export.runs import export_model
+
+    model, preprocess, tokenizer = export_model(tiny_run["entry"], str(tmp_path / "in-python"))  # open_clip's triple
+    with torch.inference_mode():
+        assert model.encode_text(tokenizer(["a photo of a cat."])).shape == (1, 4)
+        assert model.encode_image(preprocess(Image.new("RGB", (50, 40))).unsqueeze(0)).shape == (1, 4)
 
 
 def test_export_names_the_missing_choice_in_one_line(tiny_run, tmp_path, capsys):
