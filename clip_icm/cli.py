@@ -167,9 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="a run's CLIP-ICM as an open_clip model folder (local-dir:DIR)",
                                  parents=[common],
-                                 description="Fold the run's projection into its base model and write a folder that "
-                                             "open_clip, CLIP_benchmark and the hub load as it is (open_clip_config.json, "
-                                             "open_clip_model.safetensors, a README model card).")
+                                 description="Fold the run's projection into its base model and write a folder "
+                                             "that open_clip, CLIP_benchmark and the hub load as it is "
+                                             "(open_clip_config.json, open_clip_model.safetensors, a README model "
+                                             "card).")
     export.add_argument("run", help="a run: STORE/runs/NAME (its latest execution) or STORE/runs/NAME/ENTRY")
     export.add_argument("--target", help="the held-out target whose projection to export, where the run fitted one "
                                          "per target")

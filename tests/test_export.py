@@ -26,11 +26,13 @@ TINY_CONFIGS = {
                                                     "head_width": 16},
                     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}},
     # timm image towers: open_clip's linear projection after the trunk, or (no projection) the trunk's classifier
-    "ICM-Tiny-timm": {"embed_dim": 32, "vision_cfg": {"timm_model_name": "test_convnext", "timm_model_pretrained": False,
-                                                      "timm_pool": "avg", "timm_proj": "linear", "image_size": 64},
+    "ICM-Tiny-timm": {"embed_dim": 32, "vision_cfg": {"timm_model_name": "test_convnext", "timm_pool": "avg",
+                                                      "timm_model_pretrained": False, "timm_proj": "linear",
+                                                      "image_size": 64},
                       "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}},
-    "ICM-Tiny-timm-head": {"embed_dim": 32, "vision_cfg": {"timm_model_name": "test_vit", "timm_model_pretrained": False,
-                                                           "timm_pool": "token", "timm_proj": None, "image_size": 64},
+    "ICM-Tiny-timm-head": {"embed_dim": 32, "vision_cfg": {"timm_model_name": "test_vit", "timm_pool": "token",
+                                                           "timm_model_pretrained": False, "timm_proj": None,
+                                                           "image_size": 64},
                            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2,
                                         "layers": 1}},
     "ICM-Tiny-AttnPool": {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "head_width": 32,
@@ -74,7 +76,8 @@ CLIP_BENCHMARK = textwrap.dedent("""
     model, transform, tokenizer = load_clip(model_type="open_clip", model_name=model_name, pretrained="laion400m_e32",
                                             cache_dir=None, device="cpu")
     dataset = build_dataset("imagenet_sketch", root=root, transform=transform, split="test",
-                            custom_classname_file=work + "/classnames.json", custom_template_file=work + "/templates.json")
+                            custom_classname_file=work + "/classnames.json",
+                            custom_template_file=work + "/templates.json")
     loader = torch.utils.data.DataLoader(dataset, batch_size=8, shuffle=False, num_workers=0)
     metrics = zeroshot_classification.evaluate(model.eval(), loader, tokenizer, dataset.classes, dataset.templates,
                                                "cpu", amp=False)
@@ -368,8 +371,9 @@ def test_prompt_ensemble_in_open_clip_order_differs_from_the_recipe_unless_k_is_
     assert (recipe.argmax(axis=1) != exported.argmax(axis=1)).any()  # k < d: the two orders disagree somewhere
 
     rotation = fitted(6)  # k = d: a rotation keeps every norm, so both orders give the same logits
-    np.testing.assert_allclose(zero_shot_logits(rotation.transform(images), prompt_ensemble(prompts, groups, 4, rotation)),
-                               zero_shot_logits(images, prompt_ensemble(prompts, groups, 4), rotation), atol=1e-9)
+    exported = zero_shot_logits(rotation.transform(images), prompt_ensemble(prompts, groups, 4, rotation))
+    np.testing.assert_allclose(exported, zero_shot_logits(images, prompt_ensemble(prompts, groups, 4), rotation),
+                               atol=1e-9)
 
 
 def test_a_protocol_reports_the_open_clip_order_for_every_target_or_none():
@@ -408,7 +412,8 @@ def test_model_folders_and_hub_names_are_checked_in_one_line(tmp_path, monkeypat
 
     import huggingface_hub.constants
 
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # what a machine without the hub sees, at once
+    # what a machine without the hub sees, at once
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     cases = {
         f"local-dir:{tmp_path / 'missing'}": "no such folder",
         f"local-dir:{tmp_path}": "holds no open_clip_config.json, so it is not an open_clip model folder",

@@ -13,8 +13,8 @@ from tasks.specs import Recipe
 from tasks.store.catalog import EmbeddingCatalog
 from tasks.store.memory import release_freed_memory
 from tasks.vocabulary import (
-    CLIP_ICM_LINEAR_PROBE, CLIP_ICM_ZERO_SHOT, CLIP_ICM_ZERO_SHOT_OPEN_CLIP, CLIP_LINEAR_PROBE, CLIP_ZERO_SHOT, DOMAIN_SHIFT, METHODS, OPEN_CLASS,
-    TEST_SPLITS, TRAIN,
+    CLIP_ICM_LINEAR_PROBE, CLIP_ICM_ZERO_SHOT, CLIP_ICM_ZERO_SHOT_OPEN_CLIP, CLIP_LINEAR_PROBE, CLIP_ZERO_SHOT,
+    DOMAIN_SHIFT, METHODS, OPEN_CLASS, TEST_SPLITS, TRAIN,
 )
 
 PREDICTION_COLUMNS = ["protocol", "target", "method", "sample_id", "class", "label", "prediction", "correct",

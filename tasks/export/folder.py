@@ -34,7 +34,8 @@ def check_out(out: str) -> Path:
         raise InputError(f"{out!r} is a URL; open_clip loads local-dir: from a local folder: pass a path", "out")
     path = Path(out)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise InputError(f"{out} already exists and is not an empty folder; pass a new folder, or remove it first", "out")
+        raise InputError(f"{out} already exists and is not an empty folder; pass a new folder, or remove it first",
+                         "out")
     return path
 
 

@@ -16,7 +16,10 @@ import pyarrow as pa
 from tasks.errors import InputError
 from tasks.store.history import read_record
 from tasks.store.storage import filesystem, join, read_parquet
-from tasks.vocabulary import CLIP_ICM_ZERO_SHOT_OPEN_CLIP, LEGACY_PROTOCOLS, METHOD_PAIRS, OPEN_CLASS, RANDOM_WEIGHTS, STABLE, protocol_title, run_label
+from tasks.vocabulary import (
+    CLIP_ICM_ZERO_SHOT_OPEN_CLIP, LEGACY_PROTOCOLS, METHOD_PAIRS, OPEN_CLASS, RANDOM_WEIGHTS, STABLE, protocol_title,
+    run_label,
+)
 
 DECIMALS = 3  # every accuracy and difference in every report
 MISSING = "—"  # a cell with no value (a method or class group a target lacks), never "nan"
