@@ -16,6 +16,7 @@ from tasks.errors import InputError
 from tasks.export.fold import heads
 from tasks.export.model import export_projection, load_exported
 from tasks.fit.projections import load_projection, projection_url
+from tasks.report.run_report import read_run_table
 from tasks.store.history import read_record, resolve_run
 from tasks.store.storage import exists, join
 from tasks.vocabulary import (
@@ -56,12 +57,10 @@ def run_projection(entry: str, record: dict, target: str | None) -> tuple[str, s
 def _scores(entry: str, protocol: str, target: str) -> str:
     """The run's numbers on the target, as a markdown table (method rows); for the projection fitted on every
     domain, the run's means over its held-out targets: what a new domain can expect."""
-    try:
-        summary = pd.read_parquet(join(entry, "summary.parquet"))
-    except (OSError, ValueError):
-        return "(the run's summary.parquet cannot be read)"
+    summary = read_run_table(entry, "summary.parquet")
     if protocol == FINAL:  # no target of its own: what a held-out domain scored
-        protocol, target = summary["protocol"].iloc[0], "mean"
+        protocol = DOMAIN_SHIFT if (summary["protocol"] == DOMAIN_SHIFT).any() else summary["protocol"].iloc[0]
+        target = "mean"
     elif protocol == DATASET_SHIFT:  # one projection for every target dataset
         target = "mean"
     rows = summary[(summary["protocol"] == protocol) & (summary["target"] == target)]
@@ -69,7 +68,8 @@ def _scores(entry: str, protocol: str, target: str) -> str:
     lines = ["| method | " + " | ".join(SCORE_COLUMNS[c] for c in columns) + " |",
              "|---" * (len(columns) + 1) + "|"]
     for row in rows.itertuples(index=False):
-        values = [f"{getattr(row, c):.4f}" if c != "n" else str(int(getattr(row, c))) for c in columns]
+        values = [str(int(getattr(row, c))) if c == "n" else "n/a" if pd.isna(getattr(row, c))
+                  else f"{getattr(row, c):.4f}" for c in columns]
         lines.append(f"| {row.method} | " + " | ".join(values) + " |")
     where = (f"held-out target {target}" if target != "mean" else "the mean over the run's target datasets"
              if protocol == DATASET_SHIFT else "the mean over the run's held-out targets, each fitted without it")
