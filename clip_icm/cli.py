@@ -1,5 +1,6 @@
 """The clip-icm command line: run the main job, sweep (lambda, k) from cache, print a report,
-benchmark models x datasets x trials into a leaderboard, reproduce a recorded run.
+benchmark models x datasets x trials into a leaderboard, reproduce a recorded run, export a run as
+an open_clip model.
 
 A thin layer over the flows: the options of `run`, `sweep` and `bench` are generated from the
 fields of `RunConfig`, so the CLI, the deployment form and the reports name the same choices.
@@ -29,6 +30,7 @@ log = logging.getLogger("clip_icm")
 FLAG_NAMES = {"use_text": "--no-text"}
 # where `clip-icm bench` takes the fields it sets per run
 BENCH_FLAGS = {"dataset": "--datasets", "model": "--models", "pretrained": "--models"}
+EXPORT_FLAGS = ("target", "out")
 
 
 def _flag(name: str) -> str:
@@ -45,6 +47,8 @@ def config_flag(name: str) -> str:
 def field_label(field: str, command: str = "run") -> str:
     """How errors name a field: 'config field 'ks' (--ks)', the flag the command takes it by beside the config key."""
     name = field.split(".")[0]
+    if command == "export":  # its own flags, or a field of the run it reads
+        return _flag(name) if name in EXPORT_FLAGS else f"the run's {name}"
     if command == "bench" and name in BENCH_FLAGS:
         return f"config field {field!r} ({BENCH_FLAGS[name]})"
     return f"config field {field!r} ({config_flag(name)})" if name in RunConfig.model_fields else f"config field {field!r}"
@@ -161,6 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--name", help="the bench's runs (STORE/benchmarks/NAME); default: the latest run of "
                                       "every config, into STORE/benchmarks/all")
 
+    export = commands.add_parser("export", help="a run's CLIP-ICM as an open_clip model folder (local-dir:DIR)",
+                                 parents=[common],
+                                 description="Fold the run's projection into its base model and write a folder "
+                                             "that open_clip, CLIP_benchmark and the hub load as it is "
+                                             "(open_clip_config.json, open_clip_model.safetensors, a README model "
+                                             "card).")
+    export.add_argument("run", help="a run: STORE/runs/NAME (its latest execution) or STORE/runs/NAME/ENTRY")
+    export.add_argument("--target", help="the held-out target whose projection to export, where the run fitted one "
+                                         "per target")
+    export.add_argument("--out", required=True, help="the folder to write (new, or empty)")
+
     reproduce = commands.add_parser("reproduce", help="re-execute a recorded run and compare", parents=[common],
                                     description="Re-run the config in RUN_DIR/run.json against today's data and "
                                                 "code into a new history entry; write reproduce.md/.parquet there.")
@@ -248,7 +263,17 @@ def run_flow_command(command: str, args: dict, config: RunConfig | None) -> None
             print(sweep(config))
 
 
-COMMANDS = {"report": print_report, "leaderboard": print_leaderboard}  # the rest run flows
+def export_model(args: dict) -> None:
+    """`clip-icm export`: the run's projection folded into its base model (no Prefect)."""
+    from tasks.export.runs import export_run
+
+    folder = export_run(args["run"], args["out"], args["target"])
+    print(f"open_clip model in {folder}\n  open_clip.create_model_and_transforms('local-dir:{folder}')\n"
+          f"  clip_benchmark eval --model local-dir:{folder} --model_type open_clip ...\n"
+          f"what it is and what it scores: {folder / 'README.md'}")
+
+
+COMMANDS = {"report": print_report, "leaderboard": print_leaderboard, "export": export_model}  # the rest run flows
 
 
 def main(argv=None) -> int:

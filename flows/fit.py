@@ -6,16 +6,18 @@ UI's Task Runs tab then lists no task runs). Tasks that need the projection read
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pandas as pd
 from prefect import flow, unmapped
 
 from tasks.fit.diagnostics import diagnose_projection, selection_table, spectrum_rows
 from tasks.fit.moments import accumulate_image_moments, accumulate_text_moments
-from tasks.fit.projections import store_projection
+from tasks.fit.projections import projection_url, store_projection
 from tasks.fit.selection import select_by_rule
 from tasks.specs import Recipe, SelectionSpec
 from tasks.store.catalog import EmbeddingCatalog
-from tasks.vocabulary import DOMAIN_SHIFT
+from tasks.vocabulary import DOMAIN_SHIFT, FINAL, ORACLE, TRAINING_DOMAIN
 
 
 def domain_moments(catalog: EmbeddingCatalog, sources, classes=None, use_text: bool = True):
@@ -39,3 +41,17 @@ def fit_projection(catalog: EmbeddingCatalog, sources: list[str], projection_url
                      classes=list(classes or catalog.classes), dataset_fingerprint=catalog.fingerprint,
                      val_accuracy=chosen.accuracy, selection=selection.rule)
     return selection_table(chosen, diagnostics, selection.rule), spectrum_rows(chosen)
+
+
+@flow(name="fit-final", flow_run_name="fit on every domain (what a user deploys)")
+def fit_final(catalog: EmbeddingCatalog, run_url: str, recipe: Recipe, selection: SelectionSpec) -> dict:
+    """The projection a user deploys: fitted on every domain and class, (lambda, k) chosen by the run's rule on
+    every domain's validation split (oracle has no target here: training-domain stands in). Stored as
+    RUN/projections/final.npz; returns what run.json records of it."""
+    rule = TRAINING_DOMAIN if selection.rule == ORACLE else selection.rule
+    grid, _ = fit_projection(catalog, list(catalog.domains), projection_url(run_url, FINAL), recipe,
+                             replace(selection, rule=rule), protocol=FINAL, target="none")
+    chosen = grid[grid["selected"]].iloc[0]
+    return {"projection": f"projections/{FINAL}.npz", "domains": list(catalog.domains), "selection": rule,
+            "lam": float(chosen["lam"]), "n_components": int(chosen["n_components"]),
+            "val_accuracy": float(chosen["val_accuracy"])}

@@ -12,6 +12,7 @@ from flows.config.run_config import RunConfig
 from flows.dataset_shift import embed_targets, evaluate_dataset_shift
 from flows.embed import embed_and_read
 from flows.evaluate import evaluate_domain_shift, evaluate_open_class
+from flows.fit import fit_final
 from tasks.data.datasets import one_listing_per_dataset
 from tasks.data.discover import discover_dataset
 from tasks.data.prompts import run_templates
@@ -25,7 +26,7 @@ from tasks.report.publish import (
 from tasks.report.record import RunTables, Stopwatch, run_record
 from tasks.report.run_report import run_headline, run_title
 from tasks.store.history import config_url, mark_latest, new_entry, provenance
-from tasks.vocabulary import DATASET_SHIFT, DOMAIN_SHIFT, OPEN_CLASS, protocols
+from tasks.vocabulary import DATASET_SHIFT, DOMAIN_SHIFT, FINAL, OPEN_CLASS, protocols
 
 
 @flow(name="clip-icm-run", flow_run_name="run {config.dataset_label} {config.model}")
@@ -63,6 +64,11 @@ def run(config: RunConfig = RunConfig()) -> State[str]:
                 evaluations.append(evaluate_dataset_shift(quote(split), run_url, quote(targets), embedding.class_names,
                                                           recipe, selection))
             clock.lap(protocol)
+        final = None
+        if config.protocol != DATASET_SHIFT:  # what a user deploys, fitted on every domain (dataset-shift's one is)
+            final = fit_final(quote(catalog.with_split(split_column(DOMAIN_SHIFT, data.split))), run_url, recipe,
+                              selection)
+            clock.lap(FINAL)
 
         # 4. reports: tables, plots and run.json on the store; the run report (headline first) and the trend in the UI
         tables = RunTables.gather(evaluations, catalog, targets, selection.rule, data.split)
@@ -72,6 +78,8 @@ def run(config: RunConfig = RunConfig()) -> State[str]:
                             run_templates(dataset, embedding.templates),
                             provenance(check_model(config.model, config.pretrained)), clock.stop(),
                             source={"format": dataset.format, "max_image_bytes": max_image_bytes()})
+        if final:
+            record[FINAL] = final
         publish_run_report(tables.summary, tables.selections, record)
         # quoted: the record holds fields of the catalog, the embed subflow's result
         write_plot(tables.summary, run_url, quote(record))

@@ -17,6 +17,7 @@ from icm_core.predict import (
     harmonic_mean,
     l2_normalize,
     per_class_accuracy,
+    prompt_ensemble,
     zero_shot_logits,
     zero_shot_predict,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "pair_movement",
     "paired_difference",
     "per_class_accuracy",
+    "prompt_ensemble",
     "positive_eigenvalues",
     "select_hyperparameters",
     "select_over_folds",

@@ -19,6 +19,20 @@ def l2_normalize(X) -> np.ndarray:
     return X / np.maximum(norms, np.finfo(float).tiny)
 
 
+def prompt_ensemble(prompt_embeddings, groups, n_groups: int, projection=None) -> np.ndarray:
+    """CLIP's prompt ensemble: per group (class), the normalised mean of its prompts' normalised embeddings.
+
+    With a fitted projection each prompt's embedding is projected before it is normalised: what open_clip's
+    users (CLIP_benchmark among them) compute with an exported CLIP-ICM model, whose text tower ends in the
+    projection. The recipe instead projects the ensemble of the raw space (zero_shot_logits).
+    """
+    prompts = check_matrix(prompt_embeddings, "prompt_embeddings")
+    prompts = l2_normalize(prompts if projection is None else projection.transform(prompts))
+    means = np.zeros((n_groups, prompts.shape[1]))
+    np.add.at(means, np.asarray(groups), prompts)
+    return l2_normalize(means)
+
+
 def zero_shot_logits(image_embeddings, class_embeddings, projection=None, scale: float = CLIP_LOGIT_SCALE, *,
                      normalize_images: bool = True) -> np.ndarray:
     """Logits of each image against each class text embedding.

@@ -7,6 +7,8 @@ at no cost.
 """
 from __future__ import annotations
 
+import re
+
 from slugify import slugify
 
 # ---- protocols: how a run tests out of distribution (the CLI's --protocol and every report's `protocol`)
@@ -14,6 +16,8 @@ DOMAIN_SHIFT = "domain-shift"  # leave one domain out
 OPEN_CLASS = "open-class"  # fit on base classes, zero-shot the target over base + novel names
 DATASET_SHIFT = "dataset-shift"  # fit on one dataset, test on others
 BOTH = "both"  # domain-shift, then open-class
+# not a protocol: the projection a run fits on every domain (and class), what a user deploys (`clip-icm export`)
+FINAL = "final"
 PROTOCOL_CHOICES = (DOMAIN_SHIFT, OPEN_CLASS, BOTH, DATASET_SHIFT)
 
 
@@ -38,7 +42,10 @@ VIEWS = (ORIGINAL, INTERVENED)
 # ---- methods, each scored on the same cached embeddings; every CLIP-ICM method beside its CLIP baseline
 CLIP_ZERO_SHOT, CLIP_LINEAR_PROBE = "clip_zero_shot", "clip_linear_probe"
 CLIP_ICM_ZERO_SHOT, CLIP_ICM_LINEAR_PROBE = "clip_icm_zero_shot", "clip_icm_linear_probe"
-METHODS = (CLIP_ZERO_SHOT, CLIP_LINEAR_PROBE, CLIP_ICM_ZERO_SHOT, CLIP_ICM_LINEAR_PROBE)
+# CLIP-ICM's zero-shot as open_clip's users (and CLIP_benchmark) score the exported model: project, then normalise;
+# reported beside the recipe's (normalise, then project) where they can differ (k < d)
+CLIP_ICM_ZERO_SHOT_OPEN_CLIP = "clip_icm_zero_shot_open_clip"
+METHODS = (CLIP_ZERO_SHOT, CLIP_LINEAR_PROBE, CLIP_ICM_ZERO_SHOT, CLIP_ICM_ZERO_SHOT_OPEN_CLIP, CLIP_ICM_LINEAR_PROBE)
 BASELINES = {CLIP_ICM_ZERO_SHOT: CLIP_ZERO_SHOT, CLIP_ICM_LINEAR_PROBE: CLIP_LINEAR_PROBE}
 # (CLIP, CLIP-ICM) per way of predicting, as reports name them
 METHOD_PAIRS = {"zero-shot": (CLIP_ZERO_SHOT, CLIP_ICM_ZERO_SHOT), "linear probe": (CLIP_LINEAR_PROBE, CLIP_ICM_LINEAR_PROBE)}
@@ -70,6 +77,12 @@ def dataset_label(dataset: str) -> str:
 def weights_label(pretrained: str) -> str:
     """An open_clip tag or 'none' as is; a checkpoint file by its file name."""
     return pretrained.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def model_folder(model: str) -> str:
+    """A model name as one folder of the store: open_clip's built-in names as they are; local-dir:/path/to/DIR and
+    hf-hub:ORG/NAME with their slashes and colon replaced (the weights' identity, not the name, keys the files)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", model)
 
 
 def model_label(model: str, pretrained: str) -> str:

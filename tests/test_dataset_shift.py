@@ -84,7 +84,7 @@ def test_rows_targets_and_label_space_per_target(shift):
 def test_summary_selection_projection_and_run_json(shift):
     run = shift["run"]
     summary = table(run, "summary.parquet")
-    assert set(summary["protocol"]) == {"dataset-shift"} and len(summary) == 4 * 3
+    assert set(summary["protocol"]) == {"dataset-shift"} and len(summary) == 5 * 3
     assert sorted(summary["target"].unique()) == ["imagenet-a", "imagenet-v2", "mean"]
     a = summary[summary["target"] == "imagenet-a"].set_index("method")
     assert (a["n"] == 2 * PER_CLASS["imagenet-a"]).all()

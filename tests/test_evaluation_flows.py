@@ -145,9 +145,9 @@ def test_each_test_split_row_count(workspace):
     expected = {"all": 30, "in": counts["train"], "out": counts["val"]}
     for test_split, n in expected.items():
         rows = evaluate_target.fn(index, ["photo", "sketch"], "art", projection, Recipe(test_split=test_split))
-        assert rows.groupby("method").size().tolist() == [n] * 4
+        assert rows.groupby("method").size().tolist() == [n] * 5  # the zero-shot in both orders (k < d)
         open_rows = evaluate_open_class_target.fn(index, "art", projection, Recipe(open_class_test_split=test_split))
-        assert len(open_rows) == 2 * n
+        assert len(open_rows) == 3 * n
     inside = evaluate_target.fn(index, ["photo", "sketch"], "art", projection, Recipe(test_split="in"))
     outside = evaluate_target.fn(index, ["photo", "sketch"], "art", projection, Recipe(test_split="out"))
     assert not set(inside["sample_id"]) & set(outside["sample_id"])
@@ -279,4 +279,4 @@ def test_probes_read_the_held_arrays_in_place_and_the_icm_probe_starts_from_clip
     np.testing.assert_allclose(icm_options["init"][0], components.T @ clip_fit.weight)
     np.testing.assert_array_equal(icm_options["init"][1], clip_fit.bias)
     assert set(predictions["method"]) == {"clip_zero_shot", "clip_linear_probe", "clip_icm_zero_shot",
-                                          "clip_icm_linear_probe"}
+                                          "clip_icm_zero_shot_open_clip", "clip_icm_linear_probe"}

@@ -60,7 +60,7 @@ def test_run_writes_every_report_and_summary_matches_predictions(workspace):
     domain_shift = summary[summary["protocol"] == "domain-shift"]
     assert sorted(domain_shift["method"].unique()) == sorted(METHODS)
     assert sorted(domain_shift["target"].unique()) == ["art", "mean", "photo", "sketch"]
-    assert len(domain_shift) == 4 * 4
+    assert len(domain_shift) == 5 * 4  # 4 targets (the mean one of them) x 5 methods
     recomputed = predictions.groupby(["protocol", "method", "target"])["correct"].mean()
     for row in summary[summary["target"] != "mean"].itertuples():
         assert row.accuracy == pytest.approx(recomputed[(row.protocol, row.method, row.target)])
@@ -78,7 +78,7 @@ def test_run_writes_every_report_and_summary_matches_predictions(workspace):
     assert read_record(run)["uncertainty"]["resamples"] == 10_000
     # one prediction per readable target image per method; the broken file is skipped, and reported
     photo = predictions[(predictions["protocol"] == "domain-shift") & (predictions["target"] == "photo")]
-    assert len(photo) == 4 * 24
+    assert len(photo) == 5 * 24
     assert table(run, "skipped.parquet")["sample_id"].tolist() == ["photo/dog/broken.jpg"]
     record = read_record(run)
     assert record["skipped_images"] == 1 and record["model"]["name"] == TINY_MODEL
@@ -152,7 +152,8 @@ def test_open_class_split_harmonic_mean_and_no_novel_classes_in_fitting(workspac
 
     predictions, summary = table(workspace["run"], "predictions.parquet"), table(workspace["run"], "summary.parquet")
     open_class = summary[(summary["protocol"] == "open-class") & (summary["target"] != "mean")]
-    assert sorted(open_class["method"].unique()) == ["clip_icm_zero_shot", "clip_zero_shot"]
+    assert sorted(open_class["method"].unique()) == ["clip_icm_zero_shot", "clip_icm_zero_shot_open_clip",
+                                                     "clip_zero_shot"]
     for row in open_class.itertuples():
         group = predictions[(predictions["protocol"] == "open-class") & (predictions["method"] == row.method)
                             & (predictions["target"] == row.target)]

@@ -2,7 +2,6 @@
 tables, the trend and the leaderboard; runs written before them still render (tests/test_ui.py, tests/test_history.py)."""
 import numpy as np
 import pandas as pd
-import pytest
 from conftest import hand_made_record, hand_made_selection, hand_made_summary, write_hand_made_run
 
 from icm_core.uncertainty import LEVEL

@@ -172,12 +172,17 @@ def _remove_empty_folders(path: str, top: str) -> None:
 
 
 def check_weights(model: str, pretrained: str) -> int:
-    """The model name, the weights (a tag, or a checkpoint file that fits); returns the embedding width."""
+    """The model name, the weights (a tag, or a checkpoint file that fits); returns the embedding width.
+    A local-dir:DIR or hf-hub:ORG/NAME model carries its weights: its folder (read without network) or its
+    repository's config decides."""
     import open_clip
 
     from tasks.embed.checkpoints import check_checkpoint
-    from tasks.embed.models import check_model
+    from tasks.embed.models import carries_weights, check_model, model_config
 
+    if carries_weights(model):
+        check_model(model, pretrained)
+        return int(model_config(model)["embed_dim"])
     check_model(model, RANDOM_WEIGHTS)  # the name alone
     if pretrained != RANDOM_WEIGHTS and os.path.exists(pretrained):
         check_checkpoint(pretrained, model)  # it names the file and what is wrong with it

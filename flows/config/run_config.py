@@ -49,10 +49,12 @@ class RunConfig(BaseModel):
         "Dataset folder URL (local, s3://, gs://, memory://, hf://): DomainBed layout ROOT/DOMAIN/CLASS/IMAGE, "
         "ImageFolder layout ROOT/CLASS/IMAGE (one domain), CLIP_benchmark's WebDataset shards ROOT/SPLIT/N.tar "
         f"(ROOT/DOMAIN/SPLIT/N.tar with domains), or Hugging Face Parquet files; or '{ROTATED_DIGITS}', built in"))
-    model: str = Field("ViT-B-32", description="open_clip model name, e.g. ViT-B-32, ViT-B-16")
+    model: str = Field("ViT-B-32", description=(
+        "open_clip model name, e.g. ViT-B-32, ViT-B-16; or a model that carries its weights: local-dir:DIR "
+        "(e.g. a `clip-icm export` folder) or hf-hub:ORG/NAME"))
     pretrained: str = Field("openai", description=(
         "open_clip pretrained tag (e.g. openai, laion2b_s34b_b79k), a local checkpoint file, "
-        "or 'none' for random weights (smoke runs only)"))
+        "or 'none' for random weights (smoke runs only); not used with a local-dir: or hf-hub: model"))
     store: str = Field("./clip-icm-store", description="where embeddings and reports go: a path or fsspec URL")
     targets: list[str] | None = Field(None, description="target domains to hold out (default: every domain in turn)")
     protocol: Literal[PROTOCOL_CHOICES] = Field(BOTH, description=(

@@ -35,7 +35,7 @@ from tasks.embed.models import (
 )
 from tasks.specs import EmbedSpec
 from tasks.store.contents import METADATA_KEY, Contents, DamagedEmbeddings, contents_of, contents_problem
-from tasks.vocabulary import INTERVENED
+from tasks.vocabulary import INTERVENED, model_folder
 from tasks.store.storage import atomic_writer, exists, join, read_parquet, remove_files, write_parquet
 from tasks.store.names import stable_hash
 
@@ -63,7 +63,7 @@ def image_shard_url(embedding: EmbedSpec, weights_id: str, dataset: Dataset, dom
         "precision": effective_precision(embedding.device, embedding.precision),
         "interventions": embedding.interventions.key if view == INTERVENED else None,
     })
-    return join(embedding.store, "embeddings", embedding.model, domain, f"{view}-{key}.parquet")
+    return join(embedding.store, "embeddings", model_folder(embedding.model), domain, f"{view}-{key}.parquet")
 
 
 def skipped_url(shard_url: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -37,12 +38,85 @@ def _file_digest(path: str) -> str:
     return digest.hexdigest()[:16]
 
 
+LOCAL_DIR, HF_HUB = "local-dir:", "hf-hub:"  # open_clip's names of a model folder and of a hub repository
+FOLDER_CONFIG = "open_clip_config.json"  # what such a folder or repository holds: model_cfg and preprocess_cfg
+# the weight files open_clip looks for in a folder, in its order of preference
+FOLDER_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
+                  "open_clip_pytorch_model.pth", "model.safetensors", "pytorch_model.bin", "pytorch_model.pth",
+                  "model.pth")
+
+
+def carries_weights(name: str) -> bool:
+    """A local-dir: or hf-hub: name brings its own weights: open_clip ignores `pretrained` for it."""
+    return name.startswith((LOCAL_DIR, HF_HUB))
+
+
+def folder_config(folder: str) -> dict:
+    """A model folder's open_clip_config.json, read without network; InputError naming the file if it is unusable."""
+    path = Path(folder) / FOLDER_CONFIG
+    if not Path(folder).is_dir():
+        raise InputError(f"{LOCAL_DIR}{folder}: no such folder; pass a folder that `clip-icm export` (or open_clip's "
+                         "push_to_hf_hub) wrote", "model")
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise InputError(f"{folder} holds no {FOLDER_CONFIG}, so it is not an open_clip model folder; pass a folder "
+                         "that `clip-icm export` wrote", "model") from error
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path} cannot be read as JSON ({error}); export the model again", "model") from error
+    if not isinstance(config, dict) or not isinstance(config.get("model_cfg"), dict):
+        raise InputError(f"{path} has no model_cfg object, so open_clip cannot build a model from it", "model")
+    return config
+
+
+def folder_weights(folder: str) -> Path:
+    """The weight file open_clip loads from a model folder."""
+    for name in FOLDER_WEIGHTS:
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    raise InputError(f"{folder} holds no weights ({FOLDER_WEIGHTS[0]} or another name open_clip reads); "
+                     "export the model again", "model")
+
+
+def hub_config(repo: str) -> dict:
+    """A hub repository's open_clip_config.json (needs the hub, or its files in the local Hugging Face cache)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        with open(hf_hub_download(repo, FOLDER_CONFIG)) as handle:
+            return json.load(handle)
+    except Exception as error:  # offline, no such repository, no such file: the hub reports each its own way
+        raise InputError(f"{HF_HUB}{repo}: cannot read its {FOLDER_CONFIG} from the Hugging Face hub "
+                         f"({type(error).__name__}); check the name, or the network (export the model to a folder "
+                         f"and pass {LOCAL_DIR}DIR where there is none)", "model") from error
+
+
+def model_config(name: str) -> dict:
+    """The architecture of an open_clip name (built in, local-dir: or hf-hub:), as open_clip resolves it."""
+    if name.startswith(LOCAL_DIR):
+        return folder_config(name[len(LOCAL_DIR):])["model_cfg"]
+    if name.startswith(HF_HUB):
+        return hub_config(name[len(HF_HUB):])["model_cfg"]
+    check_model(name, RANDOM_WEIGHTS)
+    return open_clip.get_model_config(name)
+
+
 def check_model(name: str, pretrained: str) -> str:
     """Validate a model name and weights before any work; return the weights' identity.
 
     pretrained is an open_clip tag, a local checkpoint file, or "none" (random weights).
     The identity goes into cache keys: the tag, "none", or the checkpoint's content hash.
+    A local-dir:DIR or hf-hub:ORG/NAME model carries its weights (pretrained is not used): the
+    identity is the folder's weight file's content hash, or the hub repository's name.
     """
+    if name.startswith(LOCAL_DIR):
+        folder = name[len(LOCAL_DIR):]
+        folder_config(folder)
+        return f"file-sha256:{_file_digest(str(folder_weights(folder).resolve()))}"
+    if name.startswith(HF_HUB):
+        if name.count("/") != 1 or not all(name[len(HF_HUB):].split("/")):
+            raise InputError(f"{name!r} is not {HF_HUB}ORG/NAME", "model")
+        return name
     models = open_clip.list_models()
     if name not in models:
         close = difflib.get_close_matches(name, models, n=5, cutoff=0.5)
@@ -139,7 +213,7 @@ def load_model(name: str, pretrained: str, device: str = "auto") -> LoadedModel:
 @functools.lru_cache(maxsize=4)
 def _load_model(name: str, pretrained: str, device: str) -> LoadedModel:
     weights_id = check_model(name, pretrained)
-    if pretrained == RANDOM_WEIGHTS:
+    if pretrained == RANDOM_WEIGHTS and not carries_weights(name):
         log.warning("=" * 72)
         log.warning("RANDOM WEIGHTS for %s (--pretrained none): a smoke run, not a result", name)
         log.warning("=" * 72)
@@ -148,8 +222,8 @@ def _load_model(name: str, pretrained: str, device: str) -> LoadedModel:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model, _, preprocess = open_clip.create_model_and_transforms(
-                name, pretrained=None if pretrained == RANDOM_WEIGHTS else pretrained, device=device
-            )
+                name, pretrained=None if pretrained == RANDOM_WEIGHTS or carries_weights(name) else pretrained,
+                device=device)
     except RuntimeError as error:
         raise RuntimeError(
             f"could not load weights {pretrained!r} for model {name!r}: {error}. Without internet access, "

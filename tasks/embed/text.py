@@ -17,6 +17,7 @@ from tasks.embed.models import check_model, effective_precision, load_model
 from tasks.specs import EmbedSpec
 from tasks.store.names import stable_hash
 from tasks.store.storage import join, write_parquet
+from tasks.vocabulary import model_folder
 
 TEXT_SCHEMA = pa.schema([
     ("class", pa.string()), ("label", pa.int32()), ("role", pa.string()), ("pair_id", pa.int32()), ("text", pa.string()),
@@ -31,7 +32,7 @@ def text_url(embedding: EmbedSpec, weights_id: str, classes, prompts: pd.DataFra
         "prompts": prompts[["class", "text"]].to_dict("split")["data"],
         "pairs": pairs.to_dict("split")["data"], "code": __version__,
     })
-    return join(embedding.store, "embeddings", embedding.model, "text", f"prompts-{key}.parquet")
+    return join(embedding.store, "embeddings", model_folder(embedding.model), "text", f"prompts-{key}.parquet")
 
 
 @task(name="embed-text", task_run_name="embed prompts", tags=["gpu"], cache_policy=NO_CACHE)

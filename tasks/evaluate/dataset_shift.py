@@ -33,14 +33,14 @@ def probe_scorer_among(probe: LinearProbe, labels):
 @task(name="evaluate-target-dataset", task_run_name="evaluate target dataset {name}", cache_policy=NO_CACHE)
 def evaluate_target_dataset(source: EmbeddingCatalog, target: EmbeddingCatalog, name: str, class_map: dict[str, str],
                             projection_url: str, probes: dict[str, LinearProbe], recipe: Recipe) -> pd.DataFrame:
-    """The four methods on every image of one target, each scoring the target's classes only."""
+    """The methods on every image of one target, each scoring the target's classes only."""
     rows, embeddings = target.load(target.domains)
     label = {folder: index for index, folder in enumerate(source.classes)}
     rows = rows.assign(**{"class": rows["class"].map(class_map)})  # reports name classes as the source does
     rows["label"] = rows["class"].map(label).astype("int32")
     labels = np.array(sorted(label[class_map[folder]] for folder in target.classes))
-    class_embeddings = source.class_embeddings([source.classes[i] for i in labels])
     return method_rows(DATASET_SHIFT, name, rows, embeddings, {
-        **zero_shot_scorers(recipe, class_embeddings, load_projection(projection_url), labels),
+        **zero_shot_scorers(recipe, source, load_projection(projection_url), [source.classes[i] for i in labels],
+                            labels),
         **{method: probe_scorer_among(probe, labels) for method, probe in probes.items()},
     })

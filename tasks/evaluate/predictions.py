@@ -13,8 +13,8 @@ from tasks.specs import Recipe
 from tasks.store.catalog import EmbeddingCatalog
 from tasks.store.memory import release_freed_memory
 from tasks.vocabulary import (
-    CLIP_ICM_LINEAR_PROBE, CLIP_ICM_ZERO_SHOT, CLIP_LINEAR_PROBE, CLIP_ZERO_SHOT, DOMAIN_SHIFT, METHODS, OPEN_CLASS,
-    TEST_SPLITS, TRAIN,
+    CLIP_ICM_LINEAR_PROBE, CLIP_ICM_ZERO_SHOT, CLIP_ICM_ZERO_SHOT_OPEN_CLIP, CLIP_LINEAR_PROBE, CLIP_ZERO_SHOT,
+    DOMAIN_SHIFT, METHODS, OPEN_CLASS, TEST_SPLITS, TRAIN,
 )
 
 PREDICTION_COLUMNS = ["protocol", "target", "method", "sample_id", "class", "label", "prediction", "correct",
@@ -59,15 +59,35 @@ def _rows(protocol, target, method, frame, ranking) -> pd.DataFrame:
     })[PREDICTION_COLUMNS]
 
 
-def zero_shot_scorers(recipe: Recipe, class_embeddings, projection, columns=None) -> dict:
-    """CLIP's and CLIP-ICM's zero-shot scorers for `method_rows`; columns: the label of each class embedding."""
+def zero_shot_scorers(recipe: Recipe, catalog: EmbeddingCatalog, projection, classes=None, columns=None) -> dict:
+    """Zero-shot scorers for `method_rows` over `classes` (default: the catalog's), `columns` the label of each:
+    CLIP's; CLIP-ICM's as the recipe scores it (normalise, then project); and, where the two orders can differ
+    (k < d), CLIP-ICM's as open_clip's users score the exported model (project, then normalise: per prompt
+    template, the class mean, the image), the number CLIP_benchmark prints."""
+    class_embeddings = catalog.class_embeddings(classes)
     columns = np.arange(len(class_embeddings)) if columns is None else columns
     normalize = recipe.zero_shot_normalizes_images
 
     def scorer(projected):
         return lambda part: zero_shot_logits(part, class_embeddings, projected, normalize_images=normalize)
 
-    return {CLIP_ZERO_SHOT: (scorer(None), columns), CLIP_ICM_ZERO_SHOT: (scorer(projection), columns)}
+    scorers = {CLIP_ZERO_SHOT: (scorer(None), columns), CLIP_ICM_ZERO_SHOT: (scorer(projection), columns)}
+    if projection.n_components < projection.n_features_in_:
+        exported = catalog.class_embeddings(classes, projection)
+        scorers[CLIP_ICM_ZERO_SHOT_OPEN_CLIP] = (lambda part: zero_shot_logits(projection.transform(part), exported),
+                                                 columns)
+    return scorers
+
+
+def open_clip_rows_everywhere(predictions: pd.DataFrame) -> pd.DataFrame:
+    """A protocol that reports the open_clip order for some targets gets it for every target: where k = d (a
+    rotation keeps every norm) its predictions are the recipe's, so those are copied, and its mean is over every
+    target as the other methods' are."""
+    reported = set(predictions.loc[predictions["method"] == CLIP_ICM_ZERO_SHOT_OPEN_CLIP, "target"])
+    if not reported:
+        return predictions
+    recipe = predictions[(predictions["method"] == CLIP_ICM_ZERO_SHOT) & ~predictions["target"].isin(reported)]
+    return pd.concat([predictions, recipe.assign(method=CLIP_ICM_ZERO_SHOT_OPEN_CLIP)], ignore_index=True)
 
 
 def method_rows(protocol, target, frame, embeddings, scorers) -> pd.DataFrame:
@@ -79,7 +99,7 @@ def method_rows(protocol, target, frame, embeddings, scorers) -> pd.DataFrame:
 
 @task(name="evaluate-target", task_run_name="evaluate target {target}", cache_policy=NO_CACHE)
 def evaluate_target(catalog: EmbeddingCatalog, sources, target: str, projection_url: str, recipe: Recipe) -> pd.DataFrame:
-    """The four methods on the target's test split, from the same cached embeddings.
+    """The methods on the target's test split, from the same cached embeddings.
 
     The probes read the sources' held arrays in place (one block per domain); the CLIP-ICM
     probe starts from the CLIP probe's solution, carried into the invariant subspace.
@@ -89,7 +109,7 @@ def evaluate_target(catalog: EmbeddingCatalog, sources, target: str, projection_
     target_rows, target_embeddings = catalog.load([target], TEST_SPLITS[recipe.test_split])
     probes = fit_linear_probes(recipe, projection, train_blocks, train_rows["label"])
     return method_rows(DOMAIN_SHIFT, target, target_rows, target_embeddings, {
-        **zero_shot_scorers(recipe, catalog.class_embeddings(), projection),
+        **zero_shot_scorers(recipe, catalog, projection),
         **{method: probe_scorer(fitted) for method, fitted in probes.items()},
     })
 
@@ -99,4 +119,4 @@ def evaluate_open_class_target(catalog: EmbeddingCatalog, target: str, projectio
     """Zero-shot over base + novel class names on the target's test split, CLIP and CLIP-ICM."""
     target_rows, target_embeddings = catalog.load([target], TEST_SPLITS[recipe.open_class_test_split])
     return method_rows(OPEN_CLASS, target, target_rows, target_embeddings,
-                       zero_shot_scorers(recipe, catalog.class_embeddings(), load_projection(projection_url)))
+                       zero_shot_scorers(recipe, catalog, load_projection(projection_url)))

@@ -10,6 +10,7 @@ import pandas as pd
 from icm_core import balanced_accuracy, harmonic_mean
 from tasks.data.splits import split_base_novel
 from tasks.evaluate.comparisons import paired_comparisons
+from tasks.evaluate.predictions import open_clip_rows_everywhere
 from tasks.vocabulary import OPEN_CLASS, STABLE, TRAINING_DOMAIN
 
 
@@ -27,7 +28,8 @@ def collect(protocol: str, outcomes) -> Evaluation:
         predictions.append(target_predictions)
         selections.append(grid.assign(protocol=protocol, target=target))
         spectra.append(spectrum.assign(protocol=protocol, target=target))
-    return Evaluation(*(pd.concat(frames, ignore_index=True) for frames in (predictions, selections, spectra)))
+    return Evaluation(open_clip_rows_everywhere(pd.concat(predictions, ignore_index=True)),
+                      *(pd.concat(frames, ignore_index=True) for frames in (selections, spectra)))
 
 
 def _metrics(group: pd.DataFrame) -> dict:

@@ -17,7 +17,10 @@ from tasks.errors import InputError
 from tasks.report.numbers import fixed
 from tasks.store.history import read_record
 from tasks.store.storage import filesystem, join, read_parquet
-from tasks.vocabulary import LEGACY_PROTOCOLS, METHOD_PAIRS, OPEN_CLASS, RANDOM_WEIGHTS, STABLE, protocol_title, run_label
+from tasks.vocabulary import (
+    CLIP_ICM_ZERO_SHOT_OPEN_CLIP, LEGACY_PROTOCOLS, METHOD_PAIRS, OPEN_CLASS, RANDOM_WEIGHTS, STABLE, protocol_title,
+    run_label,
+)
 
 DECIMALS = 3  # every accuracy and difference in every report
 MISSING = "—"  # a cell with no value (a method or class group a target lacks), never "nan"
@@ -62,13 +65,17 @@ def run_title(record: dict) -> str:
 # ---- tables: targets x methods, the mean last
 
 
+EXPORTED_ZERO_SHOT = "exported zero-shot (open_clip order)"  # what CLIP_benchmark prints for `clip-icm export`'s model
+
+
 def _by_target(frame: pd.DataFrame) -> pd.DataFrame:
     targets = sorted(frame.index, key=lambda target: (target == "mean", target))
     return frame.reindex(targets).rename_axis("target")
 
 
 def method_table(summary: pd.DataFrame, protocol: str) -> pd.DataFrame:
-    """One protocol's accuracy, targets x methods: CLIP, CLIP-ICM and their difference per method pair.
+    """One protocol's accuracy, targets x methods: CLIP, CLIP-ICM and their difference per method pair, and the
+    exported model's zero-shot in open_clip's order where the run reports it (`clip-icm export`).
 
     Only pairs whose two methods were both evaluated appear (open-class has no linear probe)."""
     accuracy = summary[summary["protocol"] == protocol].pivot(index="target", columns="method", values="accuracy")
@@ -78,6 +85,8 @@ def method_table(summary: pd.DataFrame, protocol: str) -> pd.DataFrame:
             columns[f"CLIP {pair}"] = accuracy[clip]
             columns[f"CLIP-ICM {pair}"] = accuracy[icm]
             columns[f"{DELTA} {pair}"] = accuracy[icm] - accuracy[clip]
+    if CLIP_ICM_ZERO_SHOT_OPEN_CLIP in accuracy:
+        columns[EXPORTED_ZERO_SHOT] = accuracy[CLIP_ICM_ZERO_SHOT_OPEN_CLIP]
     return _by_target(pd.DataFrame(columns, index=accuracy.index))
 
 

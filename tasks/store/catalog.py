@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from icm_core import prompt_ensemble
 from tasks.store.contents import Contents, DamagedEmbeddings, contents_problem, said
 from tasks.store.memory import release_freed_memory
 from tasks.store.storage import filesystem
@@ -301,21 +302,18 @@ class EmbeddingCatalog:
                               embedding_array(table.column("embedding")))
             return self._text
 
-    def class_embeddings(self, classes=None) -> np.ndarray:
-        """Per class, in the order asked: the normalised mean of its normalised template embeddings."""
+    def class_embeddings(self, classes=None, projection=None) -> np.ndarray:
+        """Per class, in the order asked: the normalised mean of its normalised template embeddings; with a
+        projection, of its projected template embeddings (open_clip's order on an exported model)."""
         columns, embeddings = self._text_table()
         prompts = columns["role"] == "class_prompt"
         names, group = np.unique(columns["class"][prompts], return_inverse=True)
-        templates = embeddings[prompts].astype(np.float64)
-        templates /= np.maximum(np.linalg.norm(templates, axis=1, keepdims=True), np.finfo(float).tiny)
-        means = np.zeros((len(names), templates.shape[1]))
-        np.add.at(means, group, templates)
+        means = prompt_ensemble(embeddings[prompts], group, len(names), projection)
         wanted = list(classes if classes is not None else self.classes)
         missing = sorted(set(wanted) - set(names))
         if missing:
             raise KeyError(f"{self.text_url} has no class prompts for {missing}; re-embed the text with these classes")
-        means = means[np.searchsorted(names, wanted)]
-        return means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), np.finfo(float).tiny)
+        return means[np.searchsorted(names, wanted)]
 
     def text_pairs(self, classes=None) -> tuple[np.ndarray, np.ndarray]:
         """Caption pairs (pair_a, pair_b), row-aligned by pair_id, optionally of some classes only."""
