@@ -7,11 +7,10 @@ then listed again as the next run would list it.
 Requests are counted as the S3 client sends them, bytes as its reads return them. Prints a table and writes
 bench/results/shards_vs_folders.md.
 
-    python bench/shards_vs_folders.py [--images 20000] [--per-shard 1000] [--smoke]
+    python bench/shards_vs_folders.py [--images 20000] [--per-shard 1000] [--smoke] [--results DIR]
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import io
 import os
@@ -28,7 +27,8 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-RESULTS = HERE / "results"
+from harness import bench_parser, parse, write_table  # noqa: E402
+
 BUCKET = "bench"
 DOMAINS, CLASSES = ("art", "photo"), tuple(f"class_{number:02d}" for number in range(10))
 SERVE = """
@@ -162,13 +162,10 @@ def measure(root: str, store: str, counter: Counter) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=20000)
     parser.add_argument("--per-shard", type=int, default=1000)
-    parser.add_argument("--smoke", action="store_true", help="200 images, shards of 50: checks the script in seconds")
-    args = parser.parse_args()
-    if args.smoke:
-        args.images, args.per_shard = 200, 50
+    args = parse(parser, {"images": 200, "per_shard": 50})
     import torch
 
     torch.set_num_threads(2)
@@ -210,8 +207,7 @@ def main() -> None:
         "each small image and its .cls label to 512-byte blocks behind 512-byte headers: the shards' bytes per pass.",
     ])
     print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / ("shards_vs_folders-smoke.md" if args.smoke else "shards_vs_folders.md")).write_text(text + "\n")
+    write_table(args, "shards_vs_folders.md", text)
 
 
 if __name__ == "__main__":

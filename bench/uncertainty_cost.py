@@ -2,15 +2,12 @@
 images, for one target, for the mean over six targets of unequal size, and for a whole summary's comparisons from a
 predictions table (the pandas pairing included); beside it, the index bootstrap it replaces (n x resamples indices), and
 how far the interval's ends move from one seed to another. Prints a table and writes
-bench/results/uncertainty_cost.md (--smoke: a small size that writes nothing, for CI).
+bench/results/uncertainty_cost.md (--smoke: a small size, its table in a temporary folder, for CI).
 
-    python bench/uncertainty_cost.py [--images 100000] [--resamples 10000] [--repeats 5] [--smoke]
+    python bench/uncertainty_cost.py [--images 100000] [--resamples 10000] [--repeats 5] [--smoke] [--results DIR]
 """
 from __future__ import annotations
 
-import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -22,10 +19,10 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from harness import bench_parser, machine, parse, write_table  # noqa: E402
 from icm_core.uncertainty import paired_difference  # noqa: E402
 from tasks.evaluate.comparisons import paired_comparisons  # noqa: E402
 
-RESULTS = HERE / "results"
 TARGET_SHARES = np.array([0.08, 0.12, 0.15, 0.2, 0.2, 0.25])  # six targets of unequal size, DomainNet-like
 INDEX_RESAMPLES = 100  # the index bootstrap is timed on this many resamples, then scaled
 
@@ -75,14 +72,11 @@ def seed_spread(images: int, resamples: int, seeds: int = 20) -> float:
 
 
 def main(argv=None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=100_000)
     parser.add_argument("--resamples", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--smoke", action="store_true", help="2,000 images, 200 resamples, one repeat; writes nothing")
-    args = parser.parse_args(argv)
-    if args.smoke:
-        args.images, args.resamples, args.repeats = 2_000, 200, 1
+    args = parse(parser, {"images": 2_000, "resamples": 200, "repeats": 1}, argv)
     baseline, candidate, targets = outcomes(args.images)
     predictions = predictions_table(baseline, candidate, targets)
     index_seconds = median_seconds(lambda: index_bootstrap(baseline, candidate, INDEX_RESAMPLES), args.repeats)
@@ -103,8 +97,7 @@ def main(argv=None) -> str:
     text = "\n\n".join([
         "# Uncertainty cost",
         f"{args.images:,} test images, {args.resamples:,} bootstrap resamples, median of {args.repeats} "
-        f"repeat(s); {platform.machine()}, {os.cpu_count()} cores, load average "
-        f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())}; `python bench/uncertainty_cost.py --images {args.images} "
+        f"repeat(s); {machine()}; `python bench/uncertainty_cost.py --images {args.images} "
         f"--resamples {args.resamples} --repeats {args.repeats}`. (`paired_comparisons` covers one CLIP-ICM method; "
         "a run has two per protocol.)",
         pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4f"),
@@ -114,9 +107,7 @@ def main(argv=None) -> str:
         f"of {spread_images:,} images.",
     ])
     print(text)
-    if not args.smoke:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "uncertainty_cost.md").write_text(text + "\n")
+    write_table(args, "uncertainty_cost.md", text)
     return text
 
 

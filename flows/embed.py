@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from tasks.data.discover import discover_dataset, store_split_table
 from tasks.data.prompts import text_inputs
@@ -54,6 +55,8 @@ def embed_and_read(data: DataSpec, embedding: EmbedSpec, task_runner, normalize:
                    with_text: bool = True) -> EmbeddingCatalog:
     """The embed flow, then its catalog read whole, once, as the run reads it (raw or L2-normalised): a file whose
     contents are not what it says is named and embedded again before anything uses the catalog."""
+    # quoted: the specs' strings are also fields of the first pass's catalog, which Prefect would record as the
+    # input of a second pass (a re-embed) and then show as a subflow's result among its inputs
     embed = embed_dataset.with_options(task_runner=task_runner)
-    catalog = replace(embed(data, embedding, views, with_text), normalize=normalize)
-    return read_once(catalog, lambda: embed(data, embedding, views, with_text).embedded)
+    catalog = replace(embed(quote(data), quote(embedding), views, with_text), normalize=normalize)
+    return read_once(catalog, lambda: embed(quote(data), quote(embedding), views, with_text).embedded)

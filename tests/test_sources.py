@@ -18,7 +18,7 @@ from tasks.data.sources import read_samples
 from tasks.data.sources.reading import ImageTooLarge, NotRegularFile
 from tasks.embed.images import plan_shard
 from tasks.errors import InputError
-from tasks.vocabulary import DOMAINBED, ORIGINAL, STABLE
+from tasks.vocabulary import DOMAINBED, METHODS, ORIGINAL, STABLE
 
 SAME = ["sample_id", "domain", "class", "file", "label", "split", "open_split"]
 
@@ -396,7 +396,7 @@ def test_dataset_shift_from_one_shard_set_to_another_holding_half_the_classes(tm
                  "--lams", "1", "--ks", "4", "--run-name", "shift"]) == 0
     run = resolve_run(str(tmp_path / "store" / "runs" / "shift"))
     predictions = read_parquet(f"{run}/predictions.parquet").to_pandas()
-    assert set(predictions["target"]) == {"half"} and len(predictions) == 4 * 6  # four methods, six images
+    assert set(predictions["target"]) == {"half"} and len(predictions) == len(METHODS) * 6  # every method, six images
     # the target's labels index its own two-line classnames.txt; its classes match the source's by name
     assert set(predictions["class"]) == {"cat", "fish"}
     assert (predictions["label"] == predictions["class"].map({name: i for i, name in enumerate(classes)})).all()
