@@ -34,7 +34,9 @@ from tasks.embed.models import (
     check_model, default_batch_size, default_loader_workers, effective_precision, load_model,
 )
 from tasks.specs import EmbedSpec
-from tasks.store.contents import METADATA_KEY, Contents, DamagedEmbeddings, contents_of, contents_problem
+from tasks.store.contents import (
+    METADATA_KEY, Contents, DamagedEmbeddings, contents_of, contents_problem, table_contents,
+)
 from tasks.vocabulary import INTERVENED, model_folder
 from tasks.store.storage import atomic_writer, exists, join, read_parquet, remove_files, write_parquet
 from tasks.store.names import stable_hash
@@ -223,8 +225,7 @@ def checked_part(url: str) -> pa.Table:
     """A part, read whole and checked against what it says (its footer alone was checked before it was trusted); a
     damaged one is discarded, so that the next run embeds it again."""
     table = read_parquet(url)
-    problem = contents_problem(json.loads(table.schema.metadata[METADATA_KEY]), Contents().add(
-        table.column("sample_id").combine_chunks(), table.column("embedding").combine_chunks()))
+    problem = contents_problem(json.loads(table.schema.metadata[METADATA_KEY]), table_contents(table))
     if problem:
         discard(url, problem)
         raise DamagedEmbeddings(url, problem)

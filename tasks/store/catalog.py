@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from icm_core import prompt_ensemble
-from tasks.store.contents import Contents, DamagedEmbeddings, contents_problem, said
+from tasks.store.contents import Contents, DamagedEmbeddings, contents_problem, said, table_contents
 from tasks.store.memory import release_freed_memory
 from tasks.store.storage import filesystem
 from tasks.store.names import stable_hash
@@ -295,9 +295,7 @@ class EmbeddingCatalog:
             if self._text is None:
                 with parquet_file(self.text_url) as source:
                     table = source.read(columns=list(TEXT_READ), use_threads=False)
-                    found = Contents().add(table.column("text").combine_chunks(),
-                                           table.column("embedding").combine_chunks())
-                    checked(self.text_url, source, found)
+                    checked(self.text_url, source, table_contents(table))
                 self._text = ({name: table.column(name).to_numpy(zero_copy_only=False) for name in TEXT_COLUMNS},
                               embedding_array(table.column("embedding")))
             return self._text

@@ -70,9 +70,14 @@ def identity_column(schema: pa.Schema) -> str:
     return "sample_id" if "sample_id" in schema.names else "text"
 
 
-def contents_of(table: pa.Table) -> dict:
+def table_contents(table: pa.Table) -> Contents:
+    """The digests of a whole decoded table: its ids (or texts) and its embeddings."""
     return Contents().add(table.column(identity_column(table.schema)).combine_chunks(),
-                          table.column("embedding").combine_chunks()).fields()
+                          table.column("embedding").combine_chunks())
+
+
+def contents_of(table: pa.Table) -> dict:
+    return table_contents(table).fields()
 
 
 def said(source: pq.ParquetFile) -> dict:
