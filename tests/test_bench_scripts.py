@@ -13,8 +13,9 @@ SCRIPTS = sorted(path.name for path in (ROOT / "bench").glob("*.py") if path.nam
 
 
 def test_every_script_is_here():
-    assert {"eval_scaling.py", "embed_throughput.py", "fit_scaling.py", "fingerprint_cost.py",
-            "presets_synthetic.py"} <= set(SCRIPTS)
+    assert {"cache_read.py", "embed_throughput.py", "embed_vs_clip_benchmark.py", "eval_scaling.py",
+            "fingerprint_cost.py", "fit_scaling.py", "presets_synthetic.py", "shards_vs_folders.py",
+            "uncertainty_cost.py"} <= set(SCRIPTS)
 
 
 @pytest.mark.pipeline
