@@ -150,14 +150,15 @@ class LoadedModel:
         dtype = autocast_dtype(self.device, precision)
         return torch.autocast(self.device.split(":")[0], dtype=dtype) if dtype is not None else nullcontext()
 
-    @torch.inference_mode()
+    # no_grad, not inference_mode: under inference_mode a CPU's bf16 autocast ran ViT-B-32 1.6x slower (same values)
+    @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor, precision: str = "auto") -> np.ndarray:
         """The model's raw image embeddings (not normalised: that is the reader's choice), float32."""
         with self.autocast(precision):
             features = self.model.encode_image(pixels.to(self.device, non_blocking=True), normalize=False)
         return features.float().cpu().numpy()
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def encode_texts(self, texts, precision: str = "auto", batch_size: int = 256) -> np.ndarray:
         """The text encoder's raw output (not normalised: that is the reader's choice), float32."""
         chunks = []
