@@ -88,10 +88,29 @@ def test_embedding_parquet_schema_rows_and_skipped(memory_root):
     assert np.abs(np.linalg.norm(embeddings, axis=1) - 1).max() > 1e-2
     assert metadata["model"] == TINY_MODEL and metadata["pretrained"] == "none"
     assert metadata["images_fingerprint"] == data.domain_fingerprints["art"] and "Normalize" in metadata["preprocess"]
-    assert metadata["precision"] == "fp32" and metadata["key"] == key_of(result["url"]) and metadata["rows"] == 12
+    assert metadata["precision"] == models.effective_precision("cpu") and metadata["key"] == key_of(result["url"]) and metadata["rows"] == 12
     assert metadata["code_version"] and metadata["interventions"]["seed"] == 0
     skipped = read_parquet(skipped_url(result["url"])).to_pylist()
     assert [(s["sample_id"], s["reason"].split(":")[0]) for s in skipped] == [("art/cat/broken.jpg", "UnidentifiedImageError")]
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_auto_precision_is_the_half_precision_the_hardware_runs_natively(monkeypatch, native_bf16):
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: native_bf16)
+    assert models.effective_precision("cpu") == ("bf16" if native_bf16 else "fp32")
+    assert models.effective_precision("mps") == "fp32"  # no native bf16 there: as before
+    assert models.effective_precision("cpu", "fp32") == "fp32" and models.effective_precision("cpu", "fp16") == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: not native_bf16)
+    assert models.effective_precision("cuda") == ("fp16" if native_bf16 else "bf16")
+
+
+def test_cpu_bf16_embeddings_are_float32_near_the_float32_ones():
+    loaded = load_model(TINY_MODEL, "none", "cpu")
+    pixels = torch.rand(4, 3, 32, 32)
+    full, half = loaded.encode_images(pixels, "fp32"), loaded.encode_images(pixels, "bf16")
+    assert half.dtype == np.float32 and not np.array_equal(half, full)  # bf16 ran, and came back as float32
+    cosine = (full * half).sum(1) / np.linalg.norm(full, axis=1) / np.linalg.norm(half, axis=1)
+    assert cosine.min() > 0.99
 
 
 def test_second_identical_call_embeds_nothing_and_seed_changes_only_intervened(memory_root):

@@ -190,7 +190,8 @@ def tiny_run(tmp_path_factory, prefect_api):
     dataset = make_image_folder(str(base / "data"), domains=("art", "photo"), classes=CLASSES, per_class=3,
                                 extra_files=False)
     args = ["--dataset", dataset, "--model", TINY_MODEL, "--pretrained", "none", "--store", str(base / "store"),
-            "--protocol", "domain-shift", "--lams", "1", "--ks", "4"]
+            "--protocol", "domain-shift", "--lams", "1", "--ks", "4",
+            "--precision", "fp32"]  # the references below (base times P, CLIP_benchmark --no_amp) are float32
     assert main(["run", *args, "--run-name", "tiny"]) == 0
     entry = resolve_run(str(base / "store" / "runs" / "tiny"))
     return {"base": base, "dataset": dataset, "entry": entry, "record": read_record(entry)}
@@ -281,7 +282,7 @@ def test_an_exported_model_runs_through_the_pipeline_again(tiny_run, tmp_path):
 
     folder = export_run(tiny_run["entry"], str(tmp_path / "exported"), "art")
     config = RunConfig(dataset=tiny_run["dataset"], model=f"local-dir:{folder}", store=str(tmp_path / "store"),
-                       protocol="domain-shift", lams=[1.0], ks=[4])
+                       protocol="domain-shift", lams=[1.0], ks=[4], precision="fp32")
     preflight(config)  # the folder's own weights and width (k = 4 fits it); no network, no tag
     with pytest.raises(InputError, match="exceeds the embedding width 4"):
         preflight(config.model_copy(update={"ks": [5]}))

@@ -169,15 +169,24 @@ class LoadedModel:
         return np.concatenate(chunks)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated, and slower."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own probes (private, so guarded)
+    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+
+
 def autocast_dtype(device: str, precision: str = "auto"):
     """The autocast dtype for a device and RunConfig.precision; None runs in fp32.
 
-    auto: bf16 on a CUDA device that supports it, else fp16; fp32 elsewhere (CPU half
-    precision is slower and changes results)."""
-    if precision == "fp32" or (precision == "auto" and not device.startswith("cuda")):
+    auto is the half precision the hardware runs natively, as CLIP_benchmark's default amp does: on a CUDA device
+    bf16 where supported, else fp16; on a CPU with native bf16, bf16 (twice float32's speed for ViT-B-32 on an
+    AVX512-BF16 EPYC); fp32 on any other CPU."""
+    if precision == "fp32":
         return None
     if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if device == "cpu" and cpu_has_bf16() else None
     return {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
