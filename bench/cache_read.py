@@ -2,7 +2,8 @@
 beside one plain read of the same files.
 
 A DomainNet-shaped store (bench/eval_scaling.py's synthetic cache, today's layout: six domains x two views and the
-text table, written by the checkout's own writers) is read, in a fresh process per checkout, three ways:
+text table, written by the checkout's own writers) is read three ways, each step in a fresh process of its own (the
+page cache warm, the allocator not: every step pays for the memory it fills), checkouts and steps in turn each round:
 
   - plain read: `pyarrow.parquet.read_table` of every file, once (the floor: every byte decoded once);
   - cache check: what the embedding stage does before it trusts a cached file (`tasks.embed.cache.usable`);
@@ -10,8 +11,8 @@ text table, written by the checkout's own writers) is read, in a fresh process p
     same reads one by one): originals and text held, the other view's validation split held.
 
 Bytes are the process's own `rchar` (/proc/self/io: bytes through read calls, page cache or not); seconds are wall
-and CPU (the catalog's read also orders each domain by split and normalises: work a plain read does not do).
-The plain read runs twice and the second counts (the page cache warm for all three). With --baseline PATH the same
+and CPU, all threads' (the catalog's read also orders each domain by split and normalises: work a plain read does
+not do; it reads files side by side on pyarrow's CPU threads, the plain read on one). With --baseline PATH the same
 runs on an older checkout (e.g. `git worktree add --detach /tmp/base-0c7deaf 0c7deaf`, before the one read).
 
     python bench/cache_read.py --scale 0.1 --baseline /tmp/base-0c7deaf
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -58,7 +60,10 @@ def read_all(catalog) -> None:
     catalog.class_embeddings()
 
 
-def run_one(cache: Path, scale: float, classes: int, dim: int) -> dict:
+STEPS = ("plain read", "cache check", "catalog")
+
+
+def run_one(cache: Path, scale: float, classes: int, dim: int, step: str) -> dict:
     import pyarrow.parquet as pq
     from eval_scaling import build_cache  # this bench's cache, written by the checkout's own writers
 
@@ -82,8 +87,7 @@ def run_one(cache: Path, scale: float, classes: int, dim: int) -> dict:
     def cache_check():
         assert all(usable(url, key_of(url)) for url in files), "a file of the cache was refused"
 
-    plain_read()  # the page cache warm for every step
-    return {"plain read": measured(plain_read), "cache check": measured(cache_check), "catalog": measured(catalog_read),
+    return {step: measured({"plain read": plain_read, "cache check": cache_check, "catalog": catalog_read}[step]),
             "files": len(files), "file MB": sum(os.path.getsize(url) for url in files) / 2**20,
             "images": description["images"]}
 
@@ -95,33 +99,35 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=3, help="fresh processes per checkout; the table gives medians")
     parser.add_argument("--baseline", default=None, help="an older checkout to run beside this one")
-    parser.add_argument("--one", nargs=2, metavar=("CODE", "CACHE"), help=argparse.SUPPRESS)
+    parser.add_argument("--one", nargs=3, metavar=("CODE", "CACHE", "STEP"), help=argparse.SUPPRESS)
     args = parse(parser, smoke={"scale": 0.0005, "classes": 12, "dim": 32, "rounds": 1})
     if args.one:
-        code, cache = args.one
+        code, cache, step = args.one
         sys.path.insert(0, code)
-        print(json.dumps(run_one(Path(cache), args.scale, args.classes, args.dim)))
+        print(json.dumps(run_one(Path(cache), args.scale, args.classes, args.dim, step)))
         return
 
     load_at_start = machine()
     checkouts = [("this checkout", HERE.parent)]
     if args.baseline:
         checkouts.insert(0, (f"baseline {args.baseline}", Path(args.baseline).resolve()))
-    rows = []
-    for label, code in checkouts:
-        # each checkout's own cache: its writers decide what a file says it holds
-        cache = (results_folder(args) if args.smoke else Path("/tmp")) / f"cache-read-{args.scale:g}-{code.name}"
-        rounds = []
-        for _ in range(args.rounds):
-            completed = subprocess.run(
-                [sys.executable, __file__, "--scale", str(args.scale), "--classes", str(args.classes), "--dim",
-                 str(args.dim), "--one", str(code), str(cache)],
-                capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(code)})
-            if completed.returncode:
-                raise SystemExit(f"{label} failed:\n{completed.stderr[-4000:]}")
-            rounds.append(json.loads(completed.stdout.strip().splitlines()[-1]))
-        rows.append((label, rounds))
-        print(f"{label}: done", flush=True)
+    rounds = {label: [] for label, _ in checkouts}
+    for _ in range(args.rounds):
+        for label, code in checkouts:
+            # each checkout's own cache: its writers decide what a file says it holds
+            cache = (results_folder(args) if args.smoke else Path("/tmp")) / f"cache-read-{args.scale:g}-{code.name}"
+            measures = {}
+            for step in ("plain read", *STEPS):  # the first plain read writes the cache and warms the page cache
+                completed = subprocess.run(
+                    [sys.executable, __file__, "--scale", str(args.scale), "--classes", str(args.classes), "--dim",
+                     str(args.dim), "--one", str(code), str(cache), step],
+                    capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(code)})
+                if completed.returncode:
+                    raise SystemExit(f"{label} failed:\n{completed.stderr[-4000:]}")
+                measures.update(json.loads(completed.stdout.strip().splitlines()[-1]))
+            rounds[label].append(measures)
+        print(f"round {len(rounds[label])} done", flush=True)
+    rows = list(rounds.items())
 
     def median(rounds, step, unit):
         values = sorted(r[step][unit] for r in rounds)
@@ -133,7 +139,7 @@ def main() -> None:
         "",
         f"{first['images']:,} images, {args.classes} classes, d={args.dim}: {first['files']} files, "
         f"{first['file MB']:.0f} MB on disk (page cache warm). {load_at_start} at the start; medians of "
-        f"{args.rounds} fresh process(es) per checkout.",
+        f"{args.rounds} round(s), each step a fresh process; ratios are medians of each round's.",
         "",
         "Seconds are wall / CPU.",
         "",
@@ -144,7 +150,9 @@ def main() -> None:
     for label, rounds in rows:
         plain, check, catalog = ({unit: median(rounds, step, unit) for unit in ("s", "cpu", "MB")}
                                  for step in ("plain read", "cache check", "catalog"))
-        ratios = ", ".join(f"{(check[unit] + catalog[unit]) / plain[unit]:.2f}x" for unit in ("s", "cpu", "MB"))
+        ratios = ", ".join(  # per round: the three steps of a round ran back to back
+            f"{statistics.median((r['cache check'][unit] + r['catalog'][unit]) / r['plain read'][unit] for r in rounds):.2f}x"
+            for unit in ("s", "cpu", "MB"))
         lines.append(
             f"| {label} | {plain['s']:.2f} / {plain['cpu']:.2f} | {plain['MB']:.0f} | {check['s']:.2f} / "
             f"{check['cpu']:.2f} | {check['MB']:.1f} | {catalog['s']:.2f} / {catalog['cpu']:.2f} | {catalog['MB']:.0f} | "

@@ -59,7 +59,7 @@ def test_every_cached_file_says_what_it_holds(cached):
 def test_a_cached_run_decodes_each_embedding_file_once(cached, caplog, monkeypatch):
     """The embedding stage reads footers only; the catalog's one read per file is the check of its contents."""
     decoded, real_read_domain = [], tasks.store.catalog.read_domain
-    monkeypatch.setattr(tasks.store.catalog, "read_domain", lambda url, *a: decoded.append(url) or real_read_domain(url, *a))
+    monkeypatch.setattr(tasks.store.catalog, "read_domain", lambda url, *a, **kw: decoded.append(url) or real_read_domain(url, *a, **kw))
     monkeypatch.setattr(Contents, "add_embeddings", lambda self, embeddings, real=Contents.add_embeddings: (
         decoded.append("embeddings") or real(self, embeddings)))
     record, warnings, _ = rerun(cached, "cached", caplog)

@@ -173,7 +173,7 @@ def test_each_domain_is_read_once_and_its_moments_accumulated_once_across_folds(
     accumulated, reads = [], []
     real_update, real_read = InterventionMoments.update, tasks.store.catalog.read_domain
     monkeypatch.setattr(InterventionMoments, "update", lambda self, Z, *a: accumulated.append(len(Z)) or real_update(self, Z, *a))
-    monkeypatch.setattr(tasks.store.catalog, "read_domain", lambda url, *a: reads.append(url) or real_read(url, *a))
+    monkeypatch.setattr(tasks.store.catalog, "read_domain", lambda url, *a, **kw: reads.append(url) or real_read(url, *a, **kw))
     evaluate_domain_shift(fresh, str(tmp_path / "run"), None, Recipe(), SelectionSpec(lams=(1.0,)))
     # 3 folds x 2 sources each, yet each domain's originals and interventions are read once, summed once
     assert sorted(reads) == sorted(fresh.shards.values())
@@ -268,6 +268,39 @@ def test_the_catalogs_one_read_is_the_check_of_what_a_file_holds(tmp_path):
         assert raised.value.field == "store" and raised.value.problem == {
             "embeddings": "its checksum are not what the file says (damaged)",
             "ids": "its ids are not what the file says (damaged)"}[wrong]
+
+
+def test_a_damaged_byte_in_any_column_is_refused_or_harmless(tmp_path):
+    """The catalog's read leaves the embeddings' pages to the CRC-32 of their values and checks the other columns'
+    page CRCs: whichever byte of the row group's pages is damaged, the read refuses the file, or (a byte that
+    decoding never uses, such as a page header's statistics) serves exactly what the whole file holds."""
+    rng = np.random.default_rng(0)
+    n = 40
+    frame = pd.DataFrame({"sample_id": [f"d/c/{i:02d}.jpg" for i in range(n)], "path": "x", "domain": "d",
+                          "class": rng.choice(["cat", "dog"], n), "label": rng.integers(2, size=n).astype("int32"),
+                          "split": rng.choice(["train", "val"], n), "view": rng.choice(["blur", "invert"], n)})
+    splits = (pa.array(frame["sample_id"]), pa.array(frame["split"]))
+    whole = str(tmp_path / "whole.parquet")
+    write_parquet(embedding_table(frame, IMAGE_SCHEMA, rng.normal(size=(n, 16)).astype(np.float32), {}), whole)
+    expected = tasks.store.catalog.read_domain(whole, "d", normalize=True, splits=splits)
+    chunks = pq.ParquetFile(whole).metadata.row_group(0)
+    starts = [min(o for o in (chunks.column(i).dictionary_page_offset, chunks.column(i).data_page_offset) if o)
+              for i in range(chunks.num_columns)]
+    end = max(start + chunks.column(i).total_compressed_size for i, start in enumerate(starts))
+    data = read_bytes(whole)
+    refused = 0
+    for position in range(min(starts), end):
+        damaged = str(tmp_path / "damaged.parquet")
+        with open(damaged, "wb") as handle:
+            handle.write(data[:position] + bytes([data[position] ^ 0xFF]) + data[position + 1:])
+        try:
+            held = tasks.store.catalog.read_domain(damaged, "d", normalize=True, splits=splits)
+        except DamagedEmbeddings:
+            refused += 1
+            continue
+        np.testing.assert_array_equal(held.embeddings, expected.embeddings, err_msg=f"byte {position} passed")
+        assert all(held.columns[name].tolist() == expected.columns[name].tolist() for name in expected.columns)
+    assert refused > (end - min(starts)) * 0.9  # nearly every byte matters, and each damaged one was refused
 
 
 def test_sweep_reads_cache_only_and_marks_the_selection(workspace, monkeypatch):

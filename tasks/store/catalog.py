@@ -4,8 +4,9 @@ contents, each read once and held as float32 arrays with the metadata columns be
 Every consumer (the moments of each fold, the selection, the evaluation, the sweep) takes arrays
 from the same catalog, so a leave-one-domain-out run reads each domain's originals once instead
 of once per fold. That one read is also the check of what the file holds (tasks.store.contents): the
-ids and the embeddings' checksum are computed as the file is decoded, its pages' CRCs verified, and a
-file that is not what it says raises DamagedEmbeddings before its arrays reach anyone. Rows of a
+ids and the embeddings' checksum (a CRC-32 of their values: the check of every byte that decodes to them) are
+computed as the file is decoded, the other columns' page CRCs verified, and a file that is not what it says
+raises DamagedEmbeddings before its arrays reach anyone. Rows of a
 domain are held ordered by split (stable, train before val), so one domain's split is a slice of its
 array: a view, not a copy. Intervened views are not held whole: the moments, cached per domain by
 Prefect, are their main reader; their validation split is held for the projections' diagnostics.
@@ -19,7 +20,9 @@ L2-normalised mean of the L2-normalised template embeddings (a prompt ensemble).
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -31,7 +34,7 @@ import pyarrow.parquet as pq
 from icm_core import prompt_ensemble
 from tasks.store.contents import Contents, DamagedEmbeddings, contents_problem, said, table_contents
 from tasks.store.memory import release_freed_memory
-from tasks.store.storage import filesystem
+from tasks.store.storage import open_input
 from tasks.store.names import stable_hash
 from tasks.vocabulary import ORIGINAL
 
@@ -43,17 +46,17 @@ TEXT_READ = (*TEXT_COLUMNS, "text", "embedding")  # the texts are the text table
 
 
 @contextlib.contextmanager
-def parquet_file(url: str):
-    """A Parquet file of the store, its pages' CRCs checked as they are read: a damaged page is named, never used
-    (the embedding stage embeds a damaged file anew; a run writes a missing split table again)."""
-    fs, path = filesystem(url)
+def parquet_file(url: str, check_pages: bool = True, metadata: pq.FileMetaData | None = None):
+    """A Parquet file of the store, its pages' CRCs checked as they are read (unless `check_pages` is off, for the
+    embeddings, whose values' CRC-32 covers them): a damaged page is named, never used (the embedding stage embeds a
+    damaged file anew; a run writes a missing split table again). `metadata`: its footer, already read."""
     try:
-        handle = fs.open(path, "rb")
+        handle = open_input(url)
     except FileNotFoundError:
         raise FileNotFoundError(f"{url} does not exist") from None
     with handle:
         try:
-            yield pq.ParquetFile(handle, page_checksum_verification=True)
+            yield pq.ParquetFile(handle, metadata=metadata, page_checksum_verification=check_pages)
         except (OSError, pa.ArrowException) as error:
             raise DamagedEmbeddings(url, f"it cannot be read ({type(error).__name__}: {str(error).splitlines()[0]})") \
                 from error
@@ -71,13 +74,23 @@ def read_table(url: str, columns) -> pa.Table:
         return source.read(columns=list(columns), use_threads=False)
 
 
-def _place(out: np.ndarray, chunks, destination: np.ndarray) -> np.ndarray:
-    """Copy fixed_size_list<float32>[d] chunks, file row after file row, to rows `destination` of out."""
+def normalized_rows(X: np.ndarray) -> np.ndarray:
+    """The rows of a float32 array L2-normalised, as a new array (a zero row stays zero)."""
+    return np.divide(X, np.maximum(np.linalg.norm(X, axis=1, keepdims=True), np.finfo(np.float32).tiny))
+
+
+def _place(out: np.ndarray, chunks, destination: np.ndarray, normalize: bool = False) -> np.ndarray:
+    """Copy fixed_size_list<float32>[d] chunks, file row after file row, to rows `destination` of out (-1: not
+    kept); with `normalize`, L2-normalised on the way, while a chunk is in cache (a second pass over out costs as
+    much again)."""
     start = 0
     for chunk in chunks:
         values = chunk.flatten().to_numpy(zero_copy_only=False).reshape(-1, out.shape[1])
-        out[destination[start : start + len(values)]] = values
+        rows = destination[start : start + len(values)]
         start += len(values)
+        if len(out) < len(destination):
+            values, rows = values[rows >= 0], rows[rows >= 0]
+        out[rows] = normalized_rows(values) if normalize else values
     return out
 
 
@@ -86,11 +99,15 @@ def embedding_array(column: pa.ChunkedArray) -> np.ndarray:
     return _place(np.empty((len(column), column.type.list_size), np.float32), column.chunks, np.arange(len(column)))
 
 
-def streamed_embeddings(source: pq.ParquetFile, order: np.ndarray, found: Contents, batch_rows: int = 1024) -> np.ndarray:
-    """The embedding column as one n x d float32 array, rows in `order`, decoded a batch at a time
-    straight to its place (each batch fed to `found` on its way): the peak is the array plus a batch's
-    decoding buffers (a whole-table read holds several times the array in them)."""
+def streamed_embeddings(source: pq.ParquetFile, order: np.ndarray, found: Contents, normalize: bool = False,
+                        batch_rows: int = 1024) -> np.ndarray:
+    """The embedding column as one len(order) x d float32 array, file row order[i] at row i (a row not in `order`
+    is decoded and checked, not kept), decoded a batch at a time straight to its place (each batch fed to `found`
+    on its way, L2-normalised with `normalize`): the peak is the array plus a batch's decoding buffers (a
+    whole-table read holds several times the array in them)."""
     out = np.empty((len(order), source.schema_arrow.field("embedding").type.list_size), np.float32)
+    destination = np.full(source.metadata.num_rows, -1, np.int64)
+    destination[order] = np.arange(len(order))
     batches = source.iter_batches(batch_size=batch_rows, columns=["embedding"], use_threads=False)
 
     def checked_columns():
@@ -98,7 +115,7 @@ def streamed_embeddings(source: pq.ParquetFile, order: np.ndarray, found: Conten
             found.add_embeddings(batch.column(0))
             yield batch.column(0)
 
-    return _place(out, checked_columns(), np.argsort(order, kind="stable"))
+    return _place(out, checked_columns(), destination, normalize)
 
 
 def interned(column: pa.ChunkedArray, order: np.ndarray) -> np.ndarray:
@@ -106,13 +123,6 @@ def interned(column: pa.ChunkedArray, order: np.ndarray) -> np.ndarray:
     value, not one per row."""
     encoded = pc.dictionary_encode(column.combine_chunks())
     return encoded.dictionary.to_numpy(zero_copy_only=False)[encoded.indices.to_numpy()[order]]
-
-
-def normalize_rows(X: np.ndarray) -> np.ndarray:
-    """L2-normalise the rows of a float32 array in place (a zero row stays zero)."""
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    np.divide(X, np.maximum(norms, np.finfo(np.float32).tiny), out=X)
-    return X
 
 
 @dataclass
@@ -139,9 +149,10 @@ class DomainEmbeddings:
                                 self.embeddings[rows].copy(), {split: slice(0, rows.stop - rows.start)})
 
 
-def read_domain(url: str, domain: str, normalize: bool, splits: tuple[pa.Array, pa.Array]) -> DomainEmbeddings:
+def read_domain(url: str, domain: str, normalize: bool, splits: tuple[pa.Array, pa.Array],
+                only: str | None = None) -> DomainEmbeddings:
     """One (domain, view) file, rows ordered by their split, checked as it is decoded; `splits` is (sample ids,
-    split) of the domain."""
+    split) of the domain. With `only`, the rows of that split alone are kept (every row is still checked)."""
     with parquet_file(url) as source:
         table = source.read(columns=list(IMAGE_COLUMNS), use_threads=False)
         found = Contents().add_ids(table.column("sample_id"))
@@ -152,18 +163,22 @@ def read_domain(url: str, domain: str, normalize: bool, splits: tuple[pa.Array, 
                              "lacks, e.g. " + repr(table.column("sample_id").filter(position.is_null())[0].as_py()))
         split = pc.take(labels, position)
         order = pc.sort_indices(pa.table({"split": split}), [("split", "ascending")]).to_numpy()  # stable: file order within a split
+        split_of_row = interned(split, order)
+        names, starts, counts = np.unique(split_of_row, return_index=True, return_counts=True)
+        rows_of = {name: slice(start, start + count) for name, start, count in zip(names, starts, counts)}
+        if only is not None:
+            kept = rows_of.get(only, slice(0, 0))
+            order, split_of_row, rows_of = order[kept], split_of_row[kept], {only: slice(0, kept.stop - kept.start)}
         columns = {name: interned(table.column(name), order) if name in FEW_VALUES else table.column(name).to_numpy()[order]
                    for name in IMAGE_COLUMNS}
-        columns["split"] = interned(split, order)
+        columns["split"] = split_of_row
         del table
-        embeddings = streamed_embeddings(source, order, found)
-        checked(url, source, found)
+    # the embeddings' pages unchecked: the CRC-32 of their decoded values is their check, at a quarter of the cost
+    with parquet_file(url, check_pages=False, metadata=source.metadata) as values:
+        embeddings = streamed_embeddings(values, order, found, normalize)
+        checked(url, values, found)
     release_freed_memory()  # the decoding buffers
-    if normalize:
-        normalize_rows(embeddings)
-    names, starts, counts = np.unique(columns["split"], return_index=True, return_counts=True)
-    splits = {name: slice(start, start + count) for name, start, count in zip(names, starts, counts)}
-    return DomainEmbeddings(domain, columns, embeddings, splits)
+    return DomainEmbeddings(domain, columns, embeddings, rows_of)
 
 
 @dataclass
@@ -196,11 +211,12 @@ class EmbeddingCatalog:
         self._text: tuple[dict, np.ndarray] | None = None
         self._splits: dict[str, tuple[pa.Array, pa.Array]] | None = None
         self._lock = threading.RLock()  # reentrant: a domain's read takes its splits under the same lock
+        self._domain_locks: dict[str, threading.Lock] = {}  # one read of a domain's originals, others meanwhile
 
     def __getstate__(self):
         """Pickles (to Dask/Ray workers, Prefect's hashing) carry the description, never the arrays."""
         state = dict(self.__dict__)
-        for name in ("_held", "_held_intervened_val", "_text", "_splits", "_lock"):
+        for name in ("_held", "_held_intervened_val", "_text", "_splits", "_lock", "_domain_locks"):
             state.pop(name, None)
         return state
 
@@ -245,11 +261,14 @@ class EmbeddingCatalog:
             with self._lock:
                 if split == "val" and domain in self._held_intervened_val:
                     return self._held_intervened_val[domain]
-            held = read_domain(self.shard(domain, view), domain, self.normalize, self.domain_splits(domain))
+            held = read_domain(self.shard(domain, view), domain, self.normalize, self.domain_splits(domain),
+                               only="val" if split == "val" else None)
             with self._lock:
-                self._held_intervened_val[domain] = held.only("val")
-            return self._held_intervened_val[domain] if split == "val" else held
+                self._held_intervened_val[domain] = held if split == "val" else held.only("val")
+            return held
         with self._lock:
+            domain_lock = self._domain_locks.setdefault(domain, threading.Lock())
+        with domain_lock:
             if domain not in self._held:
                 self._held[domain] = read_domain(self.shard(domain, view), domain, self.normalize,
                                                  self.domain_splits(domain))
@@ -282,12 +301,16 @@ class EmbeddingCatalog:
     def read_all(self) -> "EmbeddingCatalog":
         """Read every file now, each once, checking it as it decodes: originals and the text held for the run, every
         other view's validation split held (its training rows are the moments' alone, cached per domain by Prefect).
-        A damaged file raises DamagedEmbeddings here, before anything uses the catalog. Returns the catalog."""
-        for key in self.shards:
-            domain, view = key.split("/", 1)
-            self.images(domain, view, None if view == ORIGINAL else "val")
+        Files are read side by side, as many as pyarrow has CPU threads (decoding, the checksum and numpy release
+        the GIL). A damaged file raises DamagedEmbeddings here, before anything uses the catalog. Returns the
+        catalog."""
+        reads = [functools.partial(self.images, domain, view, None if view == ORIGINAL else "val")
+                 for domain, view in (key.split("/", 1) for key in self.shards)]
         if self.text_url:
-            self._text_table()
+            reads.append(self._text_table)
+        with ThreadPoolExecutor(max_workers=max(1, min(len(reads), pa.cpu_count()))) as pool:
+            for finished in as_completed([pool.submit(read) for read in reads]):
+                finished.result()  # the first damaged file raises here
         return self
 
     def _text_table(self) -> tuple[dict, np.ndarray]:
@@ -322,6 +345,6 @@ class EmbeddingCatalog:
             rows = np.flatnonzero(wanted & (columns["role"] == role))
             rows = rows[np.argsort(columns["pair_id"][rows], kind="stable")]
             side = embeddings[rows]
-            sides.append(normalize_rows(side) if self.normalize else side)
+            sides.append(normalized_rows(side) if self.normalize else side)
         return sides[0], sides[1]
 

@@ -9,8 +9,10 @@ own CRCs. The checks are split so that a cached run reads each file once:
   the rows it says. The embedding stage checks this before it trusts a cached file; it catches a file cut
   short and another file copied over it, and reads a few kilobytes.
 - the contents (`Contents`, `contents_problem`): the ids and the checksum, computed by the one read that
-  decodes the file (the catalog's, and a merge's of its parts) as it decodes, with the pages' CRCs; bit rot
-  inside the file is found there, before the arrays are handed to anyone, and raised as `DamagedEmbeddings`.
+  decodes the file (the catalog's, and a merge's of its parts) as it decodes, with the pages' CRCs (the
+  catalog leaves the embeddings' pages to the checksum, which covers every byte that decodes to them, at a
+  quarter of the cost); bit rot inside the file is found there, before the arrays are handed to anyone, and
+  raised as `DamagedEmbeddings`.
 """
 from __future__ import annotations
 
