@@ -21,7 +21,7 @@ from tasks.errors import InputError
 from tasks.report.leaderboard import ALL_RUNS
 from tasks.report.publish import write_bench_manifest, write_leaderboard
 from tasks.store.history import config_url, read_record, relative_to, resolve_run
-from tasks.vocabulary import DATASET_SHIFT
+from tasks.vocabulary import DATASET_SHIFT, model_label
 
 
 def parse_model(spec: str) -> tuple[str, str]:
@@ -94,12 +94,11 @@ def bench(models: list[str], datasets: dict[str, str], trials: int = 3, name: st
                 fingerprints[url] = discover_dataset(run_config.data_spec()).fingerprint
             entry = completed_run(run_config, fingerprints[url])
             manifest.append({**labels, "config_name": run_config.name, "skipped": entry is not None})
+            title = f"{labels['dataset']} {model_label(labels['model'], labels['pretrained'])} trial {labels['trial']}"
             if entry:
-                logger.info("skipping %s %s:%s trial %d: done in %s", labels["dataset"], labels["model"],
-                            labels["pretrained"], labels["trial"], entry)
+                logger.info("skipping %s: done in %s", title, entry)
             else:
-                title = f"run {labels['dataset']} {labels['model']}:{labels['pretrained']} trial {labels['trial']}"
-                entry = run.with_options(flow_run_name=title)(run_config)
+                entry = run.with_options(flow_run_name=f"run {title}")(run_config)
             manifest[-1]["run"] = relative_to(config.store_url, entry)
         # quoted: the manifest names the run subflows' results, which a task input must not reference
         write_bench_manifest(config.store_url, name, quote({
