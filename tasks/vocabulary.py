@@ -47,9 +47,11 @@ CLIP_ICM_ZERO_SHOT, CLIP_ICM_LINEAR_PROBE = "clip_icm_zero_shot", "clip_icm_line
 # reported beside the recipe's (normalise, then project) where they can differ (k < d)
 CLIP_ICM_ZERO_SHOT_OPEN_CLIP = "clip_icm_zero_shot_open_clip"
 METHODS = (CLIP_ZERO_SHOT, CLIP_LINEAR_PROBE, CLIP_ICM_ZERO_SHOT, CLIP_ICM_ZERO_SHOT_OPEN_CLIP, CLIP_ICM_LINEAR_PROBE)
-BASELINES = {CLIP_ICM_ZERO_SHOT: CLIP_ZERO_SHOT, CLIP_ICM_LINEAR_PROBE: CLIP_LINEAR_PROBE}
 # (CLIP, CLIP-ICM) per way of predicting, as reports name them
 METHOD_PAIRS = {"zero-shot": (CLIP_ZERO_SHOT, CLIP_ICM_ZERO_SHOT), "linear probe": (CLIP_LINEAR_PROBE, CLIP_ICM_LINEAR_PROBE)}
+# every CLIP-ICM method's CLIP baseline, which its Δ, interval and McNemar p are over: the pairs', and CLIP's zero-shot
+# for the exported model's (it predicts the same way)
+BASELINES = {icm: clip for clip, icm in METHOD_PAIRS.values()} | {CLIP_ICM_ZERO_SHOT_OPEN_CLIP: CLIP_ZERO_SHOT}
 
 # ---- DomainBed's model-selection rules for (lambda, k)
 TRAINING_DOMAIN, LEAVE_ONE_DOMAIN_OUT, ORACLE = "training-domain", "leave-one-domain-out", "oracle"

@@ -249,6 +249,18 @@ def test_one_trial_has_no_standard_error_and_the_table_shows_the_mean_alone():
     assert table["D"].tolist() == ["50.0", "62.5"] and table["Avg"].tolist() == ["50.0", "62.5"]
 
 
+def test_the_exported_models_zero_shot_gains_over_clips_zero_shot_on_the_leaderboard():
+    trials = pd.DataFrame({
+        "model": "M", "pretrained": "none", "dataset": "D", "split": "stable", "split_seed": 0, "intervention_seed": 0, "run": "r",
+        "protocol": "domain-shift", "method": ["clip_zero_shot", "clip_icm_zero_shot", "clip_icm_zero_shot_open_clip"],
+        "accuracy": [0.5, 0.625, 0.75], "ci_low": [np.nan, 0.05, 0.1], "ci_high": [np.nan, 0.2, 0.4]})
+    board = aggregate(trials).set_index("method")
+    assert board.at["clip_icm_zero_shot_open_clip", "baseline"] == "clip_zero_shot"
+    assert board.at["clip_icm_zero_shot_open_clip", "delta"] == pytest.approx(0.25)
+    assert board.at["clip_icm_zero_shot_open_clip", "ci_excludes_zero"] == 1
+    assert paper_tables(aggregate(trials))["domain-shift", "stable"]["D"].tolist() == ["50.0", "62.5*", "75.0*"]
+
+
 def test_verdict_names_code_weights_and_library_changes():
     from tasks.report.reproduce import verdict, what_changed
 

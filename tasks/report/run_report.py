@@ -72,6 +72,8 @@ def run_title(record: dict) -> str:
 
 
 EXPORTED_ZERO_SHOT = "exported zero-shot (open_clip order)"  # what CLIP_benchmark prints for `clip-icm export`'s model
+# each compared CLIP-ICM method (tasks.vocabulary.BASELINES) as the Δ tables name it
+COMPARISONS = {icm: pair for pair, (_, icm) in METHOD_PAIRS.items()} | {CLIP_ICM_ZERO_SHOT_OPEN_CLIP: EXPORTED_ZERO_SHOT}
 
 
 def _by_target(frame: pd.DataFrame) -> pd.DataFrame:
@@ -146,11 +148,10 @@ def uncertainty_table(summary: pd.DataFrame, protocol: str) -> pd.DataFrame:
     empty for a run written before them."""
     if not has_uncertainty(summary):
         return pd.DataFrame()
-    pair_of = {icm: pair for pair, (_, icm) in METHOD_PAIRS.items()}
-    rows = summary[(summary["protocol"] == protocol) & summary["method"].isin(list(pair_of))]
-    table = pd.DataFrame({"target": rows["target"], "comparison": rows["method"].map(pair_of),
+    rows = summary[(summary["protocol"] == protocol) & summary["method"].isin(list(COMPARISONS))]
+    table = pd.DataFrame({"target": rows["target"], "comparison": rows["method"].map(COMPARISONS),
                           DELTA: rows["delta"], **{column: rows[column] for column in UNCERTAINTY_COLUMNS}})
-    order = {pair: position for position, pair in enumerate(METHOD_PAIRS)}
+    order = {comparison: position for position, comparison in enumerate(COMPARISONS.values())}
     table = table.sort_values(["target", "comparison"], key=lambda column: (
         column.map(order) if column.name == "comparison" else column.map(lambda target: (target == "mean", target))))
     return with_uncertainty_cells(table.reset_index(drop=True))
