@@ -21,11 +21,15 @@ from tasks.errors import InputError
 from tasks.report.leaderboard import ALL_RUNS
 from tasks.report.publish import write_bench_manifest, write_leaderboard
 from tasks.store.history import config_url, read_record, relative_to, resolve_run
-from tasks.vocabulary import DATASET_SHIFT, model_label
+from tasks.vocabulary import DATASET_SHIFT, carries_weights, model_label
 
 
 def parse_model(spec: str) -> tuple[str, str]:
-    """NAME:PRETRAINED, split at the first ':' (model names hold '-', checkpoint paths may hold ':')."""
+    """NAME:PRETRAINED, split at the first ':' (model names hold '-', checkpoint paths may hold ':'); a local-dir:DIR
+    or hf-hub:ORG/NAME spec is a model carrying its weights, whole, with --pretrained's default (unused), as a
+    `clip-icm run` of it records, so that such a run is found done."""
+    if carries_weights(spec):
+        return spec, RunConfig.model_fields["pretrained"].default
     name, separator, pretrained = spec.partition(":")
     if not (name and separator and pretrained):
         raise InputError(f"--models {spec!r} is not NAME:PRETRAINED; PRETRAINED is an open_clip tag, "

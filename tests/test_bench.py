@@ -234,6 +234,8 @@ def test_bad_bench_fails_before_any_work(workspace, tmp_path, capsys, models, me
 def test_model_specs_split_at_the_first_colon():
     assert parse_model("ViT-B-16:openai") == ("ViT-B-16", "openai")
     assert parse_model("ICM-Tiny:/ckpt/run:3/epoch_1.pt") == ("ICM-Tiny", "/ckpt/run:3/epoch_1.pt")
+    assert parse_model("local-dir:/exports/pacs") == ("local-dir:/exports/pacs", "openai")  # its own weights
+    assert parse_model("hf-hub:org/name") == ("hf-hub:org/name", "openai")
     with pytest.raises(ValueError, match="is not NAME:PRETRAINED"):
         parse_model("ViT-B-16")
 
