@@ -152,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="One `run` per model, dataset and trial (done runs are skipped), "
                                             "then STORE/benchmarks/NAME/leaderboard.{parquet,md,tex}.")
     bench.add_argument("--models", nargs="+", required=True, metavar="NAME:PRETRAINED",
-                       help="open_clip model and weights: a tag, a local checkpoint file or none, e.g. ViT-B-16:openai")
+                       help="open_clip model and weights: a tag, a local checkpoint file or none, e.g. ViT-B-16:openai; "
+                       "or a model carrying its weights, local-dir:DIR or hf-hub:ORG/NAME")
     bench.add_argument("--datasets", nargs="+", required=True, type=_key_value, metavar="NAME=URL",
                        help="datasets by display name, e.g. PACS=/data/PACS (or NAME=rotated-digits)")
     bench.add_argument("--trials", type=int, default=3, help="trials per model and dataset: trial t adds t to "

@@ -21,11 +21,15 @@ from tasks.errors import InputError
 from tasks.report.leaderboard import ALL_RUNS
 from tasks.report.publish import write_bench_manifest, write_leaderboard
 from tasks.store.history import config_url, read_record, relative_to, resolve_run
-from tasks.vocabulary import DATASET_SHIFT
+from tasks.vocabulary import DATASET_SHIFT, carries_weights, model_label
 
 
 def parse_model(spec: str) -> tuple[str, str]:
-    """NAME:PRETRAINED, split at the first ':' (model names hold '-', checkpoint paths may hold ':')."""
+    """NAME:PRETRAINED, split at the first ':' (model names hold '-', checkpoint paths may hold ':'); a local-dir:DIR
+    or hf-hub:ORG/NAME spec is a model carrying its weights, whole, with --pretrained's default (unused), as a
+    `clip-icm run` of it records, so that such a run is found done."""
+    if carries_weights(spec):
+        return spec, RunConfig.model_fields["pretrained"].default
     name, separator, pretrained = spec.partition(":")
     if not (name and separator and pretrained):
         raise InputError(f"--models {spec!r} is not NAME:PRETRAINED; PRETRAINED is an open_clip tag, "
@@ -94,12 +98,11 @@ def bench(models: list[str], datasets: dict[str, str], trials: int = 3, name: st
                 fingerprints[url] = discover_dataset(run_config.data_spec()).fingerprint
             entry = completed_run(run_config, fingerprints[url])
             manifest.append({**labels, "config_name": run_config.name, "skipped": entry is not None})
+            title = f"{labels['dataset']} {model_label(labels['model'], labels['pretrained'])} trial {labels['trial']}"
             if entry:
-                logger.info("skipping %s %s:%s trial %d: done in %s", labels["dataset"], labels["model"],
-                            labels["pretrained"], labels["trial"], entry)
+                logger.info("skipping %s: done in %s", title, entry)
             else:
-                title = f"run {labels['dataset']} {labels['model']}:{labels['pretrained']} trial {labels['trial']}"
-                entry = run.with_options(flow_run_name=title)(run_config)
+                entry = run.with_options(flow_run_name=f"run {title}")(run_config)
             manifest[-1]["run"] = relative_to(config.store_url, entry)
         # quoted: the manifest names the run subflows' results, which a task input must not reference
         write_bench_manifest(config.store_url, name, quote({

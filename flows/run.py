@@ -1,6 +1,8 @@
 """The main job: embed, fit, evaluate every protocol, and write the reports of one dataset and model."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from prefect import flow
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
@@ -16,7 +18,6 @@ from flows.fit import fit_final
 from tasks.data.datasets import one_listing_per_dataset
 from tasks.data.discover import discover_dataset
 from tasks.data.prompts import run_templates
-from tasks.data.sources.reading import max_image_bytes
 from tasks.data.splits import split_column
 from tasks.embed.models import check_model
 from tasks.embed.runners import make_task_runner
@@ -47,8 +48,11 @@ def run(config: RunConfig = RunConfig()) -> State[str]:
         # then read once, raw or L2-normalised as the recipe says, and checked as it is read
         task_runner = make_task_runner(config.task_runner, config.max_workers)
         catalog = embed_and_read(data, embedding, task_runner, recipe.normalize)
-        targets = (embed_targets(config.target_datasets, data, embedding, task_runner, recipe.normalize)
-                   if config.protocol == DATASET_SHIFT else {})
+        targets, target_data = {}, {}
+        if config.protocol == DATASET_SHIFT:
+            targets = embed_targets(config.target_datasets, data, embedding, task_runner, recipe.normalize)
+            target_data = {name: discover_dataset(replace(data, dataset=url))  # listed once: the embedding's listing
+                           for name, url in config.target_datasets.items()}
         clock.lap("embed")
 
         # 2-3. per protocol: fit the invariant projection on the sources, predict on each held-out target
@@ -74,10 +78,9 @@ def run(config: RunConfig = RunConfig()) -> State[str]:
         tables = RunTables.gather(evaluations, catalog, targets, selection.rule, data.split)
         for name, table in tables.files().items():
             write_table(table, run_url, name)
-        record = run_record(config.model_dump(), run_url, catalog, dataset.domain_fingerprints, targets, tables,
+        record = run_record(config.model_dump(), run_url, catalog, dataset, targets, target_data, tables,
                             run_templates(dataset, embedding.templates),
-                            provenance(check_model(config.model, config.pretrained)), clock.stop(),
-                            source={"format": dataset.format, "max_image_bytes": max_image_bytes()})
+                            provenance(check_model(config.model, config.pretrained)), clock.stop())
         if final:
             record[FINAL] = final
         publish_run_report(tables.summary, tables.selections, record)

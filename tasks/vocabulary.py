@@ -1,7 +1,8 @@
 """The names every stage, report and command shares, each spelled once.
 
-Protocols, views, methods, selection rules, test splits, the random-weights tag, and how a run,
-a dataset and its weights are labelled in titles, tags and artifact keys. Nothing here imports
+Protocols, views, methods, selection rules, test splits, the random-weights tag, which models carry
+their own weights, and how a run, a dataset and its weights are labelled in titles, tags and
+artifact keys. Nothing here imports
 more than the standard library and python-slugify, so a command that only prints tables loads it
 at no cost.
 """
@@ -46,9 +47,11 @@ CLIP_ICM_ZERO_SHOT, CLIP_ICM_LINEAR_PROBE = "clip_icm_zero_shot", "clip_icm_line
 # reported beside the recipe's (normalise, then project) where they can differ (k < d)
 CLIP_ICM_ZERO_SHOT_OPEN_CLIP = "clip_icm_zero_shot_open_clip"
 METHODS = (CLIP_ZERO_SHOT, CLIP_LINEAR_PROBE, CLIP_ICM_ZERO_SHOT, CLIP_ICM_ZERO_SHOT_OPEN_CLIP, CLIP_ICM_LINEAR_PROBE)
-BASELINES = {CLIP_ICM_ZERO_SHOT: CLIP_ZERO_SHOT, CLIP_ICM_LINEAR_PROBE: CLIP_LINEAR_PROBE}
 # (CLIP, CLIP-ICM) per way of predicting, as reports name them
 METHOD_PAIRS = {"zero-shot": (CLIP_ZERO_SHOT, CLIP_ICM_ZERO_SHOT), "linear probe": (CLIP_LINEAR_PROBE, CLIP_ICM_LINEAR_PROBE)}
+# every CLIP-ICM method's CLIP baseline, which its Δ, interval and McNemar p are over: the pairs', and CLIP's zero-shot
+# for the exported model's (it predicts the same way)
+BASELINES = {icm: clip for clip, icm in METHOD_PAIRS.values()} | {CLIP_ICM_ZERO_SHOT_OPEN_CLIP: CLIP_ZERO_SHOT}
 
 # ---- DomainBed's model-selection rules for (lambda, k)
 TRAINING_DOMAIN, LEAVE_ONE_DOMAIN_OUT, ORACLE = "training-domain", "leave-one-domain-out", "oracle"
@@ -74,9 +77,35 @@ def dataset_label(dataset: str) -> str:
     return dataset.rstrip("/").rsplit("/", 1)[-1]
 
 
-def weights_label(pretrained: str) -> str:
-    """An open_clip tag or 'none' as is; a checkpoint file by its file name."""
-    return pretrained.replace("\\", "/").rsplit("/", 1)[-1]
+LOCAL_DIR, HF_HUB = "local-dir:", "hf-hub:"  # open_clip's names of a model folder and of a hub repository
+
+
+def carries_weights(model: str) -> bool:
+    """A local-dir: or hf-hub: name brings its own weights: open_clip ignores `pretrained` for it."""
+    return model.startswith((LOCAL_DIR, HF_HUB))
+
+
+def weights_of(model: str, pretrained: str) -> str | None:
+    """The weights a model loads as --pretrained gave them (a tag, a checkpoint file or RANDOM_WEIGHTS); None for a
+    model that carries its own, whose name then names its weights."""
+    return None if carries_weights(model) else pretrained
+
+
+def named_weights(model: str, pretrained: str, weights_id: str) -> str:
+    """The weights a model loads, in full: --pretrained as given, or, for a model carrying its own, their identity
+    (tasks.embed.models.check_model's: a local-dir: folder's file hash, a hub repository's name)."""
+    return weights_of(model, pretrained) or weights_id
+
+
+def random_weights(model: str, pretrained: str) -> bool:
+    """A smoke run: random weights, never a result."""
+    return weights_of(model, pretrained) == RANDOM_WEIGHTS
+
+
+def weights_label(model: str, pretrained: str) -> str | None:
+    """An open_clip tag or 'none' as is; a checkpoint file by its file name; None for a model carrying its weights."""
+    weights = weights_of(model, pretrained)
+    return None if weights is None else weights.replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def model_folder(model: str) -> str:
@@ -86,8 +115,9 @@ def model_folder(model: str) -> str:
 
 
 def model_label(model: str, pretrained: str) -> str:
-    """'ViT-B-16 (openai)': a model and its weights in tables."""
-    return f"{model} ({weights_label(pretrained)})"
+    """'ViT-B-16 (openai)': a model and its weights in tables; a local-dir: or hf-hub: model by its name alone."""
+    weights = weights_label(model, pretrained)
+    return model if weights is None else f"{model} ({weights})"
 
 
 def run_label(dataset: str, model: str, pretrained: str) -> str:
@@ -96,15 +126,18 @@ def run_label(dataset: str, model: str, pretrained: str) -> str:
 
 
 def run_tags(dataset: str, model: str, pretrained: str) -> list[str]:
-    """model:…, pretrained:…, dataset:… (filters in the UI's run list), and `smoke` for random weights."""
-    tags = [f"model:{model}", f"pretrained:{weights_label(pretrained)}", f"dataset:{dataset_label(dataset)}"]
-    return tags + [SMOKE_TAG] if pretrained == RANDOM_WEIGHTS else tags
+    """model:…, pretrained:… (none for a model carrying its weights), dataset:… (filters in the UI's run list), and
+    `smoke` for random weights."""
+    label = weights_label(model, pretrained)
+    weights = [f"pretrained:{label}"] if label else []
+    tags = [f"model:{model}", *weights, f"dataset:{dataset_label(dataset)}"]
+    return tags + [SMOKE_TAG] if random_weights(model, pretrained) else tags
 
 
 def artifact_key(kind: str, dataset: str, model: str, pretrained: str) -> str:
     """One key per kind x dataset x model x weights, so the histories of different jobs never mix.
     Prefect allows lowercase letters, digits and dashes only."""
-    return slugify(f"clip-icm-{kind}-{dataset_label(dataset)}-{model}-{weights_label(pretrained)}")
+    return slugify(f"clip-icm-{kind}-{dataset_label(dataset)}-{model_label(model, pretrained)}")
 
 
 def trend_key(config_name: str) -> str:

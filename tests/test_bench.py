@@ -234,6 +234,8 @@ def test_bad_bench_fails_before_any_work(workspace, tmp_path, capsys, models, me
 def test_model_specs_split_at_the_first_colon():
     assert parse_model("ViT-B-16:openai") == ("ViT-B-16", "openai")
     assert parse_model("ICM-Tiny:/ckpt/run:3/epoch_1.pt") == ("ICM-Tiny", "/ckpt/run:3/epoch_1.pt")
+    assert parse_model("local-dir:/exports/pacs") == ("local-dir:/exports/pacs", "openai")  # its own weights
+    assert parse_model("hf-hub:org/name") == ("hf-hub:org/name", "openai")
     with pytest.raises(ValueError, match="is not NAME:PRETRAINED"):
         parse_model("ViT-B-16")
 
@@ -247,6 +249,18 @@ def test_one_trial_has_no_standard_error_and_the_table_shows_the_mean_alone():
     assert board.set_index("method").at["clip_icm_zero_shot", "delta"] == pytest.approx(0.125)
     table = paper_tables(board)["domain-shift", "stable"]
     assert table["D"].tolist() == ["50.0", "62.5"] and table["Avg"].tolist() == ["50.0", "62.5"]
+
+
+def test_the_exported_models_zero_shot_gains_over_clips_zero_shot_on_the_leaderboard():
+    trials = pd.DataFrame({
+        "model": "M", "pretrained": "none", "dataset": "D", "split": "stable", "split_seed": 0, "intervention_seed": 0, "run": "r",
+        "protocol": "domain-shift", "method": ["clip_zero_shot", "clip_icm_zero_shot", "clip_icm_zero_shot_open_clip"],
+        "accuracy": [0.5, 0.625, 0.75], "ci_low": [np.nan, 0.05, 0.1], "ci_high": [np.nan, 0.2, 0.4]})
+    board = aggregate(trials).set_index("method")
+    assert board.at["clip_icm_zero_shot_open_clip", "baseline"] == "clip_zero_shot"
+    assert board.at["clip_icm_zero_shot_open_clip", "delta"] == pytest.approx(0.25)
+    assert board.at["clip_icm_zero_shot_open_clip", "ci_excludes_zero"] == 1
+    assert paper_tables(aggregate(trials))["domain-shift", "stable"]["D"].tolist() == ["50.0", "62.5*", "75.0*"]
 
 
 def test_verdict_names_code_weights_and_library_changes():

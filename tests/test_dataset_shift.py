@@ -108,6 +108,9 @@ def test_summary_selection_projection_and_run_json(shift):
     assert record["target_datasets"]["imagenet-v2"]["classes"] == sorted(str(i) for i in INDICES)
     assert set(record["target_datasets"]["imagenet-a"]["shards"]) == {"all/original"}  # no interventions
     assert record["target_datasets"]["imagenet-a"]["embedded_this_run"] == 2 * PER_CLASS["imagenet-a"]
+    for name in ("imagenet-v2", "imagenet-a"):  # each read as the source was: its layout, the byte limit per image
+        target = record["target_datasets"][name]
+        assert (target["format"], target["max_image_bytes"]) == ("folder", record["dataset"]["max_image_bytes"]), name
     # the source's text table: 80 prompts per class, named with CLIP's ImageNet names
     rows, _ = read_embedding_file(record["embeddings"]["text"], {"role": ["class_prompt"]})
     assert rows.groupby("class").size().to_dict() == {synset: 80 for synset in SYNSETS}

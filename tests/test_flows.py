@@ -70,7 +70,10 @@ def test_run_writes_every_report_and_summary_matches_predictions(workspace):
     # each CLIP-ICM row's Δ over its CLIP baseline, inside its interval; CLIP's rows compare with nothing
     accuracy = summary.set_index(["protocol", "method", "target"])["accuracy"]
     compared = summary[summary["method"].isin(list(BASELINES))]
-    assert len(compared) == 2 * 4 + 1 * 4  # (3 targets + mean) x (domain shift: two pairs; open class: zero-shot)
+    # (3 targets + mean) x (domain shift: both zero-shots and the probe; open class: both zero-shots)
+    assert len(compared) == 3 * 4 + 2 * 4
+    exported = summary[summary["method"] == "clip_icm_zero_shot_open_clip"]
+    assert len(exported) == 2 * 4 and exported["delta"].notna().all()  # over CLIP's zero-shot, as the recipe's
     for row in compared.itertuples():
         assert row.delta == pytest.approx(row.accuracy - accuracy[(row.protocol, BASELINES[row.method], row.target)])
         assert row.ci_low <= row.delta <= row.ci_high and 0 < row.mcnemar_p <= 1

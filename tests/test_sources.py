@@ -402,3 +402,4 @@ def test_dataset_shift_from_one_shard_set_to_another_holding_half_the_classes(tm
     assert (predictions["label"] == predictions["class"].map({name: i for i, name in enumerate(classes)})).all()
     record = read_record(run)
     assert record["dataset"]["format"] == "webdataset" and record["target_datasets"]["half"]["classes"] == ["cat", "fish"]
+    assert record["target_datasets"]["half"]["format"] == "webdataset"

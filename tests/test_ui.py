@@ -29,6 +29,7 @@ from prefect.utilities.callables import parameter_schema
 from tasks.store.history import resolve_run
 from clip_icm.cli import main
 from flows.config.run_config import DEFAULT_LAMS, RunConfig
+from tasks.report.leaderboard import run_labels
 from tasks.report.plots import accuracy_figure
 from tasks.report.run_report import (
     DELTA, MISSING, SMOKE_BANNER, chosen_hyperparameters, mean_comparison, method_table,
@@ -189,6 +190,22 @@ def test_artifact_keys_and_tags_name_dataset_model_and_weights():
     assert run_tags("/data/PACS", "ViT-B-16", "laion2b_s34b_b79k") == [
         "model:ViT-B-16", "pretrained:laion2b_s34b_b79k", "dataset:PACS"]
     assert run_tags("/data/PACS", "ViT-B-16", "none")[-1] == "smoke"
+
+
+def test_a_model_carrying_its_weights_is_named_by_them_never_by_pretrained_nor_as_a_smoke_run():
+    folder, digest = "local-dir:/exports/pacs-icm", "file-sha256:0123456789abcdef"
+    record = hand_made_record("none")  # --pretrained none, which open_clip ignores for a model folder
+    record["config"]["model"] = record["model"]["name"] = folder
+    record["provenance"]["weights_id"] = digest
+    lines = run_report(hand_made_summary(), hand_made_selection(), record).splitlines()
+    assert lines[0] == f"# CLIP vs CLIP-ICM: Office_Home · {folder}"
+    assert lines[4].startswith(f"model `{folder}` · weights `{digest}` · dataset")
+    assert run_headline(hand_made_summary(), hand_made_selection(), record).startswith(
+        f"Office_Home · {folder} · CLIP → CLIP-ICM")
+    assert run_labels(record)["pretrained"] == digest  # the leaderboard groups by the folder's weights
+    assert run_tags("/data/PACS", folder, "none") == [f"model:{folder}", "dataset:PACS"]
+    assert run_tags("/data/PACS", "hf-hub:org/name", "openai") == ["model:hf-hub:org/name", "dataset:PACS"]
+    assert artifact_key("run", "/data/PACS", folder, "none") == artifact_key("run", "/data/PACS", folder, "openai")
 
 
 def test_runs_written_before_0_3_read_with_todays_protocol_names(memory_root):

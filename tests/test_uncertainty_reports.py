@@ -64,6 +64,23 @@ def test_the_headline_and_the_run_page_carry_each_interval_and_p():
     assert "-0.000" not in report and "nan" not in report.lower()
 
 
+def test_the_exported_models_zero_shot_has_its_delta_over_clips_in_the_run_report():
+    summary = summary_with_uncertainty()
+    recipe = summary[(summary["protocol"] == "domain-shift") & (summary["method"] == "clip_icm_zero_shot")]
+    exported = recipe.assign(method="clip_icm_zero_shot_open_clip", accuracy=recipe["accuracy"] - 0.125,
+                             delta=recipe["delta"] - 0.125, ci_low=-0.1, ci_high=0.3, mcnemar_p=0.5)
+    report = run_report(pd.concat([summary, exported], ignore_index=True), hand_made_selection(),
+                        hand_made_record("openai"))
+    heading = "## domain shift: Δ per target, its 95% CI (paired bootstrap over the images) and McNemar p"
+    table = report.split(heading)[1].split("##")[0].strip().splitlines()
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
+    assert [row for row in cells[2:] if row[0] == "mean"] == [
+        ["mean", "zero-shot", "+0.250", "[+0.120, +0.380]", "< 0.001"],
+        ["mean", "linear probe", "-0.025", "[-0.200, +0.150]", "0.750"],
+        ["mean", "exported zero-shot (open_clip order)", "+0.125", "[-0.100, +0.300]", "0.500"],
+    ]
+
+
 def test_the_run_report_has_every_targets_interval_per_protocol():
     report = run_report(summary_with_uncertainty(), hand_made_selection(), hand_made_record("openai"))
     heading = "## domain shift: Δ per target, its 95% CI (paired bootstrap over the images) and McNemar p"

@@ -27,7 +27,9 @@ from tasks.data.prompts import load_templates, load_text_pairs, text_inputs
 from tasks.data.splits import assign_splits, split_base_novel, split_column
 from tasks.errors import InputError
 from tasks.store.storage import filesystem, missing_bucket
-from tasks.vocabulary import DATASET_SHIFT, OPEN_CLASS, RANDOM_WEIGHTS, ROTATED_DIGITS, TRAIN, VAL, protocols
+from tasks.vocabulary import (
+    DATASET_SHIFT, OPEN_CLASS, RANDOM_WEIGHTS, ROTATED_DIGITS, TRAIN, VAL, carries_weights, protocols,
+)
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 RUNNER_PACKAGES = {"dask": "prefect_dask", "ray": "prefect_ray"}
@@ -178,7 +180,7 @@ def check_weights(model: str, pretrained: str) -> int:
     import open_clip
 
     from tasks.embed.checkpoints import check_checkpoint
-    from tasks.embed.models import carries_weights, check_model, model_config
+    from tasks.embed.models import check_model, model_config
 
     if carries_weights(model):
         check_model(model, pretrained)

@@ -195,7 +195,7 @@ def embed_image_part(rows: pd.DataFrame, shard_url: str, metadata: dict, embeddi
         default_loader_workers(loaded.device) if embedding.num_workers is None else embedding.num_workers,
         embedding.precision, label,
     )
-    check_finite(embeddings, f"images of {label}", embedding.pretrained)
+    check_finite(embeddings, f"images of {label}", loaded.weights)
     metadata = {**metadata, "preprocess": repr(loaded.preprocess), "key": part_key(rows)}
     # the skipped rows first: a part's table existing means the part is complete
     write_parquet(pa.Table.from_pandas(failed, schema=SKIPPED_SCHEMA, preserve_index=False), skipped_url(url))

@@ -18,7 +18,7 @@ import torch
 
 from icm_core.devices import resolve_device
 from tasks.errors import InputError
-from tasks.vocabulary import RANDOM_WEIGHTS
+from tasks.vocabulary import HF_HUB, LOCAL_DIR, RANDOM_WEIGHTS, named_weights, random_weights, weights_of
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +38,11 @@ def _file_digest(path: str) -> str:
     return digest.hexdigest()[:16]
 
 
-LOCAL_DIR, HF_HUB = "local-dir:", "hf-hub:"  # open_clip's names of a model folder and of a hub repository
 FOLDER_CONFIG = "open_clip_config.json"  # what such a folder or repository holds: model_cfg and preprocess_cfg
 # the weight files open_clip looks for in a folder, in its order of preference
 FOLDER_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
                   "open_clip_pytorch_model.pth", "model.safetensors", "pytorch_model.bin", "pytorch_model.pth",
                   "model.pth")
-
-
-def carries_weights(name: str) -> bool:
-    """A local-dir: or hf-hub: name brings its own weights: open_clip ignores `pretrained` for it."""
-    return name.startswith((LOCAL_DIR, HF_HUB))
 
 
 def folder_config(folder: str) -> dict:
@@ -146,6 +140,11 @@ class LoadedModel:
     preprocess: object
     tokenizer: object
 
+    @property
+    def weights(self) -> str:
+        """The weights as error messages name them (tasks.vocabulary.named_weights)."""
+        return named_weights(self.name, self.pretrained, self.weights_id)
+
     def autocast(self, precision: str = "auto"):
         dtype = autocast_dtype(self.device, precision)
         return torch.autocast(self.device.split(":")[0], dtype=dtype) if dtype is not None else nullcontext()
@@ -223,7 +222,8 @@ def load_model(name: str, pretrained: str, device: str = "auto") -> LoadedModel:
 @functools.lru_cache(maxsize=4)
 def _load_model(name: str, pretrained: str, device: str) -> LoadedModel:
     weights_id = check_model(name, pretrained)
-    if pretrained == RANDOM_WEIGHTS and not carries_weights(name):
+    weights = weights_of(name, pretrained)
+    if random_weights(name, pretrained):
         log.warning("=" * 72)
         log.warning("RANDOM WEIGHTS for %s (--pretrained none): a smoke run, not a result", name)
         log.warning("=" * 72)
@@ -232,8 +232,7 @@ def _load_model(name: str, pretrained: str, device: str) -> LoadedModel:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model, _, preprocess = open_clip.create_model_and_transforms(
-                name, pretrained=None if pretrained == RANDOM_WEIGHTS or carries_weights(name) else pretrained,
-                device=device)
+                name, pretrained=None if weights in (None, RANDOM_WEIGHTS) else weights, device=device)
     except RuntimeError as error:
         raise RuntimeError(
             f"could not load weights {pretrained!r} for model {name!r}: {error}. Without internet access, "

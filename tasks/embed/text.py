@@ -52,7 +52,7 @@ def embed_text(classes, prompts: pd.DataFrame, pairs: pd.DataFrame, embedding: E
     frame.insert(1, "label", frame["class"].map(label).astype("int32"))
     loaded = load_model(embedding.model, embedding.pretrained, embedding.device)
     embeddings = loaded.encode_texts(frame["text"].tolist(), embedding.precision)
-    check_finite(embeddings, "prompts and captions", embedding.pretrained)
+    check_finite(embeddings, "prompts and captions", loaded.weights)
     metadata = {"key": key_of(url), "model": embedding.model, "pretrained": embedding.pretrained, "weights_id": weights_id,
                 "code_version": __version__,
                 "normalized": False, "classes": list(classes)}

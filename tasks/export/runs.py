@@ -20,8 +20,8 @@ from tasks.report.run_report import read_run_table
 from tasks.store.history import read_record, resolve_run
 from tasks.store.storage import exists, join
 from tasks.vocabulary import (
-    CLIP_ICM_ZERO_SHOT, CLIP_ICM_ZERO_SHOT_OPEN_CLIP, DATASET_SHIFT, DOMAIN_SHIFT, FINAL, OPEN_CLASS, RANDOM_WEIGHTS,
-    protocols,
+    CLIP_ICM_ZERO_SHOT, CLIP_ICM_ZERO_SHOT_OPEN_CLIP, DATASET_SHIFT, DOMAIN_SHIFT, FINAL, OPEN_CLASS, model_label,
+    protocols, random_weights, weights_of,
 )
 
 CARD_TEMPLATE = Path(__file__).with_name("model_card.md")
@@ -93,10 +93,10 @@ def model_card(folder: Path, record: dict, entry: str, projection, protocol: str
     val_accuracy = metadata.get("val_accuracy")
     fields = {
         "smoke": ("\n**Random base weights (`--pretrained none`): a smoke run that tests the pipeline, not a model to "
-                  "use.**\n" if config["pretrained"] == RANDOM_WEIGHTS else ""),
-        "title": f"CLIP-ICM {config['model']} ({Path(config['pretrained']).name}), {Path(config['dataset']).name}",
+                  "use.**\n" if random_weights(config["model"], config["pretrained"]) else ""),
+        "title": f"CLIP-ICM {model_label(config['model'], config['pretrained'])}, {Path(config['dataset']).name}",
         "folder": folder, "d": projection.n_features_in_, "k": projection.n_components,
-        "model": config["model"], "pretrained": config["pretrained"],
+        "model": config["model"], "pretrained": weights_of(config["model"], config["pretrained"]) or "the model's own",
         "weights_id": provenance.get("weights_id", "unrecorded"), "heads": ", ".join(f"`{p}`" for p in head_paths),
         "dataset": config["dataset"], "sources": ", ".join(metadata.get("sources", [])),
         "n_classes": len(metadata.get("classes", record["dataset"]["classes"])),

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from tasks.errors import InputError
-from tasks.report.run_report import excludes_zero, read_summary
+from tasks.report.run_report import excludes_zero, read_summary, run_weights
 from tasks.store.history import entry_in_store, latest_runs, read_record
 from tasks.store.names import store_url
 from tasks.store.storage import exists, join, read_json, read_parquet, write_bytes, write_parquet
@@ -33,7 +33,7 @@ TRIAL_COLUMNS = ["model", "pretrained", "dataset", "split", "split_seed", "inter
 def run_labels(record: dict, dataset: str | None = None) -> dict:
     """A run's leaderboard labels from its run.json; the dataset label defaults to the folder's name."""
     config = record["config"]
-    return {"model": record["model"]["name"], "pretrained": record["model"]["pretrained"],
+    return {"model": record["model"]["name"], "pretrained": run_weights(record),
             "dataset": dataset or dataset_label(config["dataset"]), "split": config.get("split", STABLE),
             "split_seed": config["split_seed"], "intervention_seed": config["intervention_seed"]}
 

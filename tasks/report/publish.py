@@ -21,7 +21,7 @@ from tasks.report.run_report import DELTA, interval_text, run_report, signed_tex
 from tasks.store.history import RUN_RECORD, store_of, stored
 from tasks.report.trend import trend_markdown, trend_table
 from tasks.store.storage import join, write_bytes, write_json, write_parquet
-from tasks.vocabulary import DOMAIN_SHIFT, OPEN_CLASS, RANDOM_WEIGHTS, artifact_key, run_label, run_tags, trend_key
+from tasks.vocabulary import DOMAIN_SHIFT, OPEN_CLASS, artifact_key, random_weights, run_label, run_tags, trend_key
 
 
 def label_run(dataset: str, model: str, pretrained: str) -> None:
@@ -29,7 +29,7 @@ def label_run(dataset: str, model: str, pretrained: str) -> None:
     flow_run = FlowRunContext.get().flow_run
     with get_client(sync_client=True) as client:
         client.update_flow_run(flow_run.id, tags=sorted(set(flow_run.tags) | set(run_tags(dataset, model, pretrained))))
-    if pretrained == RANDOM_WEIGHTS:
+    if random_weights(model, pretrained):
         get_run_logger().warning(
             "SMOKE RUN: random weights for %s (--pretrained none): the numbers test the pipeline, not the method", model)
 

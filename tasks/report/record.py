@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from tasks.data.datasets import Dataset
+from tasks.data.sources.reading import max_image_bytes
 from tasks.embed.images import skipped_images
 from tasks.evaluate.comparisons import UNCERTAINTY
 from tasks.evaluate.summary import Evaluation, summarize
@@ -57,22 +59,28 @@ class RunTables:
                 "spectrum.parquet": self.spectra}
 
 
-def run_record(config: dict, run_url: str, catalog: EmbeddingCatalog, domain_fingerprints: dict,
-               targets: dict[str, EmbeddingCatalog], tables: RunTables, templates, provenance: dict,
-               timings: dict, source: dict | None = None) -> dict:
-    """run.json: the config, the data, the model, the embeddings, what decided the numbers, how their uncertainty was
-    computed, and the timings. `source`: how the dataset was read (its layout, the byte limit per image)."""
+def read_as(dataset: Dataset) -> dict:
+    """How a dataset's images were read, as run.json records it for the dataset and for each target dataset: the
+    layout it was listed from (tasks.data.sources) and the byte limit per image."""
+    return {"format": dataset.format, "max_image_bytes": max_image_bytes()}
+
+
+def run_record(config: dict, run_url: str, catalog: EmbeddingCatalog, dataset: Dataset,
+               targets: dict[str, EmbeddingCatalog], target_data: dict[str, Dataset], tables: RunTables, templates,
+               provenance: dict, timings: dict) -> dict:
+    """run.json: the config, the data (each dataset as listed: `dataset` the source's, `target_data` each target's),
+    the model, the embeddings, what decided the numbers, how their uncertainty was computed, and the timings."""
     return {
         "config": config, "run_url": run_url, "package_version": provenance["package_version"],
         "dataset": {"root": catalog.dataset_root, "fingerprint": catalog.fingerprint,
                     "domains": list(catalog.domains), "classes": list(catalog.classes),
-                    "domain_fingerprints": domain_fingerprints, **(source or {})},
+                    "domain_fingerprints": dataset.domain_fingerprints, **read_as(dataset)},
         "provenance": provenance,
         "model": {"name": config["model"], "pretrained": config["pretrained"]},
         "embeddings": {"shards": catalog.shards, "text": catalog.text_url, "embedded_this_run": catalog.embedded},
         "target_datasets": {name: {"root": target.dataset_root, "fingerprint": target.fingerprint,
                                    "classes": list(target.classes), "shards": target.shards,
-                                   "embedded_this_run": target.embedded}
+                                   "embedded_this_run": target.embedded, **read_as(target_data[name])}
                             for name, target in targets.items()},
         "prompts": {"templates": list(templates), "class_names": config["class_names"],
                     "folder_name_spaces": config["folder_name_spaces"]},

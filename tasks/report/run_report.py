@@ -18,8 +18,8 @@ from tasks.report.numbers import fixed
 from tasks.store.history import read_record
 from tasks.store.storage import filesystem, join, read_parquet
 from tasks.vocabulary import (
-    CLIP_ICM_ZERO_SHOT_OPEN_CLIP, LEGACY_PROTOCOLS, METHOD_PAIRS, OPEN_CLASS, RANDOM_WEIGHTS, STABLE, protocol_title,
-    run_label,
+    CLIP_ICM_ZERO_SHOT_OPEN_CLIP, LEGACY_PROTOCOLS, METHOD_PAIRS, OPEN_CLASS, STABLE, protocol_title, random_weights,
+    named_weights, run_label,
 )
 
 DECIMALS = 3  # every accuracy and difference in every report
@@ -54,10 +54,16 @@ def _current_protocols(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def run_weights(record: dict) -> str:
+    """The weights a run embedded with (tasks.vocabulary.named_weights), as its run.json records them."""
+    model = record["model"]
+    return named_weights(model["name"], model["pretrained"], record.get("provenance", {}).get("weights_id", "unrecorded"))
+
+
 def run_title(record: dict) -> str:
     """Dataset, model and weights of a run, marked when random weights or oracle selection make it no result."""
     model, config = record["model"], record["config"]
-    smoke = " · SMOKE RUN (random weights)" if model["pretrained"] == RANDOM_WEIGHTS else ""
+    smoke = " · SMOKE RUN (random weights)" if random_weights(model["name"], model["pretrained"]) else ""
     oracle = " · [oracle selection]" if config.get("selection") == "oracle" else ""
     return f"{run_label(config['dataset'], model['name'], model['pretrained'])}{smoke}{oracle}"
 
@@ -66,6 +72,8 @@ def run_title(record: dict) -> str:
 
 
 EXPORTED_ZERO_SHOT = "exported zero-shot (open_clip order)"  # what CLIP_benchmark prints for `clip-icm export`'s model
+# each compared CLIP-ICM method (tasks.vocabulary.BASELINES) as the Δ tables name it
+COMPARISONS = {icm: pair for pair, (_, icm) in METHOD_PAIRS.items()} | {CLIP_ICM_ZERO_SHOT_OPEN_CLIP: EXPORTED_ZERO_SHOT}
 
 
 def _by_target(frame: pd.DataFrame) -> pd.DataFrame:
@@ -140,11 +148,10 @@ def uncertainty_table(summary: pd.DataFrame, protocol: str) -> pd.DataFrame:
     empty for a run written before them."""
     if not has_uncertainty(summary):
         return pd.DataFrame()
-    pair_of = {icm: pair for pair, (_, icm) in METHOD_PAIRS.items()}
-    rows = summary[(summary["protocol"] == protocol) & summary["method"].isin(list(pair_of))]
-    table = pd.DataFrame({"target": rows["target"], "comparison": rows["method"].map(pair_of),
+    rows = summary[(summary["protocol"] == protocol) & summary["method"].isin(list(COMPARISONS))]
+    table = pd.DataFrame({"target": rows["target"], "comparison": rows["method"].map(COMPARISONS),
                           DELTA: rows["delta"], **{column: rows[column] for column in UNCERTAINTY_COLUMNS}})
-    order = {pair: position for position, pair in enumerate(METHOD_PAIRS)}
+    order = {comparison: position for position, comparison in enumerate(COMPARISONS.values())}
     table = table.sort_values(["target", "comparison"], key=lambda column: (
         column.map(order) if column.name == "comparison" else column.map(lambda target: (target == "mean", target))))
     return with_uncertainty_cells(table.reset_index(drop=True))
@@ -229,7 +236,7 @@ def _facts_line(record: dict) -> str:
     selection = config.get("selection", "training-domain")
     if selection == "oracle":
         selection += " (the target's validation split: an upper bound, not a result)"
-    return (f"model `{record['model']['name']}` · weights `{record['model']['pretrained']}` · "
+    return (f"model `{record['model']['name']}` · weights `{run_weights(record)}` · "
             f"dataset `{config['dataset']}` ({len(dataset['domains'])} domains, {len(dataset['classes'])} classes) · "
             f"protocol `{config['protocol']}` · split {config.get('split', STABLE)} · selection {selection}")
 
@@ -255,7 +262,7 @@ def _timings_line(timings: dict) -> str:
 def headline_markdown(summary: pd.DataFrame, record: dict) -> str:
     """What ran and whether CLIP-ICM won: the first lines of every report."""
     model, comparison = record["model"], mean_comparison(summary)
-    lines = [SMOKE_BANNER, ""] if model["pretrained"] == RANDOM_WEIGHTS else []
+    lines = [SMOKE_BANNER, ""] if random_weights(model["name"], model["pretrained"]) else []
     lines += [
         f"# CLIP vs CLIP-ICM: {run_label(record['config']['dataset'], model['name'], model['pretrained'])}"
         + (" · [oracle selection]" if record["config"].get("selection") == "oracle" else ""), "",
