@@ -10,8 +10,9 @@ with amp (its default; bfloat16 autocast on a CPU) and without (`--no_amp`, floa
 Ours is the embedding stage end to end on both views, as the embed flow's tasks run them
 (`tasks.embed.images.embed_image_shard`: parts, the intervention drawn and applied to every image of the
 intervened view, Parquet and the cache's bookkeeping, into a fresh store) with the pipeline's defaults for the
-device, and again with `--precision bf16` (CLIP_benchmark's amp on a CPU). Both views count: ours embeds every
-image twice, so its images/s counts 2 per image.
+device (`auto` precision: bf16 on a CPU with native bfloat16, as CLIP_benchmark's amp), again with `--precision
+fp32` (against its `--no_amp`), and with `--precision bf16` where `auto` is not already bf16. Both views count:
+ours embeds every image twice, so its images/s counts 2 per image.
 
 The loops run in turn for --rounds rounds; the table gives medians and the median of the per-round (paired)
 ratios. Prints a table and writes bench/results/embed_vs_clip_benchmark-<model>-<cpu|cuda>.md.
@@ -93,14 +94,18 @@ def main() -> None:
                 embed_image_shard(data, "domain", view, spec)
 
         loops = {"cb_amp": lambda: clip_benchmark(True), "cb_fp32": lambda: clip_benchmark(False), "ours": ours,
-                 "ours_bf16": lambda: ours("bf16")}
+                 "ours_fp32": lambda: ours("fp32")}
+        if effective_precision(device) != "bf16":
+            loops["ours_bf16"] = lambda: ours("bf16")
         for loop in loops.values():  # warm-up: kernels, allocator, thread pools, the model loaded once
             loop()
         rounds = [{name: timed(loop) for name, loop in loops.items()} for _ in range(args.rounds)]
+    if "ours_bf16" not in loops:  # auto is bf16 here: the same loop
+        rounds = [{**r, "ours_bf16": r["ours"]} for r in rounds]
 
-    seconds = {name: statistics.median(r[name] for r in rounds) for name in loops}
-    images = {"cb_amp": args.images, "cb_fp32": args.images, "ours": 2 * args.images, "ours_bf16": 2 * args.images}
-    rate = {name: images[name] / seconds[name] for name in loops}
+    seconds = {name: statistics.median(r[name] for r in rounds) for name in rounds[0]}
+    images = {name: args.images if name.startswith("cb") else 2 * args.images for name in seconds}
+    rate = {name: images[name] / seconds[name] for name in seconds}
 
     def ratio(ours, theirs):  # images/s, ours over theirs, per round: both sides of a round share the machine's load
         return statistics.median((images[ours] / r[ours]) / (images[theirs] / r[theirs]) for r in rounds)
@@ -119,14 +124,16 @@ def main() -> None:
         f"{rate['cb_amp']:.1f} |",
         f"| CLIP_benchmark run_classification, --no_amp | {CLIP_BENCHMARK_BATCH_SIZE} | {CLIP_BENCHMARK_WORKERS} | fp32 | "
         f"{seconds['cb_fp32']:.2f} | {args.images} | {rate['cb_fp32']:.1f} |",
-        f"| ours: embed_image_shard, original + intervened views | {batch_size} | {workers} | "
+        f"| ours: embed_image_shard, original + intervened views (auto precision) | {batch_size} | {workers} | "
         f"{effective_precision(device)} | {seconds['ours']:.2f} | {2 * args.images} | {rate['ours']:.1f} |",
-        f"| ours, --precision bf16 | {batch_size} | {workers} | {effective_precision(device, 'bf16')} | "
-        f"{seconds['ours_bf16']:.2f} | {2 * args.images} | {rate['ours_bf16']:.1f} |",
+        f"| ours, --precision fp32 | {batch_size} | {workers} | fp32 | {seconds['ours_fp32']:.2f} | {2 * args.images} | "
+        f"{rate['ours_fp32']:.1f} |",
+        *([f"| ours, --precision bf16 | {batch_size} | {workers} | bf16 | {seconds['ours_bf16']:.2f} | "
+           f"{2 * args.images} | {rate['ours_bf16']:.1f} |"] if "ours_bf16" in loops else []),
         "",
         f"ours / CLIP_benchmark, images/s (medians of {args.rounds} paired rounds): default precisions (ours "
         f"{effective_precision(device)}, its amp) {ratio('ours', 'cb_amp'):.2f}x; both fp32 (--no_amp) "
-        f"{ratio('ours', 'cb_fp32'):.2f}x; both bf16 {ratio('ours_bf16', 'cb_amp'):.2f}x",
+        f"{ratio('ours_fp32', 'cb_fp32'):.2f}x; both bf16 {ratio('ours_bf16', 'cb_amp'):.2f}x",
         "",
         "command: python bench/embed_vs_clip_benchmark.py " + " ".join(sys.argv[1:]),
     ])

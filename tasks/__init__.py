@@ -4,4 +4,4 @@
 what is stored (an embedding file's layout or checksum, run.json, a table's columns): every cached embedding's key
 holds it, and every run.json records it (`provenance.package_version`), so a new format is never read as an old one.
 """
-__version__ = "0.4.0"
+__version__ = "0.5.0"

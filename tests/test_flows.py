@@ -86,7 +86,7 @@ def test_run_writes_every_report_and_summary_matches_predictions(workspace):
     record = read_record(run)
     assert record["skipped_images"] == 1 and record["model"]["name"] == TINY_MODEL
     assert record["config"]["lams"] == [0.1, 1.0, 10.0] and len(record["dataset"]["fingerprint"]) == 16
-    assert record["package_version"] == record["provenance"]["package_version"] == tasks.__version__ == "0.4.0"
+    assert record["package_version"] == record["provenance"]["package_version"] == tasks.__version__ == "0.5.0"
     assert record["timings"]["total_s"] > 0
     assert open(join(run, "accuracy_by_target.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     projection = load_projection(join(run, "projections/domain-shift-art.npz"))

@@ -108,7 +108,8 @@ class RunConfig(BaseModel):
         "train, ..."))
     device: str = Field("auto", description="auto (cuda, mps, cpu), or a torch device such as cuda:1")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field("auto", description=(
-        "embedding precision: auto (bf16/fp16 autocast on GPU, fp32 on CPU) or a fixed one"))
+        "embedding precision: auto (bf16/fp16 autocast on GPU, bf16 on a CPU with native bfloat16, else fp32) or "
+        "a fixed one"))
     batch_size: int | None = Field(None, gt=0, description="images per batch (default: 256 on GPU, 64 on CPU)")
     num_workers: int | None = Field(None, ge=0, description="DataLoader workers (default: sized to the host's cores on GPU, 0 on CPU)")
     shard_size: int = Field(DEFAULT_SHARD_SIZE, gt=0, description="images per embedding task: a (domain, view) splits into shards of at most this many")
