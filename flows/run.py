@@ -51,7 +51,9 @@ def run(config: RunConfig = RunConfig()) -> State[str]:
         targets, target_data = {}, {}
         if config.protocol == DATASET_SHIFT:
             targets = embed_targets(config.target_datasets, data, embedding, task_runner, recipe.normalize)
-            target_data = {name: discover_dataset(replace(data, dataset=url))  # listed once: the embedding's listing
+            # listed once: the embedding's listing; quoted, as its url is also the target catalog's dataset_root, which
+            # Prefect would record as an input from the embedding subflow's result
+            target_data = {name: discover_dataset(quote(replace(data, dataset=url)))
                            for name, url in config.target_datasets.items()}
         clock.lap("embed")
 
