@@ -46,20 +46,26 @@ TEXT_READ = (*TEXT_COLUMNS, "text", "embedding")  # the texts are the text table
 
 
 @contextlib.contextmanager
-def parquet_file(url: str, check_pages: bool = True, metadata: pq.FileMetaData | None = None):
-    """A Parquet file of the store, its pages' CRCs checked as they are read (unless `check_pages` is off, for the
-    embeddings, whose values' CRC-32 covers them): a damaged page is named, never used (the embedding stage embeds a
-    damaged file anew; a run writes a missing split table again). `metadata`: its footer, already read."""
+def opened(url: str):
+    """A file of the store, open: a read of it that fails (a damaged page, footer or compressed stream) is named,
+    never used (the embedding stage embeds a damaged file anew; a run writes a missing split table again)."""
     try:
         handle = open_input(url)
     except FileNotFoundError:
         raise FileNotFoundError(f"{url} does not exist") from None
     with handle:
         try:
-            yield pq.ParquetFile(handle, metadata=metadata, page_checksum_verification=check_pages)
+            yield handle
         except (OSError, pa.ArrowException) as error:
             raise DamagedEmbeddings(url, f"it cannot be read ({type(error).__name__}: {str(error).splitlines()[0]})") \
                 from error
+
+
+@contextlib.contextmanager
+def parquet_file(url: str):
+    """A Parquet file of the store, its pages' CRCs checked as they are read."""
+    with opened(url) as handle:
+        yield pq.ParquetFile(handle, page_checksum_verification=True)
 
 
 def checked(url: str, source: pq.ParquetFile, found: Contents) -> None:
@@ -153,7 +159,8 @@ def read_domain(url: str, domain: str, normalize: bool, splits: tuple[pa.Array, 
                 only: str | None = None) -> DomainEmbeddings:
     """One (domain, view) file, rows ordered by their split, checked as it is decoded; `splits` is (sample ids,
     split) of the domain. With `only`, the rows of that split alone are kept (every row is still checked)."""
-    with parquet_file(url) as source:
+    with opened(url) as handle:
+        source = pq.ParquetFile(handle, page_checksum_verification=True)
         table = source.read(columns=list(IMAGE_COLUMNS), use_threads=False)
         found = Contents().add_ids(table.column("sample_id"))
         ids, labels = splits
@@ -173,8 +180,8 @@ def read_domain(url: str, domain: str, normalize: bool, splits: tuple[pa.Array, 
                    for name in IMAGE_COLUMNS}
         columns["split"] = split_of_row
         del table
-    # the embeddings' pages unchecked: the CRC-32 of their decoded values is their check, at a quarter of the cost
-    with parquet_file(url, check_pages=False, metadata=source.metadata) as values:
+        # the embeddings' pages unchecked: the CRC-32 of their decoded values is their check, at a quarter of the cost
+        values = pq.ParquetFile(handle, metadata=source.metadata, page_checksum_verification=False)
         embeddings = streamed_embeddings(values, order, found, normalize)
         checked(url, values, found)
     release_freed_memory()  # the decoding buffers
